@@ -1,0 +1,251 @@
+//! The verb dispatch every plugin's `main` hands control to.
+//!
+//! A plugin implements [`Plugin`]; `main` is `cni_types::skel::run(MyPlugin)`.
+//! [`dispatch`] takes the environment, stdin and stdout as arguments so the
+//! whole protocol can be tested without a process.
+
+use crate::config::{Attachment, MAX_STDIN_BYTES, NetConf, peek_version};
+use crate::env::{Command, Env};
+use crate::error::{CniError, Code};
+use crate::result::CniResult;
+use crate::version::Version;
+use crate::{log_debug, log_error};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Everything a verb handler needs about one invocation.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub env: Env,
+    pub conf: NetConf,
+}
+
+/// GC input: the config and the attachments the runtime still considers live.
+#[derive(Debug, Clone)]
+pub struct GcContext {
+    pub conf: NetConf,
+    pub valid: Vec<Attachment>,
+}
+
+/// A CNI plugin. Errors carry a code through [`crate::ResultExt::cni`];
+/// unclassified ones are reported as plugin failures (100).
+pub trait Plugin {
+    /// Used in logs.
+    const NAME: &'static str;
+
+    /// Returns the result to print (a chained plugin returns its prevResult,
+    /// possibly extended); the skeleton writes it in the config's version.
+    fn add(&self, ctx: &Context) -> anyhow::Result<CniResult>;
+    /// Must succeed when everything is already gone, and without netns or prevResult.
+    fn del(&self, ctx: &Context) -> anyhow::Result<()>;
+    fn check(&self, ctx: &Context) -> anyhow::Result<()>;
+    /// Ready unless the plugin says otherwise (codes 50/51).
+    fn status(&self, _conf: &NetConf) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn gc(&self, _ctx: &GcContext) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// DEL whose config could not be parsed: clean up whatever can be found
+    /// from the environment (and the raw document, when it was JSON). The
+    /// original decode error is still reported afterwards.
+    fn del_best_effort(&self, _env: &Env, _raw: Option<&Value>) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The version answer, the same whatever the plugin.
+pub fn version_info() -> Value {
+    json!({
+        "cniVersion": Version::NEWEST.as_str(),
+        "supportedVersions": Version::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// A netns path must exist and be a namespace file (nsfs), so that a
+/// typo or a plain file is refused before anything changes.
+fn validate_netns(path: &Path) -> Result<(), CniError> {
+    match nix::sys::statfs::statfs(path) {
+        Ok(st) if st.filesystem_type().0 as i64 == NSFS_MAGIC => Ok(()),
+        Ok(_) => Err(
+            CniError::new(Code::InvalidEnv, "CNI_NETNS is not a network namespace")
+                .with_details(format!("{} is not on nsfs", path.display())),
+        ),
+        Err(e) => Err(
+            CniError::new(Code::InvalidEnv, "CNI_NETNS cannot be opened")
+                .with_details(format!("{}: {e}", path.display())),
+        ),
+    }
+}
+
+/// Reads stdin up to the limit; one byte more means it is too large.
+fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>, CniError> {
+    let mut buf = Vec::new();
+    stdin
+        .take(MAX_STDIN_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| CniError::new(Code::Io, "cannot read stdin").with_details(e.to_string()))?;
+    Ok(buf)
+}
+
+/// Runs one invocation and returns the process exit status.
+pub fn dispatch<P: Plugin>(
+    plugin: &P,
+    get_env: impl Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+) -> i32 {
+    let mut reply_version = Version::NEWEST;
+    let outcome = run_verb(plugin, &get_env, stdin, &mut reply_version);
+    let (text, status) = match outcome {
+        Ok(Some(value)) => (value.to_string(), 0),
+        Ok(None) => (String::new(), 0),
+        Err(err) => {
+            let cni = CniError::from_anyhow(&err);
+            log_error!("code {} {}: {}", cni.code.number(), cni.msg, cni.details);
+            (cni.to_json(reply_version.as_str()), 1)
+        }
+    };
+    if !text.is_empty()
+        && writeln!(stdout, "{text}")
+            .and_then(|_| stdout.flush())
+            .is_err()
+    {
+        return 1;
+    }
+    status
+}
+
+fn run_verb<P: Plugin>(
+    plugin: &P,
+    get_env: &impl Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    reply_version: &mut Version,
+) -> anyhow::Result<Option<Value>> {
+    let env = Env::from_lookup(get_env);
+    if let Ok(e) = &env {
+        if e.command == Command::Version {
+            return Ok(Some(version_info()));
+        }
+    }
+    // Decode stdin before judging the environment, so that errors are
+    // answered in the caller's cniVersion whenever it is readable.
+    let raw = read_stdin(stdin).and_then(|b| NetConf::decode(&b));
+    if let Ok(v) = &raw {
+        if let Some(version) = peek_version(v) {
+            *reply_version = version;
+        }
+    }
+    let env = env?;
+    let tag = format!("{} {}", env.command.as_str(), env.container_id);
+    crate::log::init(P::NAME, tag, raw.as_ref().ok());
+    log_debug!(
+        "netns={:?} ifname={} args={:?}",
+        env.netns,
+        env.ifname,
+        env.args.pairs
+    );
+
+    let best_effort_del = |raw: Option<&Value>| {
+        if env.command == Command::Del {
+            if let Err(e) = plugin.del_best_effort(&env, raw) {
+                log_error!("best-effort DEL after a config error failed: {e:#}");
+            }
+        }
+    };
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => {
+            best_effort_del(None);
+            return Err(e.into());
+        }
+    };
+    let conf = match NetConf::from_value(raw.clone()) {
+        Ok(conf) => conf,
+        Err(e) => {
+            best_effort_del(Some(&raw));
+            return Err(e.into());
+        }
+    };
+    dispatch_verb(plugin, env, conf)
+}
+
+fn dispatch_verb<P: Plugin>(
+    plugin: &P,
+    mut env: Env,
+    conf: NetConf,
+) -> anyhow::Result<Option<Value>> {
+    let version = conf.version;
+    match env.command {
+        Command::Version => Ok(Some(version_info())),
+        Command::Add => {
+            validate_netns(env.netns.as_deref().unwrap_or(Path::new("")))?;
+            let ctx = Context { env, conf };
+            let result = plugin.add(&ctx)?;
+            Ok(Some(result.to_value(version)))
+        }
+        Command::Check => {
+            if !version.allows_check() {
+                return Err(
+                    CniError::new(Code::IncompatibleVersion, "CHECK is not supported")
+                        .with_details(format!(
+                            "cniVersion {version} does not allow CHECK (needs 0.4.0 or later)"
+                        ))
+                        .into(),
+                );
+            }
+            validate_netns(env.netns.as_deref().unwrap_or(Path::new("")))?;
+            plugin.check(&Context { env, conf })?;
+            Ok(None)
+        }
+        Command::Del => {
+            // A netns that is already gone is normal on DEL: treat it as absent.
+            if env
+                .netns
+                .as_deref()
+                .is_some_and(|p| validate_netns(p).is_err())
+            {
+                env.netns = None;
+            }
+            plugin.del(&Context { env, conf })?;
+            Ok(None)
+        }
+        Command::Status | Command::Gc => {
+            if !version.allows_status_and_gc() {
+                return Err(CniError::new(
+                    Code::IncompatibleVersion,
+                    format!("{} is not supported", env.command.as_str()),
+                )
+                .with_details(format!(
+                    "cniVersion {version} does not allow {} (needs 1.1.0)",
+                    env.command.as_str()
+                ))
+                .into());
+            }
+            if env.command == Command::Status {
+                plugin.status(&conf)?;
+            } else {
+                let valid = conf.valid_attachments()?;
+                plugin.gc(&GcContext { conf, valid })?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The real process entry point: environment, stdin, stdout, exit status.
+pub fn run<P: Plugin>(plugin: P) -> ! {
+    let mut stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    let status = dispatch(&plugin, |k| std::env::var(k).ok(), &mut stdin, &mut stdout);
+    drop(stdout);
+    std::process::exit(status)
+}
+
+/// Convenience for plugins whose ADD has nothing to add.
+pub fn pass_through(conf: &NetConf) -> anyhow::Result<CniResult> {
+    Ok(conf.prev_result()?.unwrap_or_default())
+}
