@@ -82,17 +82,17 @@ impl CniArgs {
         let ignore_unknown = args
             .get("IgnoreUnknown")
             .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true"));
-        if !ignore_unknown {
-            if let Some((k, _)) = args
+        if !ignore_unknown
+            && let Some((k, _)) = args
                 .pairs
                 .iter()
                 .find(|(k, _)| !KNOWN_ARGS.contains(&k.as_str()))
-            {
-                return Err(CniError::new(Code::InvalidEnv, "unknown key in CNI_ARGS")
-                    .with_details(format!(
-                        "{k:?} is not understood and IgnoreUnknown is not set"
-                    )));
-            }
+        {
+            return Err(
+                CniError::new(Code::InvalidEnv, "unknown key in CNI_ARGS").with_details(format!(
+                    "{k:?} is not understood and IgnoreUnknown is not set"
+                )),
+            );
         }
         Ok(args)
     }

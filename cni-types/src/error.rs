@@ -105,10 +105,10 @@ impl CniError {
             }
         }
         // A coded error at the root keeps its own details (Display shows only msg).
-        if let Some(root) = err.root_cause().downcast_ref::<CniError>() {
-            if !root.details.is_empty() {
-                parts.push(root.details.clone());
-            }
+        if let Some(root) = err.root_cause().downcast_ref::<CniError>()
+            && !root.details.is_empty()
+        {
+            parts.push(root.details.clone());
         }
         CniError {
             code,

@@ -92,20 +92,19 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
     if level <= l.stderr_level {
         eprintln!("{} {}: {} {args}", l.plugin, level.as_str(), l.tag);
     }
-    if let Some((file, file_level)) = &l.file {
-        if level <= *file_level {
-            if let Ok(mut f) = file.lock() {
-                let _ = writeln!(
-                    f,
-                    "{} {}[{}] {} {} {args}",
-                    utc_now(),
-                    l.plugin,
-                    std::process::id(),
-                    level.as_str(),
-                    l.tag
-                );
-            }
-        }
+    if let Some((file, file_level)) = &l.file
+        && level <= *file_level
+        && let Ok(mut f) = file.lock()
+    {
+        let _ = writeln!(
+            f,
+            "{} {}[{}] {} {} {args}",
+            utc_now(),
+            l.plugin,
+            std::process::id(),
+            level.as_str(),
+            l.tag
+        );
     }
 }
 

@@ -69,7 +69,7 @@ const NSFS_MAGIC: i64 = 0x6e73_6673;
 /// typo or a plain file is refused before anything changes.
 fn validate_netns(path: &Path) -> Result<(), CniError> {
     match nix::sys::statfs::statfs(path) {
-        Ok(st) if st.filesystem_type().0 as i64 == NSFS_MAGIC => Ok(()),
+        Ok(st) if st.filesystem_type().0 == NSFS_MAGIC => Ok(()),
         Ok(_) => Err(
             CniError::new(Code::InvalidEnv, "CNI_NETNS is not a network namespace")
                 .with_details(format!("{} is not on nsfs", path.display())),
@@ -126,18 +126,18 @@ fn run_verb<P: Plugin>(
     reply_version: &mut Version,
 ) -> anyhow::Result<Option<Value>> {
     let env = Env::from_lookup(get_env);
-    if let Ok(e) = &env {
-        if e.command == Command::Version {
-            return Ok(Some(version_info()));
-        }
+    if let Ok(e) = &env
+        && e.command == Command::Version
+    {
+        return Ok(Some(version_info()));
     }
     // Decode stdin before judging the environment, so that errors are
     // answered in the caller's cniVersion whenever it is readable.
     let raw = read_stdin(stdin).and_then(|b| NetConf::decode(&b));
-    if let Ok(v) = &raw {
-        if let Some(version) = peek_version(v) {
-            *reply_version = version;
-        }
+    if let Ok(v) = &raw
+        && let Some(version) = peek_version(v)
+    {
+        *reply_version = version;
     }
     let env = env?;
     let tag = format!("{} {}", env.command.as_str(), env.container_id);
@@ -150,10 +150,10 @@ fn run_verb<P: Plugin>(
     );
 
     let best_effort_del = |raw: Option<&Value>| {
-        if env.command == Command::Del {
-            if let Err(e) = plugin.del_best_effort(&env, raw) {
-                log_error!("best-effort DEL after a config error failed: {e:#}");
-            }
+        if env.command == Command::Del
+            && let Err(e) = plugin.del_best_effort(&env, raw)
+        {
+            log_error!("best-effort DEL after a config error failed: {e:#}");
         }
     };
     let raw = match raw {
