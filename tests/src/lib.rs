@@ -1,1 +1,322 @@
-//! Shared test harness.
+//! Test harness: private network namespaces, veth "pods" and a runner that
+//! invokes the built plugin binaries the way a runtime does (env + stdin,
+//! JSON on stdout). Everything a test creates is named uniquely and removed
+//! by a guard's `Drop`, also when the test fails.
+//!
+//! Topology: every test gets a "node" netns standing in for the host (the
+//! plugin runs inside it, so host-side veths and ifbs never touch the real
+//! host) and one or more "pod" netns, each joined to the node by a veth.
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call, usable as an ifname (<= 15).
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() % 100_000;
+    let name = format!("{prefix}{pid:x}x{n:x}");
+    assert!(name.len() <= 15, "{name} too long for an ifname");
+    name
+}
+
+/// Runs a command and fails with its stderr when it fails.
+pub fn sh(args: &[&str]) -> Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("spawning {args:?}"))?;
+    if !out.status.success() {
+        bail!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command, ignoring failure (cleanup paths).
+pub fn sh_quiet(args: &[&str]) {
+    let _ = Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Result<Netns> {
+        let name = unique(prefix);
+        sh(&["ip", "netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/var/run/netns/{}", self.name))
+    }
+
+    pub fn path_str(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    /// Runs a command inside this namespace.
+    pub fn exec(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// `ip -j link show dev` as JSON, `None` when the link does not exist.
+    pub fn link(&self, dev: &str) -> Option<Value> {
+        let out = self.ip(&["-j", "-d", "link", "show", "dev", dev]).ok()?;
+        let v: Value = serde_json::from_str(&out).ok()?;
+        v.as_array()?.first().cloned()
+    }
+
+    /// Every link name in the namespace.
+    pub fn link_names(&self) -> Vec<String> {
+        let out = self.ip(&["-j", "link", "show"]).unwrap_or_default();
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        v.as_array()
+            .map(|a| a.iter().filter_map(|l| l["ifname"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
+    /// `tc -j qdisc show dev` as JSON (qdiscs the kernel adds by default included).
+    pub fn qdiscs(&self, dev: &str) -> Vec<Value> {
+        self.exec(&["tc", "-j", "qdisc", "show", "dev", dev])
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// The qdisc of `kind` on `dev`, if present.
+    pub fn qdisc(&self, dev: &str, kind: &str) -> Option<Value> {
+        self.qdiscs(dev).into_iter().find(|q| q["kind"] == kind)
+    }
+
+    /// `tc -j filter show dev X ingress` (or another parent).
+    pub fn filters(&self, dev: &str, parent: &str) -> Vec<Value> {
+        self.exec(&["tc", "-j", "filter", "show", "dev", dev, parent])
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// A fingerprint of everything tc and link state in the namespace,
+    /// to prove that a failed invocation changed nothing.
+    pub fn snapshot(&self) -> String {
+        let links = self.ip(&["-d", "link", "show"]).unwrap_or_default();
+        let mut out = strip_counters(&links);
+        for name in self.link_names() {
+            out.push_str(&self.exec(&["tc", "qdisc", "show", "dev", &name]).unwrap_or_default());
+            out.push_str(&self.exec(&["tc", "filter", "show", "dev", &name, "ingress"]).unwrap_or_default());
+        }
+        out
+    }
+}
+
+/// Drops fields of `ip link` that change by themselves (none today, but
+/// keeps snapshots stable if `-s` is ever added).
+fn strip_counters(s: &str) -> String {
+    s.to_string()
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        sh_quiet(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// A pod: its own netns, joined to the node by a veth (`host` in the node,
+/// `eth0` in the pod), addressed `10.X.Y.2/24` (pod) and `.1` (node side).
+pub struct Pod {
+    pub ns: Netns,
+    pub host_veth: String,
+    pub ifname: String,
+    pub pod_ip: String,
+    pub host_ip: String,
+    pub container_id: String,
+}
+
+impl Pod {
+    pub fn new(node: &Netns) -> Result<Pod> {
+        let ns = Netns::new("cnip")?;
+        let host_veth = unique("vh");
+        let ifname = "eth0".to_string();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let subnet = format!("10.{}.{}", 100 + (n / 250) % 100, n % 250);
+        let pod_ip = format!("{subnet}.2");
+        let host_ip = format!("{subnet}.1");
+        node.ip(&["link", "add", &host_veth, "type", "veth", "peer", "name", &ifname, "netns", &ns.name])?;
+        node.ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_veth])?;
+        node.ip(&["link", "set", &host_veth, "up"])?;
+        ns.ip(&["addr", "add", &format!("{pod_ip}/24"), "dev", &ifname])?;
+        ns.ip(&["link", "set", &ifname, "up"])?;
+        ns.ip(&["route", "add", "default", "via", &host_ip])?;
+        Ok(Pod {
+            container_id: format!("ctr{}", unique("")),
+            ns,
+            host_veth,
+            ifname,
+            pod_ip,
+            host_ip,
+        })
+    }
+
+    /// A prevResult like a main plugin's: the host veth (no sandbox), the
+    /// container interface (sandbox = netns) and its IP.
+    pub fn prev_result(&self, version: &str) -> Value {
+        let mut ip = serde_json::json!({"interface": 1, "address": format!("{}/24", self.pod_ip)});
+        if version.starts_with("0.") {
+            ip["version"] = "4".into();
+        }
+        serde_json::json!({
+            "cniVersion": version,
+            "interfaces": [
+                {"name": self.host_veth},
+                {"name": self.ifname, "sandbox": self.ns.path_str()}
+            ],
+            "ips": [ip]
+        })
+    }
+
+    /// The environment of an invocation for this pod.
+    pub fn env(&self, command: &str) -> Vec<(String, String)> {
+        vec![
+            ("CNI_COMMAND".into(), command.into()),
+            ("CNI_CONTAINERID".into(), self.container_id.clone()),
+            ("CNI_NETNS".into(), self.ns.path_str()),
+            ("CNI_IFNAME".into(), self.ifname.clone()),
+            ("CNI_PATH".into(), "/opt/cni/bin".into()),
+            (
+                "CNI_ARGS".into(),
+                format!(
+                    "K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID=uid-{};IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={}",
+                    self.container_id, self.ns.name, self.ns.name
+                ),
+            ),
+        ]
+    }
+}
+
+/// The workspace's target directory (honours CARGO_TARGET_DIR).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// A built plugin binary; `CNI_TEST_PROFILE=release` picks release builds.
+pub fn plugin_bin(name: &str) -> PathBuf {
+    let profile = std::env::var("CNI_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
+    let p = target_dir().join(profile).join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    p
+}
+
+/// What a plugin invocation produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Panics with the plugin's own words unless it succeeded.
+    pub fn ok(self) -> Outcome {
+        assert_eq!(self.status, 0, "plugin failed: stdout={} stderr={}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts a CNI error with `code` and returns it.
+    pub fn err(self, code: u64) -> Value {
+        assert_ne!(self.status, 0, "expected failure, got: {}", self.stdout);
+        let v = self.json();
+        assert_eq!(v["code"].as_u64(), Some(code), "wrong code: stdout={} stderr={}", self.stdout, self.stderr);
+        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "no msg: {}", self.stdout);
+        assert!(v["cniVersion"].is_string(), "no cniVersion: {}", self.stdout);
+        v
+    }
+}
+
+/// Runs `bin` with exactly `env` (nothing inherited) and `stdin`, inside
+/// `netns` when given (as the runtime runs plugins in the host netns).
+pub fn run_plugin(bin: &Path, netns: Option<&Netns>, env: &[(String, String)], stdin: &[u8]) -> Outcome {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    if let Some(mut si) = child.stdin.take() {
+        // The plugin may refuse to read everything (oversized input): ignore EPIPE.
+        let _ = si.write_all(stdin);
+    }
+    let out: Output = child.wait_with_output().expect("wait plugin");
+    Outcome {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Env pairs from string slices.
+pub fn env_of(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Replaces (or adds) one variable in an env list.
+pub fn with_env(mut env: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != key);
+    env.push((key.into(), value.into()));
+    env
+}
+
+/// Removes one variable from an env list.
+pub fn without_env(mut env: Vec<(String, String)>, key: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != key);
+    env
+}
+
+/// The shared samples handed to us (`../shared/samples` from the repo root),
+/// with a copy under `tests/samples` so a clean clone does not depend on it.
+pub fn sample(name: &str) -> Value {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name);
+    let text = std::fs::read_to_string(&local).unwrap_or_else(|e| panic!("{}: {e}", local.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", local.display()))
+}

@@ -1,1 +1,405 @@
-//! sync rtnetlink helpers
+//! Synchronous rtnetlink helpers (links, addresses, routes, tc) and network
+//! namespace guards shared by the CNI plugins.
+//!
+//! A plain blocking `NETLINK_ROUTE` socket is used instead of an async stack:
+//! plugins issue a handful of requests per invocation, so a runtime would only
+//! add binary size and start-up latency.
+
+use std::io;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NlasIterator,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use nix::libc;
+
+mod addr;
+mod link;
+pub mod netns;
+pub mod tc;
+
+pub use link::Link;
+
+/// Size of the receive buffer; dumps put many messages in one datagram, and a
+/// larger datagram is detected with `MSG_TRUNC` and the buffer grown.
+const RECV_BUF_SIZE: usize = 64 * 1024;
+/// How often a dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried.
+const DUMP_RETRIES: usize = 5;
+/// Length of `struct nlmsghdr`.
+const NLMSG_HDR_LEN: usize = 16;
+/// Extended-ack TLV carrying the kernel's human-readable error message.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+/// Set on an `NLMSG_ERROR` when extended-ack TLVs follow the request header.
+const NLM_F_ACK_TLVS: u16 = 0x200;
+
+/// Errors from the kernel or the netlink exchange, kept apart so callers can
+/// branch on the errno (e.g. "already exists") without parsing strings.
+#[derive(thiserror::Error, Debug)]
+pub enum NlError {
+    /// The kernel rejected a request; `source` carries its errno so callers
+    /// can tell "missing" from "exists" from real failures.
+    #[error("{op}: {source}")]
+    Kernel {
+        /// The operation that failed, plus the kernel's extended-ack text if any.
+        op: String,
+        /// The errno the kernel returned, as an OS error.
+        source: io::Error,
+    },
+    /// The kernel's answer could not be understood; no errno to act on.
+    #[error("{op}: {msg}")]
+    Protocol {
+        /// The operation that was being performed.
+        op: String,
+        /// What was wrong with the answer.
+        msg: String,
+    },
+    /// Socket-level failure (creating, sending, receiving) or invalid input.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl NlError {
+    /// The errno behind the error, so callers can make decisions without
+    /// matching on variants.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NlError::Kernel { source, .. } => source.raw_os_error(),
+            NlError::Io(e) => e.raw_os_error(),
+            NlError::Protocol { .. } => None,
+        }
+    }
+
+    /// True when the object (link, qdisc, filter) does not exist, so cleanup
+    /// paths (CNI DEL) can treat it as already done.
+    ///
+    /// The kernel reports missing objects as `ENODEV` (link), `ENOENT`
+    /// (qdisc/filter), and `EINVAL` when a qdisc/filter delete names a parent
+    /// or handle that is not there; the `EINVAL` case is only considered for
+    /// delete requests, where it cannot mean a malformed request of ours.
+    pub fn is_not_found(&self) -> bool {
+        match self.errno() {
+            Some(libc::ENODEV) | Some(libc::ENOENT) => true,
+            Some(libc::EINVAL) => matches!(
+                self,
+                NlError::Kernel { op, .. }
+                    if op.starts_with("delete qdisc") || op.starts_with("delete filter")
+            ),
+            _ => false,
+        }
+    }
+
+    /// True on `EEXIST`, so idempotent callers can distinguish "already
+    /// there" from real failures.
+    pub fn is_exists(&self) -> bool {
+        self.errno() == Some(libc::EEXIST)
+    }
+
+    pub(crate) fn protocol(op: &str, msg: impl Into<String>) -> Self {
+        NlError::Protocol {
+            op: op.to_string(),
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn invalid_input(msg: impl Into<String>) -> Self {
+        NlError::Io(io::Error::new(io::ErrorKind::InvalidInput, msg.into()))
+    }
+}
+
+/// Result alias so every call site carries the errno-aware [`NlError`].
+pub type Result<T> = std::result::Result<T, NlError>;
+
+/// A blocking rtnetlink connection; the socket stays bound to the network
+/// namespace of the thread that created it, so it can be created inside a
+/// pod netns and used after switching back.
+pub struct Netlink {
+    sock: Socket,
+    seq: u32,
+    cap_ack: bool,
+    buf: Vec<u8>,
+}
+
+/// Outcome of reading one request's answer.
+struct Reply {
+    messages: Vec<RouteNetlinkMessage>,
+    interrupted: bool,
+}
+
+fn read_u32(buf: &[u8], off: usize) -> Option<u32> {
+    let b = buf.get(off..off + 4)?;
+    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn read_u16(buf: &[u8], off: usize) -> Option<u16> {
+    let b = buf.get(off..off + 2)?;
+    Some(u16::from_ne_bytes([b[0], b[1]]))
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+impl Netlink {
+    /// Opens the socket in the calling thread's current netns, which is what
+    /// every later request will act on.
+    pub fn new() -> Result<Self> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        // Both are best effort: they only improve error reporting.
+        let cap_ack = sock.set_cap_ack(true).is_ok();
+        let _ = sock.set_ext_ack(true);
+        Ok(Netlink {
+            sock,
+            seq: 0,
+            cap_ack,
+            buf: vec![0; RECV_BUF_SIZE],
+        })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        self.seq
+    }
+
+    /// Sends a request that expects an ACK (and possibly answer messages
+    /// before it) and returns the answer messages.
+    pub(crate) fn request(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let seq = self.send(op, msg, NLM_F_REQUEST | NLM_F_ACK | flags)?;
+        Ok(self.receive(op, seq, false)?.messages)
+    }
+
+    /// Like [`Netlink::request`] but absorbs "not found" into `Ok(false)`,
+    /// for delete paths that must be idempotent.
+    pub(crate) fn request_delete(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<bool> {
+        match self.request(op, msg, flags) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs a dump, retrying when the kernel flags it as inconsistent.
+    pub(crate) fn dump(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        for _ in 0..DUMP_RETRIES {
+            let seq = self.send(op, msg.clone(), NLM_F_REQUEST | NLM_F_DUMP)?;
+            let reply = self.receive(op, seq, true)?;
+            if !reply.interrupted {
+                return Ok(reply.messages);
+            }
+        }
+        Err(NlError::protocol(
+            op,
+            "dump kept being interrupted by concurrent changes",
+        ))
+    }
+
+    fn send(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<u32> {
+        let seq = self.next_seq();
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut out = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut out);
+        loop {
+            match self.sock.send(&out, 0) {
+                Ok(n) if n == out.len() => return Ok(seq),
+                Ok(n) => {
+                    return Err(NlError::protocol(
+                        op,
+                        format!("short send: {n} of {} bytes", out.len()),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Receives one datagram into `self.buf`, growing it if the datagram is
+    /// larger, and returns its length.
+    fn recv_datagram(&mut self) -> Result<usize> {
+        loop {
+            let res = self
+                .sock
+                .recv(&mut &mut self.buf[..], libc::MSG_PEEK | libc::MSG_TRUNC);
+            match res {
+                Ok(n) => {
+                    if n > self.buf.len() {
+                        self.buf.resize(n, 0);
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        loop {
+            match self.sock.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => return Ok(n.min(self.buf.len())),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads messages for `seq` until the ACK (requests) or `NLMSG_DONE`
+    /// (dumps). Messages of other sequence numbers (left over from an earlier
+    /// aborted exchange) are skipped.
+    fn receive(&mut self, op: &str, seq: u32, dump: bool) -> Result<Reply> {
+        let mut reply = Reply {
+            messages: Vec::new(),
+            interrupted: false,
+        };
+        let mut parse_error: Option<NlError> = None;
+        loop {
+            let len = self.recv_datagram()?;
+            let data = &self.buf[..len];
+            let mut off = 0;
+            let mut finished: Option<Result<()>> = None;
+            while off + NLMSG_HDR_LEN <= len {
+                let (Some(msg_len), Some(msg_flags), Some(msg_seq)) = (
+                    read_u32(data, off),
+                    read_u16(data, off + 6),
+                    read_u32(data, off + 8),
+                ) else {
+                    break;
+                };
+                let msg_len = msg_len as usize;
+                if msg_len < NLMSG_HDR_LEN || off + msg_len > len {
+                    return Err(NlError::protocol(op, "truncated netlink message"));
+                }
+                let bytes = &data[off..off + msg_len];
+                off += align4(msg_len);
+                if msg_seq != seq || finished.is_some() {
+                    continue;
+                }
+                if msg_flags & NLM_F_DUMP_INTR != 0 {
+                    reply.interrupted = true;
+                }
+                let parsed = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        if parse_error.is_none() {
+                            parse_error = Some(NlError::protocol(
+                                op,
+                                format!("cannot parse kernel message: {e}"),
+                            ));
+                        }
+                        continue;
+                    }
+                };
+                match parsed.payload {
+                    NetlinkPayload::InnerMessage(m) => reply.messages.push(m),
+                    NetlinkPayload::Error(err) => {
+                        finished = Some(match err.code {
+                            None => Ok(()),
+                            Some(code) => {
+                                let ext = self.extack_message(msg_flags, &err.header);
+                                Err(kernel_error(op, code.get(), ext))
+                            }
+                        });
+                    }
+                    NetlinkPayload::Done(done) => {
+                        if done.code < 0 {
+                            let ext = extack_from_tlvs(&done.extended_ack);
+                            finished = Some(Err(kernel_error(op, done.code, ext)));
+                        } else if dump {
+                            finished = Some(Ok(()));
+                        }
+                        // A DONE on a plain request precedes its ACK: keep reading.
+                    }
+                    NetlinkPayload::Overrun(_) => {
+                        finished = Some(Err(NlError::protocol(op, "netlink overrun")));
+                    }
+                    NetlinkPayload::Noop => {}
+                    _ => {}
+                }
+            }
+            if let Some(res) = finished {
+                res?;
+                if let Some(e) = parse_error {
+                    return Err(e);
+                }
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Extracts the kernel's extended-ack text from an `NLMSG_ERROR` payload
+    /// (after the embedded request header or whole request).
+    fn extack_message(&self, flags: u16, payload: &[u8]) -> Option<String> {
+        if flags & NLM_F_ACK_TLVS == 0 {
+            return None;
+        }
+        let tlv_off = if self.cap_ack {
+            NLMSG_HDR_LEN
+        } else {
+            align4(read_u32(payload, 0)? as usize)
+        };
+        extack_from_tlvs(payload.get(tlv_off..)?)
+    }
+}
+
+fn extack_from_tlvs(tlvs: &[u8]) -> Option<String> {
+    for nla in NlasIterator::new(tlvs) {
+        let nla = nla.ok()?;
+        if nla.kind() == NLMSGERR_ATTR_MSG {
+            let v = nla.value();
+            let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+            let s = String::from_utf8_lossy(&v[..end]).trim().to_string();
+            if !s.is_empty() {
+                return Some(s);
+            }
+        }
+    }
+    None
+}
+
+fn kernel_error(op: &str, code: i32, ext: Option<String>) -> NlError {
+    let op = match ext {
+        Some(ext) => format!("{op} ({ext})"),
+        None => op.to_string(),
+    };
+    NlError::Kernel {
+        op,
+        source: io::Error::from_raw_os_error(code.saturating_abs()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::Netlink;
+    use nix::sched::{CloneFlags, unshare};
+
+    /// Moves the test thread into a fresh netns with `lo` up, so tests never
+    /// touch the host's interfaces.
+    pub fn private_netns() -> Netlink {
+        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let mut nl = Netlink::new().expect("netlink socket");
+        let lo = nl.link_by_name("lo").unwrap().expect("lo exists");
+        nl.set_up(lo.index).unwrap();
+        nl
+    }
+}

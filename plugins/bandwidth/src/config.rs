@@ -1,0 +1,319 @@
+//! Bandwidth configuration: the reference plugin's keys, the spellings real
+//! runtimes send, and our own policy knobs.
+//!
+//! Sources, in order of precedence (the reference's default):
+//! 1. the static block: `ingressRate`/`ingressBurst`/`egressRate`/`egressBurst`
+//!    at the top level of the plugin config. If any of these keys is present
+//!    the static block wins as a whole, as in the reference plugin;
+//! 2. `runtimeConfig.bandwidth` (or `bandWidth`), filled by the runtime from
+//!    the pod annotations through the `bandwidth` capability.
+//!
+//! `"precedence": "runtime"` flips that: a pod's annotations win over the
+//! node default in the static block. Keys match case-insensitively
+//! (containerd sends `IngressRate`, CRI-O `ingressRate`), as Go's JSON does.
+
+use cni_types::error::{Code, CniError};
+use cni_types::NetConf;
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+/// Rates below this are not a useful shaping target and below tbf's
+/// byte-rate resolution; Kubernetes quantities start at 1k anyway.
+pub const MIN_RATE_BITS: u64 = 1_000;
+/// 1 Pbit/s: the top of the range runtimes can express.
+pub const MAX_RATE_BITS: u64 = 1_000_000_000_000_000;
+/// The kernel's burst attribute is a u32 of bytes.
+pub const MAX_BURST_BITS: u64 = u32::MAX as u64 * 8;
+/// containerd, CRI-O and dockershim mean "unlimited" with a burst of
+/// u32::MAX bits (containerd) or u32::MAX*8-1 (CRI-O): anything from 2^31-1
+/// bits (256 MiB) up is such a sentinel, never an operator's choice.
+pub const SENTINEL_BURST_BITS: u64 = (1 << 31) - 1;
+
+/// One direction's limit as configured, before device-dependent math.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub rate_bits: u64,
+    /// `None`: use the default bucket (see `shaping`).
+    pub burst_bits: Option<u64>,
+}
+
+/// What to do with a runtime's sentinel burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeBurst {
+    /// Treat it as unset and use the default bucket (our default).
+    Cap,
+    /// Install it as given, like the reference plugin (without its u32 wrap).
+    Honor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precedence {
+    Static,
+    Runtime,
+}
+
+/// Which block the rates came from, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Static,
+    Runtime,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BandwidthConf {
+    pub ingress: Option<Limit>,
+    pub egress: Option<Limit>,
+    pub source: Source,
+    pub runtime_burst: RuntimeBurst,
+    pub latency_ms: u32,
+    pub state_dir: PathBuf,
+}
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/bandwidth";
+pub const DEFAULT_LATENCY_MS: u32 = 25;
+
+fn invalid(msg: impl Into<String>, details: impl Into<String>) -> CniError {
+    CniError::new(Code::InvalidConfig, msg).with_details(details)
+}
+
+/// The four rate keys found in one JSON object, matched case-insensitively.
+#[derive(Debug, Default, Clone, Copy)]
+struct Block {
+    ingress_rate: Option<u64>,
+    ingress_burst: Option<u64>,
+    egress_rate: Option<u64>,
+    egress_burst: Option<u64>,
+}
+
+impl Block {
+    fn read(obj: &Map<String, Value>, what: &str) -> Result<Block, CniError> {
+        let mut b = Block::default();
+        for (key, value) in obj {
+            let slot = match key.to_ascii_lowercase().as_str() {
+                "ingressrate" => &mut b.ingress_rate,
+                "ingressburst" => &mut b.ingress_burst,
+                "egressrate" => &mut b.egress_rate,
+                "egressburst" => &mut b.egress_burst,
+                _ => continue,
+            };
+            if value.is_null() {
+                continue;
+            }
+            let n = value.as_u64().ok_or_else(|| {
+                invalid(
+                    format!("invalid {key}"),
+                    format!("{what}.{key} must be a non-negative integer (bits or bits/s), got {value}"),
+                )
+            })?;
+            *slot = Some(n);
+        }
+        Ok(b)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ingress_rate.is_none()
+            && self.ingress_burst.is_none()
+            && self.egress_rate.is_none()
+            && self.egress_burst.is_none()
+    }
+}
+
+/// Validates one direction the way the reference does (rate and burst come
+/// together), plus range checks the reference lacks.
+fn direction(
+    name: &str,
+    rate: Option<u64>,
+    burst: Option<u64>,
+    sentinel_is_unset: bool,
+) -> Result<Option<Limit>, CniError> {
+    let rate = rate.unwrap_or(0);
+    let burst = burst.unwrap_or(0);
+    if rate == 0 && burst == 0 {
+        return Ok(None);
+    }
+    if rate == 0 {
+        return Err(invalid(
+            format!("{name}Burst is set but {name}Rate is not"),
+            format!("{name}Burst={burst} needs a non-zero {name}Rate"),
+        ));
+    }
+    if burst == 0 {
+        return Err(invalid(
+            format!("{name}Rate is set but {name}Burst is not"),
+            format!("{name}Rate={rate} needs a non-zero {name}Burst (bits), as in the reference plugin"),
+        ));
+    }
+    if !(MIN_RATE_BITS..=MAX_RATE_BITS).contains(&rate) {
+        return Err(invalid(
+            format!("{name}Rate out of range"),
+            format!("{name}Rate={rate} bits/s is outside {MIN_RATE_BITS}..={MAX_RATE_BITS} (1 kbit/s..1 Pbit/s)"),
+        ));
+    }
+    if burst > MAX_BURST_BITS {
+        return Err(invalid(
+            format!("{name}Burst too large"),
+            format!("{name}Burst={burst} bits exceeds {MAX_BURST_BITS} (4 GiB, the kernel's u32 of bytes)"),
+        ));
+    }
+    let burst_bits = if sentinel_is_unset && burst >= SENTINEL_BURST_BITS { None } else { Some(burst) };
+    Ok(Some(Limit { rate_bits: rate, burst_bits }))
+}
+
+fn parse_enum<T>(raw: &Value, key: &str, default: T, options: &[(&str, T)]) -> Result<T, CniError>
+where
+    T: Copy,
+{
+    match raw.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::String(s)) => options.iter().find(|(n, _)| n == s).map(|(_, v)| *v).ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            invalid(format!("invalid {key}"), format!("{key}={s:?}, expected one of {}", names.join(", ")))
+        }),
+        Some(other) => Err(invalid(format!("invalid {key}"), format!("{key} must be a string, got {other}"))),
+    }
+}
+
+impl BandwidthConf {
+    pub fn parse(conf: &NetConf) -> Result<BandwidthConf, CniError> {
+        let raw = &conf.raw;
+        let runtime_burst = parse_enum(
+            raw,
+            "runtimeBurst",
+            RuntimeBurst::Cap,
+            &[("cap", RuntimeBurst::Cap), ("honor", RuntimeBurst::Honor)],
+        )?;
+        let precedence = parse_enum(
+            raw,
+            "precedence",
+            Precedence::Static,
+            &[("static", Precedence::Static), ("runtime", Precedence::Runtime)],
+        )?;
+        let latency_ms = match raw.get("latencyMs") {
+            None | Some(Value::Null) => DEFAULT_LATENCY_MS,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=60_000).contains(n))
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| invalid("invalid latencyMs", format!("latencyMs must be 1..=60000, got {v}")))?,
+        };
+        let state_dir = match raw.get("stateDir") {
+            None | Some(Value::Null) => PathBuf::from(DEFAULT_STATE_DIR),
+            Some(Value::String(s)) if s.starts_with('/') => PathBuf::from(s),
+            Some(v) => return Err(invalid("invalid stateDir", format!("stateDir must be an absolute path, got {v}"))),
+        };
+
+        let static_block = match raw.as_object() {
+            Some(obj) => Block::read(obj, "config")?,
+            None => Block::default(),
+        };
+        let runtime_block = match conf.runtime_config_entry("bandwidth") {
+            None | Some(Value::Null) => Block::default(),
+            Some(Value::Object(obj)) => Block::read(obj, "runtimeConfig.bandwidth")?,
+            Some(other) => {
+                return Err(invalid(
+                    "invalid runtimeConfig.bandwidth",
+                    format!("runtimeConfig.bandwidth must be an object, got {other}"),
+                ));
+            }
+        };
+        let (block, source) = match (static_block.is_empty(), runtime_block.is_empty(), precedence) {
+            (true, true, _) => (Block::default(), Source::None),
+            (false, true, _) | (false, false, Precedence::Static) => (static_block, Source::Static),
+            (true, false, _) | (false, false, Precedence::Runtime) => (runtime_block, Source::Runtime),
+        };
+        // Only a runtime's burst can be the "unlimited" sentinel; an
+        // operator's explicit static burst is honoured as written.
+        let sentinel_is_unset = source == Source::Runtime && runtime_burst == RuntimeBurst::Cap;
+        Ok(BandwidthConf {
+            ingress: direction("ingress", block.ingress_rate, block.ingress_burst, sentinel_is_unset)?,
+            egress: direction("egress", block.egress_rate, block.egress_burst, sentinel_is_unset)?,
+            source,
+            runtime_burst,
+            latency_ms,
+            state_dir,
+        })
+    }
+
+    pub fn shapes_anything(&self) -> bool {
+        self.ingress.is_some() || self.egress.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<BandwidthConf, CniError> {
+        BandwidthConf::parse(&NetConf::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn containerd_pascal_case_sentinel_is_capped() {
+        let c = parse(json!({"cniVersion":"0.4.0","name":"n","type":"bandwidth","capabilities":{"bandwidth":true},
+            "runtimeConfig":{"bandwidth":{"IngressRate":10000000,"IngressBurst":4294967295u64,"EgressRate":10000000,"EgressBurst":4294967295u64}}}))
+        .unwrap();
+        assert_eq!(c.source, Source::Runtime);
+        assert_eq!(c.ingress, Some(Limit { rate_bits: 10_000_000, burst_bits: None }));
+        assert_eq!(c.egress, Some(Limit { rate_bits: 10_000_000, burst_bits: None }));
+    }
+
+    #[test]
+    fn honor_keeps_sentinel_and_crio_burst_fits() {
+        let c = parse(json!({"cniVersion":"1.0.0","runtimeBurst":"honor",
+            "runtimeConfig":{"bandWidth":{"ingressRate":1000000,"ingressBurst":34359738359u64}}}))
+        .unwrap();
+        assert_eq!(c.ingress, Some(Limit { rate_bits: 1_000_000, burst_bits: Some(34_359_738_359) }));
+        assert_eq!(c.egress, None);
+    }
+
+    #[test]
+    fn static_block_wins_and_is_honoured() {
+        let c = parse(json!({"cniVersion":"1.0.0","ingressRate":8000,"ingressBurst":4294967295u64,
+            "runtimeConfig":{"bandwidth":{"egressRate":1000000,"egressBurst":80000}}}))
+        .unwrap();
+        assert_eq!(c.source, Source::Static);
+        assert_eq!(c.ingress, Some(Limit { rate_bits: 8000, burst_bits: Some(4_294_967_295) }));
+        assert_eq!(c.egress, None, "static block wins as a whole");
+    }
+
+    #[test]
+    fn runtime_precedence_flips() {
+        let c = parse(json!({"cniVersion":"1.0.0","precedence":"runtime","ingressRate":8000,"ingressBurst":8000,
+            "runtimeConfig":{"bandwidth":{"egressRate":1000000,"egressBurst":80000}}}))
+        .unwrap();
+        assert_eq!(c.source, Source::Runtime);
+        assert_eq!(c.ingress, None);
+        assert!(c.egress.is_some());
+    }
+
+    #[test]
+    fn invalid_combinations() {
+        for bad in [
+            json!({"cniVersion":"1.0.0","ingressRate":0,"ingressBurst":123}),
+            json!({"cniVersion":"1.0.0","egressRate":123000,"egressBurst":0}),
+            json!({"cniVersion":"1.0.0","egressRate":123000}),
+            json!({"cniVersion":"1.0.0","ingressRate":-5,"ingressBurst":1}),
+            json!({"cniVersion":"1.0.0","ingressRate":"10M","ingressBurst":1}),
+            json!({"cniVersion":"1.0.0","ingressRate":1.5,"ingressBurst":1}),
+            json!({"cniVersion":"1.0.0","ingressRate":999,"ingressBurst":100000}),
+            json!({"cniVersion":"1.0.0","ingressRate":1000000000000000001u64,"ingressBurst":100000}),
+            json!({"cniVersion":"1.0.0","ingressRate":1000000,"ingressBurst":34359738361u64}),
+            json!({"cniVersion":"1.0.0","runtimeBurst":"sometimes"}),
+            json!({"cniVersion":"1.0.0","latencyMs":0}),
+            json!({"cniVersion":"1.0.0","stateDir":"relative"}),
+            json!({"cniVersion":"1.0.0","runtimeConfig":{"bandwidth":[1]}}),
+        ] {
+            let e = parse(bad.clone()).unwrap_err();
+            assert_eq!(e.code, Code::InvalidConfig, "{bad}");
+        }
+    }
+
+    #[test]
+    fn nothing_configured() {
+        let c = parse(json!({"cniVersion":"1.0.0","name":"n"})).unwrap();
+        assert!(!c.shapes_anything());
+        assert_eq!(c.latency_ms, 25);
+    }
+}

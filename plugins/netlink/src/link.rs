@@ -1,0 +1,344 @@
+//! Link (interface) queries and changes.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+};
+
+use crate::{Netlink, NlError, Result};
+
+/// `IFLA_IFALIAS`, emitted raw so an empty value (which clears the alias)
+/// carries no terminating NUL, exactly like iproute2 sends it.
+const IFLA_IFALIAS: u16 = 20;
+/// Kernel limit for interface names including the NUL (`IFNAMSIZ`).
+const IFNAMSIZ: usize = 16;
+
+/// A snapshot of one interface, with the fields the plugins decide on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Link {
+    /// Interface index, the stable handle for all further requests.
+    pub index: u32,
+    /// Interface name (`IFLA_IFNAME`).
+    pub name: String,
+    /// Driver kind (`IFLA_INFO_KIND`: "veth", "ifb", ..), to recognise our own devices.
+    pub kind: Option<String>,
+    /// Current MTU, which shaping devices must mirror.
+    pub mtu: u32,
+    /// Largest MTU the driver accepts; `None` when unreported or unlimited (0).
+    pub max_mtu: Option<u32>,
+    /// Smallest MTU the driver accepts; `None` when unreported or 0.
+    pub min_mtu: Option<u32>,
+    /// Transmit queue length (`IFLA_TXQLEN`).
+    pub txqlen: u32,
+    /// Free-form alias (`IFLA_IFALIAS`), used to tag devices we own.
+    pub alias: Option<String>,
+    /// `IFLA_LINK`: for a veth, the peer's ifindex (in the peer's netns).
+    pub peer_index: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: set when the peer lives in another netns.
+    pub link_netnsid: Option<i32>,
+    /// Whether `IFF_UP` is set (administratively up).
+    pub up: bool,
+    /// Hardware address when it is an Ethernet-style 6-byte MAC.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl Link {
+    fn from_message(msg: LinkMessage) -> Link {
+        let mut link = Link {
+            index: msg.header.index,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            ..Default::default()
+        };
+        for attr in msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n,
+                LinkAttribute::Mtu(m) => link.mtu = m,
+                // 0 is the kernel's "no limit" (e.g. ifb).
+                LinkAttribute::MaxMtu(m) => link.max_mtu = (m != 0).then_some(m),
+                LinkAttribute::MinMtu(m) => link.min_mtu = (m != 0).then_some(m),
+                LinkAttribute::TxQueueLen(q) => link.txqlen = q,
+                LinkAttribute::IfAlias(a) => {
+                    let a = a.trim_end_matches('\0').to_string();
+                    if !a.is_empty() {
+                        link.alias = Some(a);
+                    }
+                }
+                LinkAttribute::Link(l) => link.peer_index = Some(l),
+                LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
+                LinkAttribute::Address(a) => {
+                    if let Ok(mac) = <[u8; 6]>::try_from(a.as_slice()) {
+                        link.mac = Some(mac);
+                    }
+                }
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(k) = info {
+                            link.kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+fn link_msg(index: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg
+}
+
+fn collect_links(msgs: Vec<RouteNetlinkMessage>) -> Vec<Link> {
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Netlink {
+    /// Lists every interface of the socket's netns.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let msgs = self.dump(
+            "dump links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        )?;
+        Ok(collect_links(msgs))
+    }
+
+    /// Looks an interface up by name; `None` lets callers treat absence as a
+    /// normal state rather than an error.
+    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        // No interface can carry such a name; the kernel would say EINVAL.
+        if name.is_empty() || name.len() >= IFNAMSIZ {
+            return Ok(None);
+        }
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.get_link(&format!("get link {name}"), msg)
+    }
+
+    /// Looks an interface up by index; `None` when it is gone.
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+        if index == 0 {
+            return Ok(None);
+        }
+        self.get_link(&format!("get link #{index}"), link_msg(index))
+    }
+
+    fn get_link(&mut self, op: &str, msg: LinkMessage) -> Result<Option<Link>> {
+        match self.request(op, RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(msgs) => Ok(collect_links(msgs).into_iter().next()),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates an ifb device (exclusively, so a name clash is reported as
+    /// `EEXIST`), configures and raises it, and returns it as the kernel
+    /// sees it. A half-configured device is removed again on failure.
+    pub fn create_ifb(&mut self, name: &str, mtu: u32, alias: Option<&str>) -> Result<Link> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Ifb)]));
+        let op = format!("create ifb {name}");
+        self.request(
+            &op,
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        let err = match self.finish_ifb(&op, name, alias) {
+            Ok(link) => return Ok(link),
+            Err(e) => e,
+        };
+        // The name is ours (created with EXCL): remove the half-set-up device.
+        if let Ok(Some(link)) = self.link_by_name(name) {
+            let _ = self.delete_link(link.index);
+        }
+        Err(err)
+    }
+
+    fn finish_ifb(&mut self, op: &str, name: &str, alias: Option<&str>) -> Result<Link> {
+        let link = self
+            .link_by_name(name)?
+            .ok_or_else(|| NlError::protocol(op, "created link not found"))?;
+        if let Some(alias) = alias {
+            self.set_alias(link.index, alias)?;
+        }
+        self.set_up(link.index)?;
+        self.link_by_index(link.index)?
+            .ok_or_else(|| NlError::protocol(op, "created link vanished"))
+    }
+
+    /// Creates a veth pair with both ends in the current netns, for tests
+    /// and simulators that need a realistic pod interface.
+    pub fn create_veth(&mut self, name: &str, peer: &str) -> Result<()> {
+        let mut peer_msg = LinkMessage::default();
+        peer_msg
+            .attributes
+            .push(LinkAttribute::IfName(peer.to_string()));
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+        ]));
+        self.request(
+            &format!("create veth {name}/{peer}"),
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    /// Moves an interface into the netns referred to by `fd` (e.g. one end of
+    /// a veth into a pod).
+    pub fn move_link_to_netns_fd(&mut self, index: u32, fd: BorrowedFd<'_>) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
+        self.set_link(&format!("move link #{index} to netns"), msg)
+    }
+
+    /// Deletes an interface; `Ok(false)` when it was already gone, so CNI DEL
+    /// stays idempotent.
+    pub fn delete_link(&mut self, index: u32) -> Result<bool> {
+        self.request_delete(
+            &format!("delete link #{index}"),
+            RouteNetlinkMessage::DelLink(link_msg(index)),
+            0,
+        )
+    }
+
+    /// Raises an interface (sets `IFF_UP` only, other flags untouched).
+    pub fn set_up(&mut self, index: u32) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        self.set_link(&format!("set link #{index} up"), msg)
+    }
+
+    /// Sets the alias used to tag devices; an empty string clears it.
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::Other(DefaultNla::new(
+            IFLA_IFALIAS,
+            alias.as_bytes().to_vec(),
+        )));
+        self.set_link(&format!("set alias of link #{index}"), msg)
+    }
+
+    /// Sets the MTU (e.g. to mirror the shaped interface on its ifb).
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.set_link(&format!("set mtu {mtu} on link #{index}"), msg)
+    }
+
+    /// Sets the transmit queue length.
+    pub fn set_txqlen(&mut self, index: u32, qlen: u32) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::TxQueueLen(qlen));
+        self.set_link(&format!("set txqlen {qlen} on link #{index}"), msg)
+    }
+
+    /// Renames an interface (the kernel requires it to be down).
+    pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.set_link(&format!("rename link #{index} to {name}"), msg)
+    }
+
+    /// Returns the interface's MAC, for callers that need only that.
+    pub fn link_mac(&mut self, index: u32) -> Result<Option<[u8; 6]>> {
+        Ok(self.link_by_index(index)?.and_then(|l| l.mac))
+    }
+
+    fn set_link(&mut self, op: &str, msg: LinkMessage) -> Result<()> {
+        self.request(op, RouteNetlinkMessage::SetLink(msg), 0)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::private_netns;
+
+    #[test]
+    fn ifb_create_read_back_delete_twice() {
+        let mut nl = private_netns();
+        let link = nl
+            .create_ifb("ifbtest0", 1400, Some("owned-by-test"))
+            .unwrap();
+        assert_eq!(link.name, "ifbtest0");
+        assert_eq!(link.kind.as_deref(), Some("ifb"));
+        assert_eq!(link.mtu, 1400);
+        assert_eq!(link.alias.as_deref(), Some("owned-by-test"));
+        assert!(link.up);
+        assert!(link.mac.is_some());
+        assert_eq!(link.max_mtu, None);
+
+        let again = nl.create_ifb("ifbtest0", 1400, None).unwrap_err();
+        assert!(again.is_exists(), "{again}");
+
+        let by_name = nl.link_by_name("ifbtest0").unwrap().unwrap();
+        assert_eq!(by_name, link);
+        assert!(nl.links().unwrap().iter().any(|l| l.index == link.index));
+
+        nl.set_alias(link.index, "").unwrap();
+        nl.set_mtu(link.index, 1300).unwrap();
+        nl.set_txqlen(link.index, 77).unwrap();
+        let l = nl.link_by_index(link.index).unwrap().unwrap();
+        assert_eq!(l.alias, None);
+        assert_eq!(l.mtu, 1300);
+        assert_eq!(l.txqlen, 77);
+
+        assert!(nl.delete_link(link.index).unwrap());
+        assert!(!nl.delete_link(link.index).unwrap());
+        assert_eq!(nl.link_by_name("ifbtest0").unwrap(), None);
+        assert_eq!(nl.link_by_index(link.index).unwrap(), None);
+        assert_eq!(
+            nl.link_by_name("a-name-that-is-far-too-long").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn ifb_failed_setup_leaves_nothing_behind() {
+        let mut nl = private_netns();
+        // The kernel caps aliases at 255 bytes: fails after the link exists.
+        let alias = "x".repeat(300);
+        let err = nl.create_ifb("ifbbad", 1500, Some(&alias)).unwrap_err();
+        assert_eq!(err.errno(), Some(nix::libc::ERANGE), "{err}");
+        assert!(err.to_string().contains("policy"), "{err}");
+        assert_eq!(nl.link_by_name("ifbbad").unwrap(), None);
+    }
+
+    #[test]
+    fn veth_peer_index_and_rename() {
+        let mut nl = private_netns();
+        nl.create_veth("vtest0", "vtest1").unwrap();
+        let a = nl.link_by_name("vtest0").unwrap().unwrap();
+        let b = nl.link_by_name("vtest1").unwrap().unwrap();
+        assert_eq!(a.kind.as_deref(), Some("veth"));
+        assert_eq!(a.peer_index, Some(b.index));
+        assert_eq!(b.peer_index, Some(a.index));
+        assert_eq!(a.link_netnsid, None);
+        assert_eq!(a.min_mtu, Some(68));
+        assert!(a.max_mtu.is_some());
+        assert!(!a.up);
+        assert_eq!(nl.link_mac(a.index).unwrap(), a.mac);
+
+        nl.set_name(b.index, "vtest9").unwrap();
+        assert_eq!(nl.link_by_index(b.index).unwrap().unwrap().name, "vtest9");
+        nl.set_up(a.index).unwrap();
+        assert!(nl.link_by_index(a.index).unwrap().unwrap().up);
+    }
+}

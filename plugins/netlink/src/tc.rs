@@ -1,0 +1,824 @@
+//! Traffic control: qdiscs (tbf, ingress, clsact) and u32/mirred filters.
+//!
+//! tbf options are encoded and decoded by hand because netlink-packet-route
+//! has no tbf support: it hands unknown qdisc options back as one raw blob.
+
+use netlink_packet_core::{
+    DefaultNla, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Nla, NlasIterator,
+};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    tc::{
+        TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType,
+        TcAttribute, TcFilterMatchAllOption, TcFilterU32Option, TcHeader, TcMessage, TcMirror,
+        TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
+    },
+};
+
+use crate::{Netlink, NlError, Result};
+
+/// Parent of the root (egress) qdisc.
+pub const TC_H_ROOT: u32 = 0xFFFF_FFFF;
+/// Parent of the ingress/clsact qdisc.
+pub const TC_H_INGRESS: u32 = 0xFFFF_FFF1;
+/// Handle of the ingress/clsact qdisc (`ffff:`), also the filter parent on ingress.
+pub const INGRESS_HANDLE: u32 = 0xFFFF_0000;
+/// Handle we give the root tbf (`1:`), so it can be found and replaced.
+pub const TBF_HANDLE: u32 = 0x0001_0000;
+/// `TCA_EGRESS_REDIR`: mirred redirects to the target's egress.
+pub const TCA_EGRESS_REDIR: i32 = 1;
+/// `ETH_P_ALL`: a filter protocol matching every frame.
+pub const ETH_P_ALL: u16 = 0x0003;
+/// `ETH_P_IP`: a filter protocol matching IPv4 only.
+pub const ETH_P_IP: u16 = 0x0800;
+
+const TCA_OPTIONS: u16 = 2;
+const TCA_TBF_PARMS: u16 = 1;
+const TCA_TBF_RATE64: u16 = 4;
+const TCA_TBF_BURST: u16 = 6;
+const TC_LINKLAYER_ETHERNET: u8 = 1;
+/// `sizeof(struct tc_tbf_qopt)`.
+const TBF_QOPT_LEN: usize = 36;
+/// `PSCHED_SHIFT`: one scheduler tick is 64 ns.
+const PSCHED_SHIFT: u32 = 6;
+const NSEC_PER_SEC: u128 = 1_000_000_000;
+/// `IPPROTO_TCP`.
+const IPPROTO_TCP: u32 = 6;
+
+/// What a caller wants a tbf to enforce, in the units the CNI config uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TbfSpec {
+    /// Token rate; values >= 2^32 are sent as `TCA_TBF_RATE64`.
+    pub rate_bytes_per_sec: u64,
+    /// Bucket size, sent as `TCA_TBF_BURST` so the kernel needs no tick maths.
+    pub burst_bytes: u32,
+    /// Queue limit of the tbf's child bfifo.
+    pub limit_bytes: u32,
+}
+
+/// The tbf parameters the kernel dumps back, to verify or diff against a spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TbfParams {
+    /// Effective rate: the larger of the u32 rate field and `TCA_TBF_RATE64`.
+    pub rate_bytes_per_sec: u64,
+    /// Queue limit in bytes.
+    pub limit_bytes: u32,
+    /// Bucket size as time in 64 ns ticks (the kernel does not dump the burst
+    /// in bytes); truncated to 32 bits by the kernel.
+    pub buffer_ticks: u32,
+}
+
+impl TbfParams {
+    /// True when the dumped qdisc enforces `spec`, allowing for the kernel's
+    /// rounding of the burst time, so a retried ADD can skip the replace.
+    pub fn matches(&self, spec: &TbfSpec) -> bool {
+        if self.rate_bytes_per_sec != spec.rate_bytes_per_sec
+            || self.limit_bytes != spec.limit_bytes
+        {
+            return false;
+        }
+        // The kernel truncates its 64-bit tick count to u32 when dumping.
+        let want = burst_to_ticks_u64(spec.rate_bytes_per_sec, spec.burst_bytes) as u32;
+        let diff = want
+            .wrapping_sub(self.buffer_ticks)
+            .min(self.buffer_ticks.wrapping_sub(want));
+        diff <= 1 + want / 1_000_000
+    }
+}
+
+/// One qdisc from a dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qdisc {
+    /// Interface the qdisc is attached to.
+    pub ifindex: u32,
+    /// Qdisc handle (`major:0` as a u32).
+    pub handle: u32,
+    /// Parent handle ([`TC_H_ROOT`], [`TC_H_INGRESS`] or a class).
+    pub parent: u32,
+    /// Qdisc kind ("tbf", "ingress", "clsact", "noqueue", ..).
+    pub kind: String,
+    /// Decoded options when the qdisc is a tbf.
+    pub tbf: Option<TbfParams>,
+}
+
+/// One filter from a dump (u32 dumps also list their hash tables, which have
+/// no actions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// Interface the filter is attached to.
+    pub ifindex: u32,
+    /// Parent qdisc/class handle.
+    pub parent: u32,
+    /// Priority, the key used to delete the filter.
+    pub prio: u16,
+    /// Protocol in host order (`ETH_P_*`).
+    pub protocol: u16,
+    /// Classifier kind ("u32", "matchall", ..).
+    pub kind: String,
+    /// Filter handle (for u32, `htid:hash:node`).
+    pub handle: u32,
+    /// mirred actions attached to the filter, to see where traffic is sent.
+    pub mirred: Vec<Mirred>,
+}
+
+/// A mirred action: where and how a filter sends matching packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mirred {
+    /// `TCA_EGRESS_REDIR` (1), `TCA_EGRESS_MIRROR` (2), ..
+    pub action: i32,
+    /// Target interface index.
+    pub ifindex: u32,
+}
+
+fn burst_to_ticks_u64(rate_bytes_per_sec: u64, burst_bytes: u32) -> u64 {
+    if rate_bytes_per_sec == 0 {
+        return u64::MAX;
+    }
+    let ns = u128::from(burst_bytes) * NSEC_PER_SEC / u128::from(rate_bytes_per_sec);
+    u64::try_from(ns >> PSCHED_SHIFT).unwrap_or(u64::MAX)
+}
+
+/// Converts a burst in bytes to the tbf `buffer` field (time to send it at
+/// `rate`, in 64 ns ticks), saturating instead of wrapping.
+pub fn burst_to_ticks(rate_bytes_per_sec: u64, burst_bytes: u32) -> u32 {
+    u32::try_from(burst_to_ticks_u64(rate_bytes_per_sec, burst_bytes)).unwrap_or(u32::MAX)
+}
+
+/// Converts a dumped tbf `buffer` (ticks) back to bytes at `rate`, so a
+/// dumped qdisc can be compared with a burst in bytes.
+pub fn ticks_to_burst(rate_bytes_per_sec: u64, ticks: u32) -> u64 {
+    let ns = u128::from(ticks) << PSCHED_SHIFT;
+    u64::try_from(ns * u128::from(rate_bytes_per_sec) / NSEC_PER_SEC).unwrap_or(u64::MAX)
+}
+
+fn push_nla(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let len = 4 + value.len();
+    // Attribute values here are at most 36 bytes, far below u16::MAX.
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len() + ((4 - len % 4) % 4), 0);
+}
+
+/// Builds the nested `TCA_OPTIONS` payload for a tbf: `TCA_TBF_PARMS`,
+/// `TCA_TBF_RATE64` when the rate does not fit 32 bits, and `TCA_TBF_BURST`.
+pub fn encode_tbf_options(spec: &TbfSpec) -> Vec<u8> {
+    let rate32 = u32::try_from(spec.rate_bytes_per_sec).unwrap_or(u32::MAX);
+    let mut qopt = Vec::with_capacity(TBF_QOPT_LEN);
+    // struct tc_ratespec rate
+    qopt.push(0); // cell_log
+    qopt.push(TC_LINKLAYER_ETHERNET); // linklayer: no rate table needed
+    qopt.extend_from_slice(&0u16.to_ne_bytes()); // overhead
+    qopt.extend_from_slice(&(-1i16).to_ne_bytes()); // cell_align
+    qopt.extend_from_slice(&0u16.to_ne_bytes()); // mpu
+    qopt.extend_from_slice(&rate32.to_ne_bytes());
+    // struct tc_ratespec peakrate: unused
+    qopt.extend_from_slice(&[0u8; 12]);
+    qopt.extend_from_slice(&spec.limit_bytes.to_ne_bytes());
+    qopt.extend_from_slice(
+        &burst_to_ticks(spec.rate_bytes_per_sec, spec.burst_bytes).to_ne_bytes(),
+    );
+    qopt.extend_from_slice(&0u32.to_ne_bytes()); // mtu (peak bucket)
+    debug_assert_eq!(qopt.len(), TBF_QOPT_LEN);
+
+    let mut out = Vec::with_capacity(64);
+    push_nla(&mut out, TCA_TBF_PARMS, &qopt);
+    if spec.rate_bytes_per_sec > u64::from(u32::MAX) {
+        push_nla(
+            &mut out,
+            TCA_TBF_RATE64,
+            &spec.rate_bytes_per_sec.to_ne_bytes(),
+        );
+    }
+    push_nla(&mut out, TCA_TBF_BURST, &spec.burst_bytes.to_ne_bytes());
+    out
+}
+
+fn ne_u32(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off + 4)?;
+    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Decodes the nested tbf `TCA_OPTIONS` payload the kernel dumps; `None`
+/// when it carries no (valid) `TCA_TBF_PARMS`.
+pub fn decode_tbf_options(opts: &[u8]) -> Option<TbfParams> {
+    let mut parms: Option<(u32, u32, u32)> = None;
+    let mut rate64: u64 = 0;
+    for nla in NlasIterator::new(opts) {
+        let nla = nla.ok()?;
+        let v = nla.value();
+        match nla.kind() & NLA_TYPE_MASK {
+            TCA_TBF_PARMS if v.len() >= TBF_QOPT_LEN => {
+                parms = Some((ne_u32(v, 8)?, ne_u32(v, 24)?, ne_u32(v, 28)?));
+            }
+            TCA_TBF_RATE64 => {
+                let b = v.get(..8)?;
+                rate64 = u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            }
+            _ => {}
+        }
+    }
+    let (rate32, limit, buffer) = parms?;
+    Some(TbfParams {
+        rate_bytes_per_sec: u64::from(rate32).max(rate64),
+        limit_bytes: limit,
+        buffer_ticks: buffer,
+    })
+}
+
+fn nla_bytes(nla: &DefaultNla) -> Vec<u8> {
+    let mut v = vec![0; nla.value_len()];
+    nla.emit_value(&mut v);
+    v
+}
+
+/// Builds the tc header; `info` carries prio and protocol for filters.
+fn tc_header(index: u32, parent: u32, handle: u32, info: u32) -> Result<TcHeader> {
+    let index = i32::try_from(index)
+        .map_err(|_| NlError::invalid_input(format!("ifindex {index} out of range")))?;
+    Ok(TcHeader {
+        index,
+        parent: parent.into(),
+        handle: handle.into(),
+        info,
+        ..Default::default()
+    })
+}
+
+/// Filter `info`: prio in the upper 16 bits, protocol in network byte order
+/// in the lower 16 (what the kernel reads as `htons(ETH_P_*)`).
+fn filter_info(prio: u16, protocol: u16) -> u32 {
+    (u32::from(prio) << 16) | u32::from(protocol.to_be())
+}
+
+fn tc_message(header: TcHeader, attributes: Vec<TcAttribute>) -> TcMessage {
+    TcMessage::from_parts(header, attributes)
+}
+
+fn kind_of(attrs: &[TcAttribute]) -> String {
+    attrs
+        .iter()
+        .find_map(|a| match a {
+            TcAttribute::Kind(k) => Some(k.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn parse_qdisc(msg: TcMessage) -> Qdisc {
+    let (header, attrs) = msg.into_parts();
+    let kind = kind_of(&attrs);
+    let mut tbf = None;
+    if kind == "tbf" {
+        for attr in &attrs {
+            let raw = match attr {
+                TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
+                    TcOption::Other(nla) => Some(nla_bytes(nla)),
+                    _ => None,
+                }),
+                TcAttribute::Other(nla) if nla.kind() & NLA_TYPE_MASK == TCA_OPTIONS => {
+                    Some(nla_bytes(nla))
+                }
+                _ => None,
+            };
+            if let Some(raw) = raw {
+                tbf = decode_tbf_options(&raw);
+            }
+        }
+    }
+    Qdisc {
+        ifindex: header.index as u32,
+        handle: header.handle.into(),
+        parent: header.parent.into(),
+        kind,
+        tbf,
+    }
+}
+
+fn mirred_of(actions: &[TcAction], out: &mut Vec<Mirred>) {
+    for act in actions {
+        for attr in &act.attributes {
+            if let TcActionAttribute::Options(opts) = attr {
+                for opt in opts {
+                    if let TcActionOption::Mirror(TcActionMirrorOption::Parms(m)) = opt {
+                        out.push(Mirred {
+                            action: m.eaction.into(),
+                            ifindex: m.ifindex,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_filter(msg: TcMessage) -> Filter {
+    let (header, attrs) = msg.into_parts();
+    let kind = kind_of(&attrs);
+    let mut mirred = Vec::new();
+    for attr in &attrs {
+        if let TcAttribute::Options(opts) = attr {
+            for opt in opts {
+                match opt {
+                    TcOption::U32(TcFilterU32Option::Action(acts)) => mirred_of(acts, &mut mirred),
+                    TcOption::MatchAll(TcFilterMatchAllOption::Action(acts)) => {
+                        mirred_of(acts, &mut mirred)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Filter {
+        ifindex: header.index as u32,
+        parent: header.parent.into(),
+        prio: (header.info >> 16) as u16,
+        protocol: u16::from_be((header.info & 0xFFFF) as u16),
+        kind,
+        handle: header.handle.into(),
+        mirred,
+    }
+}
+
+fn mirred_redirect_action(target_ifindex: u32) -> TcAction {
+    let mut mirror = TcMirror::default();
+    mirror.generic.action = TcActionType::Stolen;
+    mirror.eaction = TcMirrorActionType::EgressRedir;
+    mirror.ifindex = target_ifindex;
+    let mut action = TcAction::default();
+    action.attributes = vec![
+        TcActionAttribute::Kind("mirred".to_string()),
+        TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
+            mirror,
+        ))]),
+    ];
+    action
+}
+
+fn u32_key(mask: u32, val: u32, off: i32) -> TcU32Key {
+    let mut key = TcU32Key::default();
+    key.mask = mask;
+    key.val = val;
+    key.off = off;
+    key
+}
+
+impl Netlink {
+    /// Lists the qdiscs of one interface (the kernel dumps all interfaces;
+    /// the result is filtered here).
+    pub fn qdiscs(&mut self, index: u32) -> Result<Vec<Qdisc>> {
+        let header = tc_header(index, 0, 0, 0)?;
+        let msgs = self.dump(
+            &format!("dump qdiscs of link #{index}"),
+            RouteNetlinkMessage::GetQueueDiscipline(tc_message(header, vec![])),
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewQueueDiscipline(q) => Some(parse_qdisc(q)),
+                _ => None,
+            })
+            .filter(|q| q.ifindex == index)
+            .collect())
+    }
+
+    /// Installs or updates the root tbf (`1:`); create-or-replace makes a
+    /// retry with new values succeed and replaces a foreign root qdisc.
+    pub fn replace_root_tbf(&mut self, index: u32, spec: &TbfSpec) -> Result<()> {
+        if spec.rate_bytes_per_sec == 0 || spec.burst_bytes == 0 {
+            return Err(NlError::invalid_input(
+                "tbf rate and burst must be non-zero",
+            ));
+        }
+        let header = tc_header(index, TC_H_ROOT, TBF_HANDLE, 0)?;
+        let attrs = vec![
+            TcAttribute::Kind("tbf".to_string()),
+            TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, encode_tbf_options(spec))),
+        ];
+        self.request(
+            &format!("replace root tbf on link #{index}"),
+            RouteNetlinkMessage::NewQueueDiscipline(tc_message(header, attrs)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// Adds the ingress qdisc exclusively, so an existing ingress/clsact
+    /// (possibly owned by someone else) is reported as `EEXIST`.
+    pub fn add_ingress_qdisc(&mut self, index: u32) -> Result<()> {
+        self.add_ingress_like(index, "ingress")
+    }
+
+    /// Adds a clsact qdisc, standing in for a foreign policy agent in tests.
+    pub fn add_clsact_qdisc(&mut self, index: u32) -> Result<()> {
+        self.add_ingress_like(index, "clsact")
+    }
+
+    fn add_ingress_like(&mut self, index: u32, kind: &str) -> Result<()> {
+        let header = tc_header(index, TC_H_INGRESS, INGRESS_HANDLE, 0)?;
+        self.request(
+            &format!("add {kind} qdisc on link #{index}"),
+            RouteNetlinkMessage::NewQueueDiscipline(tc_message(
+                header,
+                vec![TcAttribute::Kind(kind.to_string())],
+            )),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a qdisc; `Ok(false)` when it (or the link) is not there, so
+    /// teardown is idempotent. Check the kind first: ingress and clsact
+    /// share the handle `ffff:`.
+    pub fn delete_qdisc(&mut self, index: u32, parent: u32, handle: u32) -> Result<bool> {
+        let header = tc_header(index, parent, handle, 0)?;
+        self.request_delete(
+            &format!("delete qdisc {handle:#x} (parent {parent:#x}) on link #{index}"),
+            RouteNetlinkMessage::DelQueueDiscipline(tc_message(header, vec![])),
+            0,
+        )
+    }
+
+    /// Lists the filters attached under `parent` (e.g. [`INGRESS_HANDLE`]).
+    pub fn filters(&mut self, index: u32, parent: u32) -> Result<Vec<Filter>> {
+        let header = tc_header(index, parent, 0, 0)?;
+        let msgs = self.dump(
+            &format!("dump filters of link #{index} parent {parent:#x}"),
+            RouteNetlinkMessage::GetTrafficFilter(tc_message(header, vec![])),
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewTrafficFilter(f) => Some(parse_filter(f)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Redirects every frame arriving under `parent` to `target_ifindex`'s
+    /// egress (`u32 match u32 0 0 action mirred egress redirect`), the
+    /// classic way to shape ingress traffic on an ifb.
+    pub fn add_u32_redirect_all(
+        &mut self,
+        index: u32,
+        parent: u32,
+        prio: u16,
+        target_ifindex: u32,
+    ) -> Result<()> {
+        self.add_u32_redirect(
+            &format!("add u32 redirect-all filter prio {prio} on link #{index}"),
+            index,
+            parent,
+            prio,
+            ETH_P_ALL,
+            vec![u32_key(0, 0, 0)],
+            target_ifindex,
+        )
+    }
+
+    /// Redirects IPv4 TCP packets to `dport` (assuming a 20-byte IP header,
+    /// like `tc ... match ip dport`) to `target_ifindex`; tests use it as a
+    /// foreign "policy" filter.
+    pub fn add_u32_redirect_tcp_dport(
+        &mut self,
+        index: u32,
+        parent: u32,
+        prio: u16,
+        dport: u16,
+        target_ifindex: u32,
+    ) -> Result<()> {
+        self.add_u32_redirect(
+            &format!("add u32 tcp dport {dport} filter prio {prio} on link #{index}"),
+            index,
+            parent,
+            prio,
+            ETH_P_IP,
+            vec![
+                // IP protocol byte (offset 9) == TCP
+                u32_key(0x00FF_0000, IPPROTO_TCP << 16, 8),
+                // low half of the word at offset 20 == destination port
+                u32_key(0x0000_FFFF, u32::from(dport), 20),
+            ],
+            target_ifindex,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_u32_redirect(
+        &mut self,
+        op: &str,
+        index: u32,
+        parent: u32,
+        prio: u16,
+        protocol: u16,
+        keys: Vec<TcU32Key>,
+        target_ifindex: u32,
+    ) -> Result<()> {
+        let mut sel = TcU32Selector::default();
+        sel.flags = TcU32SelectorFlags::Terminal;
+        sel.nkeys =
+            u8::try_from(keys.len()).map_err(|_| NlError::invalid_input("too many u32 keys"))?;
+        sel.keys = keys;
+        let header = tc_header(index, parent, 0, filter_info(prio, protocol))?;
+        let attrs = vec![
+            TcAttribute::Kind("u32".to_string()),
+            TcAttribute::Options(vec![
+                TcOption::U32(TcFilterU32Option::Selector(sel)),
+                TcOption::U32(TcFilterU32Option::Action(vec![mirred_redirect_action(
+                    target_ifindex,
+                )])),
+            ]),
+        ];
+        self.request(
+            op,
+            RouteNetlinkMessage::NewTrafficFilter(tc_message(header, attrs)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    /// Deletes all filters with this prio/protocol under `parent`;
+    /// `Ok(false)` when there were none (or the parent qdisc is gone).
+    pub fn delete_filter(
+        &mut self,
+        index: u32,
+        parent: u32,
+        prio: u16,
+        protocol: u16,
+    ) -> Result<bool> {
+        let header = tc_header(index, parent, 0, filter_info(prio, protocol))?;
+        self.request_delete(
+            &format!("delete filter prio {prio} protocol {protocol:#06x} on link #{index}"),
+            RouteNetlinkMessage::DelTrafficFilter(tc_message(header, vec![])),
+            0,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(rate: u64, burst: u32, limit: u32) -> TbfSpec {
+        TbfSpec {
+            rate_bytes_per_sec: rate,
+            burst_bytes: burst,
+            limit_bytes: limit,
+        }
+    }
+
+    #[test]
+    fn tbf_encode_layout() {
+        let s = spec(125_000, 10_000, 50_000);
+        let b = encode_tbf_options(&s);
+        // PARMS (4 + 36) + BURST (4 + 4); no RATE64 below 2^32
+        assert_eq!(b.len(), 40 + 8);
+        assert_eq!(u16::from_ne_bytes([b[0], b[1]]), 40);
+        assert_eq!(u16::from_ne_bytes([b[2], b[3]]), TCA_TBF_PARMS);
+        let q = &b[4..40];
+        assert_eq!(q[1], TC_LINKLAYER_ETHERNET);
+        assert_eq!(i16::from_ne_bytes([q[4], q[5]]), -1);
+        assert_eq!(ne_u32(q, 8), Some(125_000));
+        assert_eq!(&q[12..24], &[0u8; 12]);
+        assert_eq!(ne_u32(q, 24), Some(50_000));
+        // 10 kB at 125 kB/s = 80 ms = 1_250_000 ticks
+        assert_eq!(ne_u32(q, 28), Some(1_250_000));
+        assert_eq!(ne_u32(q, 32), Some(0));
+        assert_eq!(u16::from_ne_bytes([b[42], b[43]]), TCA_TBF_BURST);
+        assert_eq!(ne_u32(&b, 44), Some(10_000));
+    }
+
+    #[test]
+    fn tbf_roundtrip_small_and_rate64() {
+        let s = spec(125_000, 10_000, 50_000);
+        let p = decode_tbf_options(&encode_tbf_options(&s)).unwrap();
+        assert_eq!(p.rate_bytes_per_sec, 125_000);
+        assert_eq!(p.limit_bytes, 50_000);
+        assert_eq!(p.buffer_ticks, burst_to_ticks(125_000, 10_000));
+        assert!(p.matches(&s));
+
+        let big = spec(10_000_000_000, u32::MAX - 1, 1 << 20);
+        let b = encode_tbf_options(&big);
+        assert_eq!(b.len(), 40 + 12 + 8);
+        let q = &b[4..40];
+        assert_eq!(ne_u32(q, 8), Some(u32::MAX));
+        let p = decode_tbf_options(&b).unwrap();
+        assert_eq!(p.rate_bytes_per_sec, 10_000_000_000);
+        assert!(p.matches(&big));
+        assert!(!p.matches(&spec(10_000_000_001, u32::MAX - 1, 1 << 20)));
+        assert!(!p.matches(&spec(10_000_000_000, 1000, 1 << 20)));
+    }
+
+    #[test]
+    fn ticks_saturate_and_invert() {
+        // 4 GB at 1 B/s would be far beyond u32 ticks
+        assert_eq!(burst_to_ticks(1, u32::MAX - 1), u32::MAX);
+        assert_eq!(burst_to_ticks(0, 1), u32::MAX);
+        let t = burst_to_ticks(1_000_000_000, u32::MAX - 1);
+        assert_eq!(
+            t,
+            ((u128::from(u32::MAX - 1) * 1_000_000_000 / 1_000_000_000) >> 6) as u32
+        );
+        let back = ticks_to_burst(1_000_000_000, t);
+        assert!((u64::from(u32::MAX - 1) - back) < 64 * 2);
+        assert_eq!(ticks_to_burst(u64::MAX, u32::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn decode_rejects_garbage() {
+        assert_eq!(decode_tbf_options(&[]), None);
+        assert_eq!(decode_tbf_options(&[8, 0, 1, 0, 0, 0, 0, 0]), None);
+        assert_eq!(decode_tbf_options(&[200, 0, 1, 0]), None);
+    }
+
+    #[test]
+    fn filter_info_layout() {
+        let info = filter_info(49152, ETH_P_ALL);
+        assert_eq!(info >> 16, 49152);
+        assert_eq!((info & 0xFFFF) as u16, ETH_P_ALL.to_be());
+        #[cfg(target_endian = "little")]
+        assert_eq!(info & 0xFFFF, 0x0300);
+    }
+
+    mod kernel {
+        use super::super::*;
+        use super::spec;
+        use crate::testutil::private_netns;
+
+        fn root_tbf(nl: &mut Netlink, index: u32) -> TbfParams {
+            let qs = nl.qdiscs(index).unwrap();
+            let q = qs
+                .iter()
+                .find(|q| q.parent == TC_H_ROOT)
+                .unwrap_or_else(|| panic!("no root qdisc in {qs:?}"));
+            assert_eq!(q.kind, "tbf");
+            assert_eq!(q.handle, TBF_HANDLE);
+            assert_eq!(q.ifindex, index);
+            q.tbf.unwrap()
+        }
+
+        #[test]
+        fn root_tbf_replace_and_dump() {
+            let mut nl = private_netns();
+            let ifb = nl.create_ifb("tbf0", 1500, None).unwrap();
+
+            let s1 = spec(125_000, 10_000, 50_000);
+            nl.replace_root_tbf(ifb.index, &s1).unwrap();
+            let p1 = root_tbf(&mut nl, ifb.index);
+            assert_eq!(p1.rate_bytes_per_sec, 125_000);
+            assert_eq!(p1.limit_bytes, 50_000);
+            assert!(p1.matches(&s1), "{p1:?} vs {s1:?}");
+            let burst = ticks_to_burst(p1.rate_bytes_per_sec, p1.buffer_ticks);
+            assert!(burst.abs_diff(10_000) <= 10, "{burst}");
+
+            // retry with new values: replaces in place
+            let s2 = spec(10_000_000_000, u32::MAX - 1, 1 << 24);
+            nl.replace_root_tbf(ifb.index, &s2).unwrap();
+            let p2 = root_tbf(&mut nl, ifb.index);
+            assert_eq!(p2.rate_bytes_per_sec, 10_000_000_000);
+            assert_eq!(p2.limit_bytes, 1 << 24);
+            assert!(p2.matches(&s2), "{p2:?} vs {s2:?}");
+            assert!(!p2.matches(&s1));
+            let burst = ticks_to_burst(p2.rate_bytes_per_sec, p2.buffer_ticks);
+            assert!(
+                burst.abs_diff(u64::from(u32::MAX - 1)) < 1_000_000,
+                "{burst}"
+            );
+            assert_eq!(
+                nl.qdiscs(ifb.index)
+                    .unwrap()
+                    .iter()
+                    .filter(|q| q.kind == "tbf")
+                    .count(),
+                1
+            );
+
+            // exactly u32::MAX bytes/s still fits the 32-bit field
+            let s3 = spec(u64::from(u32::MAX), 1 << 20, 1 << 20);
+            nl.replace_root_tbf(ifb.index, &s3).unwrap();
+            assert!(root_tbf(&mut nl, ifb.index).matches(&s3));
+
+            assert!(nl.replace_root_tbf(ifb.index, &spec(0, 1, 1)).is_err());
+
+            assert!(nl.delete_qdisc(ifb.index, TC_H_ROOT, TBF_HANDLE).unwrap());
+            assert!(!nl.delete_qdisc(ifb.index, TC_H_ROOT, TBF_HANDLE).unwrap());
+            assert!(
+                nl.qdiscs(ifb.index)
+                    .unwrap()
+                    .iter()
+                    .all(|q| q.kind != "tbf")
+            );
+        }
+
+        #[test]
+        fn ingress_redirect_filters() {
+            let mut nl = private_netns();
+            nl.create_veth("fv0", "fv1").unwrap();
+            let v = nl.link_by_name("fv0").unwrap().unwrap();
+            let ifb = nl.create_ifb("fifb0", 1500, None).unwrap();
+            let sink = nl.create_ifb("fsink0", 1500, None).unwrap();
+
+            nl.add_ingress_qdisc(v.index).unwrap();
+            let again = nl.add_ingress_qdisc(v.index).unwrap_err();
+            assert!(again.is_exists(), "{again}");
+            let qs = nl.qdiscs(v.index).unwrap();
+            assert!(
+                qs.iter().any(|q| q.kind == "ingress"
+                    && q.parent == TC_H_INGRESS
+                    && q.handle == INGRESS_HANDLE),
+                "{qs:?}"
+            );
+
+            assert!(nl.filters(v.index, INGRESS_HANDLE).unwrap().is_empty());
+            nl.add_u32_redirect_all(v.index, INGRESS_HANDLE, 49152, ifb.index)
+                .unwrap();
+            nl.add_u32_redirect_tcp_dport(v.index, INGRESS_HANDLE, 100, 8080, sink.index)
+                .unwrap();
+            let fs = nl.filters(v.index, INGRESS_HANDLE).unwrap();
+            let all: Vec<_> = fs.iter().filter(|f| f.prio == 49152).collect();
+            assert!(!all.is_empty(), "{fs:?}");
+            assert!(
+                all.iter()
+                    .all(|f| f.protocol == ETH_P_ALL && f.kind == "u32")
+            );
+            let redirects: Vec<_> = all.iter().flat_map(|f| f.mirred.clone()).collect();
+            assert_eq!(
+                redirects,
+                vec![Mirred {
+                    action: TCA_EGRESS_REDIR,
+                    ifindex: ifb.index
+                }]
+            );
+            let tcp: Vec<_> = fs.iter().filter(|f| f.prio == 100).collect();
+            assert!(tcp.iter().all(|f| f.protocol == ETH_P_IP));
+            let redirects: Vec<_> = tcp.iter().flat_map(|f| f.mirred.clone()).collect();
+            assert_eq!(
+                redirects,
+                vec![Mirred {
+                    action: TCA_EGRESS_REDIR,
+                    ifindex: sink.index
+                }]
+            );
+
+            assert!(
+                nl.delete_filter(v.index, INGRESS_HANDLE, 49152, ETH_P_ALL)
+                    .unwrap()
+            );
+            assert!(
+                !nl.delete_filter(v.index, INGRESS_HANDLE, 49152, ETH_P_ALL)
+                    .unwrap()
+            );
+            let fs = nl.filters(v.index, INGRESS_HANDLE).unwrap();
+            assert!(fs.iter().all(|f| f.prio == 100), "{fs:?}");
+
+            assert!(
+                nl.delete_qdisc(v.index, TC_H_INGRESS, INGRESS_HANDLE)
+                    .unwrap()
+            );
+            assert!(
+                !nl.delete_qdisc(v.index, TC_H_INGRESS, INGRESS_HANDLE)
+                    .unwrap()
+            );
+            // filters of a parent that no longer exists: nothing to delete
+            assert!(
+                !nl.delete_filter(v.index, INGRESS_HANDLE, 100, ETH_P_IP)
+                    .unwrap()
+            );
+        }
+
+        #[test]
+        fn clsact_blocks_ingress() {
+            let mut nl = private_netns();
+            nl.create_veth("cv0", "cv1").unwrap();
+            let v = nl.link_by_name("cv0").unwrap().unwrap();
+            nl.add_clsact_qdisc(v.index).unwrap();
+            let err = nl.add_ingress_qdisc(v.index).unwrap_err();
+            assert!(err.is_exists(), "{err}");
+            assert!(!err.is_not_found());
+            let qs = nl.qdiscs(v.index).unwrap();
+            assert!(qs.iter().any(|q| q.kind == "clsact"), "{qs:?}");
+        }
+
+        #[test]
+        fn delete_missing_qdiscs() {
+            let mut nl = private_netns();
+            let ifb = nl.create_ifb("dq0", 1500, None).unwrap();
+            assert!(!nl.delete_qdisc(ifb.index, TC_H_ROOT, TBF_HANDLE).unwrap());
+            assert!(
+                !nl.delete_qdisc(ifb.index, TC_H_INGRESS, INGRESS_HANDLE)
+                    .unwrap()
+            );
+            assert!(
+                !nl.delete_filter(ifb.index, INGRESS_HANDLE, 1, ETH_P_ALL)
+                    .unwrap()
+            );
+            nl.delete_link(ifb.index).unwrap();
+            assert!(!nl.delete_qdisc(ifb.index, TC_H_ROOT, TBF_HANDLE).unwrap());
+            let err = nl
+                .replace_root_tbf(ifb.index, &spec(1000, 1000, 1000))
+                .unwrap_err();
+            assert!(err.is_not_found(), "{err}");
+            assert!(nl.qdiscs(ifb.index).unwrap().is_empty());
+        }
+    }
+}
