@@ -14,6 +14,7 @@ pub mod error;
 pub mod log;
 pub mod result;
 pub mod skel;
+pub mod state;
 pub mod version;
 
 pub use config::NetConf;
