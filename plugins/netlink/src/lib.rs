@@ -5,6 +5,8 @@
 //! plugins issue a handful of requests per invocation, so a runtime would only
 //! add binary size and start-up latency.
 
+#![warn(missing_docs)]
+
 use std::io;
 
 use netlink_packet_core::{
