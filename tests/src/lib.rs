@@ -93,7 +93,11 @@ impl Netns {
         let out = self.ip(&["-j", "link", "show"]).unwrap_or_default();
         let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
         v.as_array()
-            .map(|a| a.iter().filter_map(|l| l["ifname"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -126,8 +130,16 @@ impl Netns {
         let links = self.ip(&["-d", "link", "show"]).unwrap_or_default();
         let mut out = strip_counters(&links);
         for name in self.link_names() {
-            out.push_str(&self.exec(&["tc", "qdisc", "show", "dev", &name]).unwrap_or_default());
-            out.push_str(&self.exec(&["tc", "filter", "show", "dev", &name, "ingress"]).unwrap_or_default());
+            out.push_str(
+                &self
+                    .exec(&["tc", "qdisc", "show", "dev", &name])
+                    .unwrap_or_default(),
+            );
+            out.push_str(
+                &self
+                    .exec(&["tc", "filter", "show", "dev", &name, "ingress"])
+                    .unwrap_or_default(),
+            );
         }
         out
     }
@@ -165,7 +177,9 @@ impl Pod {
         let subnet = format!("10.{}.{}", 100 + (n / 250) % 100, n % 250);
         let pod_ip = format!("{subnet}.2");
         let host_ip = format!("{subnet}.1");
-        node.ip(&["link", "add", &host_veth, "type", "veth", "peer", "name", &ifname, "netns", &ns.name])?;
+        node.ip(&[
+            "link", "add", &host_veth, "type", "veth", "peer", "name", &ifname, "netns", &ns.name,
+        ])?;
         node.ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_veth])?;
         node.ip(&["link", "set", &host_veth, "up"])?;
         ns.ip(&["addr", "add", &format!("{pod_ip}/24"), "dev", &ifname])?;
@@ -228,7 +242,11 @@ pub fn target_dir() -> PathBuf {
 pub fn plugin_bin(name: &str) -> PathBuf {
     let profile = std::env::var("CNI_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
     let p = target_dir().join(profile).join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -247,7 +265,11 @@ impl Outcome {
 
     /// Panics with the plugin's own words unless it succeeded.
     pub fn ok(self) -> Outcome {
-        assert_eq!(self.status, 0, "plugin failed: stdout={} stderr={}", self.stdout, self.stderr);
+        assert_eq!(
+            self.status, 0,
+            "plugin failed: stdout={} stderr={}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -255,16 +277,35 @@ impl Outcome {
     pub fn err(self, code: u64) -> Value {
         assert_ne!(self.status, 0, "expected failure, got: {}", self.stdout);
         let v = self.json();
-        assert_eq!(v["code"].as_u64(), Some(code), "wrong code: stdout={} stderr={}", self.stdout, self.stderr);
-        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "no msg: {}", self.stdout);
-        assert!(v["cniVersion"].is_string(), "no cniVersion: {}", self.stdout);
+        assert_eq!(
+            v["code"].as_u64(),
+            Some(code),
+            "wrong code: stdout={} stderr={}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            v["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "no msg: {}",
+            self.stdout
+        );
+        assert!(
+            v["cniVersion"].is_string(),
+            "no cniVersion: {}",
+            self.stdout
+        );
         v
     }
 }
 
 /// Runs `bin` with exactly `env` (nothing inherited) and `stdin`, inside
 /// `netns` when given (as the runtime runs plugins in the host netns).
-pub fn run_plugin(bin: &Path, netns: Option<&Netns>, env: &[(String, String)], stdin: &[u8]) -> Outcome {
+pub fn run_plugin(
+    bin: &Path,
+    netns: Option<&Netns>,
+    env: &[(String, String)],
+    stdin: &[u8],
+) -> Outcome {
     let mut cmd = match netns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -297,7 +338,10 @@ pub fn run_plugin(bin: &Path, netns: Option<&Netns>, env: &[(String, String)], s
 
 /// Env pairs from string slices.
 pub fn env_of(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Replaces (or adds) one variable in an env list.
@@ -316,7 +360,10 @@ pub fn without_env(mut env: Vec<(String, String)>, key: &str) -> Vec<(String, St
 /// The shared samples handed to us (`../shared/samples` from the repo root),
 /// with a copy under `tests/samples` so a clean clone does not depend on it.
 pub fn sample(name: &str) -> Value {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name);
-    let text = std::fs::read_to_string(&local).unwrap_or_else(|e| panic!("{}: {e}", local.display()));
+    let local = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name);
+    let text =
+        std::fs::read_to_string(&local).unwrap_or_else(|e| panic!("{}: {e}", local.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", local.display()))
 }

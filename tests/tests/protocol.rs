@@ -30,15 +30,29 @@ fn run(plugin: &str, env: &[(String, String)], stdin: &Value) -> Outcome {
 fn version_answers_every_version() {
     for plugin in PLUGINS {
         for v in VERSIONS {
-            let out = run(plugin, &env_of(&[("CNI_COMMAND", "VERSION")]), &json!({"cniVersion": v})).ok();
+            let out = run(
+                plugin,
+                &env_of(&[("CNI_COMMAND", "VERSION")]),
+                &json!({"cniVersion": v}),
+            )
+            .ok();
             assert_eq!(
                 out.json(),
                 json!({"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]})
             );
         }
         // Runtimes may send no stdin at all for VERSION.
-        let out = run_plugin(&plugin_bin(plugin), None, &env_of(&[("CNI_COMMAND", "VERSION")]), b"").ok();
-        assert_eq!(out.json()["supportedVersions"].as_array().map(Vec::len), Some(5));
+        let out = run_plugin(
+            &plugin_bin(plugin),
+            None,
+            &env_of(&[("CNI_COMMAND", "VERSION")]),
+            b"",
+        )
+        .ok();
+        assert_eq!(
+            out.json()["supportedVersions"].as_array().map(Vec::len),
+            Some(5)
+        );
     }
 }
 
@@ -51,22 +65,52 @@ fn bad_environment_is_code_4() {
         let base = attach_env("ADD", &netns);
         let cases: Vec<(&str, Vec<(String, String)>)> = vec![
             ("no CNI_COMMAND", without_env(base.clone(), "CNI_COMMAND")),
-            ("unknown verb", with_env(base.clone(), "CNI_COMMAND", "FROB")),
-            ("no container id", without_env(base.clone(), "CNI_CONTAINERID")),
-            ("bad container id", with_env(base.clone(), "CNI_CONTAINERID", "-bad/id")),
+            (
+                "unknown verb",
+                with_env(base.clone(), "CNI_COMMAND", "FROB"),
+            ),
+            (
+                "no container id",
+                without_env(base.clone(), "CNI_CONTAINERID"),
+            ),
+            (
+                "bad container id",
+                with_env(base.clone(), "CNI_CONTAINERID", "-bad/id"),
+            ),
             ("no ifname", without_env(base.clone(), "CNI_IFNAME")),
             ("ifname ../x", with_env(base.clone(), "CNI_IFNAME", "../x")),
-            ("ifname 16 chars", with_env(base.clone(), "CNI_IFNAME", "abcdefghijklmnop")),
-            ("ifname with colon", with_env(base.clone(), "CNI_IFNAME", "eth0:1")),
+            (
+                "ifname 16 chars",
+                with_env(base.clone(), "CNI_IFNAME", "abcdefghijklmnop"),
+            ),
+            (
+                "ifname with colon",
+                with_env(base.clone(), "CNI_IFNAME", "eth0:1"),
+            ),
             ("no netns on ADD", without_env(base.clone(), "CNI_NETNS")),
-            ("netns is a file", with_env(base.clone(), "CNI_NETNS", "/etc/hostname")),
-            ("netns missing", with_env(base.clone(), "CNI_NETNS", "/var/run/netns/does-not-exist")),
-            ("bad CNI_ARGS", with_env(base.clone(), "CNI_ARGS", "K8S_POD_NAME")),
-            ("unknown CNI_ARGS", with_env(base.clone(), "CNI_ARGS", "Foo=bar")),
+            (
+                "netns is a file",
+                with_env(base.clone(), "CNI_NETNS", "/etc/hostname"),
+            ),
+            (
+                "netns missing",
+                with_env(base.clone(), "CNI_NETNS", "/var/run/netns/does-not-exist"),
+            ),
+            (
+                "bad CNI_ARGS",
+                with_env(base.clone(), "CNI_ARGS", "K8S_POD_NAME"),
+            ),
+            (
+                "unknown CNI_ARGS",
+                with_env(base.clone(), "CNI_ARGS", "Foo=bar"),
+            ),
         ];
         for (what, env) in cases {
             let err = run(plugin, &env, &c).err(4);
-            assert_eq!(err["cniVersion"], "1.0.0", "{plugin}: {what}: error in the config's version");
+            assert_eq!(
+                err["cniVersion"], "1.0.0",
+                "{plugin}: {what}: error in the config's version"
+            );
         }
     }
 }
@@ -78,7 +122,10 @@ fn bad_stdin_codes() {
     for plugin in PLUGINS {
         let bin = plugin_bin(plugin);
         let not_json = run_plugin(&bin, None, &env, b"{\"cniVersion\": \"1.0.0\",").err(6);
-        assert_eq!(not_json["cniVersion"], "1.1.0", "falls back to the newest version");
+        assert_eq!(
+            not_json["cniVersion"], "1.1.0",
+            "falls back to the newest version"
+        );
         run_plugin(&bin, None, &env, b"[]").err(6);
         run_plugin(&bin, None, &env, b"").err(6);
         run_plugin(&bin, None, &env, b"\xff\xfe").err(6);
@@ -100,19 +147,39 @@ fn version_gates_for_check_status_gc() {
     let ns = Netns::new("cniproto").unwrap();
     for plugin in PLUGINS {
         for v in ["0.3.0", "0.3.1"] {
-            let err = run(plugin, &attach_env("CHECK", &ns.path_str()), &conf(v, plugin)).err(1);
+            let err = run(
+                plugin,
+                &attach_env("CHECK", &ns.path_str()),
+                &conf(v, plugin),
+            )
+            .err(1);
             assert_eq!(err["cniVersion"], v);
         }
         for v in ["0.3.1", "0.4.0", "1.0.0"] {
-            run(plugin, &env_of(&[("CNI_COMMAND", "STATUS")]), &conf(v, plugin)).err(1);
+            run(
+                plugin,
+                &env_of(&[("CNI_COMMAND", "STATUS")]),
+                &conf(v, plugin),
+            )
+            .err(1);
             run(plugin, &env_of(&[("CNI_COMMAND", "GC")]), &conf(v, plugin)).err(1);
         }
-        let status = run(plugin, &env_of(&[("CNI_COMMAND", "STATUS")]), &conf("1.1.0", plugin)).ok();
+        let status = run(
+            plugin,
+            &env_of(&[("CNI_COMMAND", "STATUS")]),
+            &conf("1.1.0", plugin),
+        )
+        .ok();
         assert_eq!(status.stdout.trim(), "");
         let mut gc = conf("1.1.0", plugin);
         gc["cni.dev/valid-attachments"] = json!([{"containerID":"c0ffee01","ifname":"eth0"}]);
         gc["stateDir"] = json!(format!("/tmp/{}", unique("cnigc")));
-        let out = run(plugin, &env_of(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]), &gc).ok();
+        let out = run(
+            plugin,
+            &env_of(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]),
+            &gc,
+        )
+        .ok();
         assert_eq!(out.stdout.trim(), "");
     }
 }
@@ -150,7 +217,11 @@ fn del_without_netns_and_prev_result_succeeds() {
         for v in VERSIONS {
             let mut c = conf(v, plugin);
             c["stateDir"] = json!(format!("/tmp/{}", unique("cnidel")));
-            let env = env_of(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c0ffee01"), ("CNI_IFNAME", "eth0")]);
+            let env = env_of(&[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "c0ffee01"),
+                ("CNI_IFNAME", "eth0"),
+            ]);
             let out = run(plugin, &env, &c).ok();
             assert_eq!(out.stdout.trim(), "", "{plugin} {v}");
             // A netns that no longer exists is the same as none on DEL.

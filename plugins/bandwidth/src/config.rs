@@ -12,8 +12,8 @@
 //! node default in the static block. Keys match case-insensitively
 //! (containerd sends `IngressRate`, CRI-O `ingressRate`), as Go's JSON does.
 
-use cni_types::error::{Code, CniError};
 use cni_types::NetConf;
+use cni_types::error::{CniError, Code};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
@@ -103,7 +103,9 @@ impl Block {
             let n = value.as_u64().ok_or_else(|| {
                 invalid(
                     format!("invalid {key}"),
-                    format!("{what}.{key} must be a non-negative integer (bits or bits/s), got {value}"),
+                    format!(
+                        "{what}.{key} must be a non-negative integer (bits or bits/s), got {value}"
+                    ),
                 )
             })?;
             *slot = Some(n);
@@ -141,23 +143,36 @@ fn direction(
     if burst == 0 {
         return Err(invalid(
             format!("{name}Rate is set but {name}Burst is not"),
-            format!("{name}Rate={rate} needs a non-zero {name}Burst (bits), as in the reference plugin"),
+            format!(
+                "{name}Rate={rate} needs a non-zero {name}Burst (bits), as in the reference plugin"
+            ),
         ));
     }
     if !(MIN_RATE_BITS..=MAX_RATE_BITS).contains(&rate) {
         return Err(invalid(
             format!("{name}Rate out of range"),
-            format!("{name}Rate={rate} bits/s is outside {MIN_RATE_BITS}..={MAX_RATE_BITS} (1 kbit/s..1 Pbit/s)"),
+            format!(
+                "{name}Rate={rate} bits/s is outside {MIN_RATE_BITS}..={MAX_RATE_BITS} (1 kbit/s..1 Pbit/s)"
+            ),
         ));
     }
     if burst > MAX_BURST_BITS {
         return Err(invalid(
             format!("{name}Burst too large"),
-            format!("{name}Burst={burst} bits exceeds {MAX_BURST_BITS} (4 GiB, the kernel's u32 of bytes)"),
+            format!(
+                "{name}Burst={burst} bits exceeds {MAX_BURST_BITS} (4 GiB, the kernel's u32 of bytes)"
+            ),
         ));
     }
-    let burst_bits = if sentinel_is_unset && burst >= SENTINEL_BURST_BITS { None } else { Some(burst) };
-    Ok(Some(Limit { rate_bits: rate, burst_bits }))
+    let burst_bits = if sentinel_is_unset && burst >= SENTINEL_BURST_BITS {
+        None
+    } else {
+        Some(burst)
+    };
+    Ok(Some(Limit {
+        rate_bits: rate,
+        burst_bits,
+    }))
 }
 
 fn parse_enum<T>(raw: &Value, key: &str, default: T, options: &[(&str, T)]) -> Result<T, CniError>
@@ -166,11 +181,21 @@ where
 {
     match raw.get(key) {
         None | Some(Value::Null) => Ok(default),
-        Some(Value::String(s)) => options.iter().find(|(n, _)| n == s).map(|(_, v)| *v).ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            invalid(format!("invalid {key}"), format!("{key}={s:?}, expected one of {}", names.join(", ")))
-        }),
-        Some(other) => Err(invalid(format!("invalid {key}"), format!("{key} must be a string, got {other}"))),
+        Some(Value::String(s)) => options
+            .iter()
+            .find(|(n, _)| n == s)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                invalid(
+                    format!("invalid {key}"),
+                    format!("{key}={s:?}, expected one of {}", names.join(", ")),
+                )
+            }),
+        Some(other) => Err(invalid(
+            format!("invalid {key}"),
+            format!("{key} must be a string, got {other}"),
+        )),
     }
 }
 
@@ -187,7 +212,10 @@ impl BandwidthConf {
             raw,
             "precedence",
             Precedence::Static,
-            &[("static", Precedence::Static), ("runtime", Precedence::Runtime)],
+            &[
+                ("static", Precedence::Static),
+                ("runtime", Precedence::Runtime),
+            ],
         )?;
         let latency_ms = match raw.get("latencyMs") {
             None | Some(Value::Null) => DEFAULT_LATENCY_MS,
@@ -195,12 +223,22 @@ impl BandwidthConf {
                 .as_u64()
                 .filter(|n| (1..=60_000).contains(n))
                 .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| invalid("invalid latencyMs", format!("latencyMs must be 1..=60000, got {v}")))?,
+                .ok_or_else(|| {
+                    invalid(
+                        "invalid latencyMs",
+                        format!("latencyMs must be 1..=60000, got {v}"),
+                    )
+                })?,
         };
         let state_dir = match raw.get("stateDir") {
             None | Some(Value::Null) => PathBuf::from(DEFAULT_STATE_DIR),
             Some(Value::String(s)) if s.starts_with('/') => PathBuf::from(s),
-            Some(v) => return Err(invalid("invalid stateDir", format!("stateDir must be an absolute path, got {v}"))),
+            Some(v) => {
+                return Err(invalid(
+                    "invalid stateDir",
+                    format!("stateDir must be an absolute path, got {v}"),
+                ));
+            }
         };
 
         let static_block = match raw.as_object() {
@@ -217,17 +255,33 @@ impl BandwidthConf {
                 ));
             }
         };
-        let (block, source) = match (static_block.is_empty(), runtime_block.is_empty(), precedence) {
+        let (block, source) = match (
+            static_block.is_empty(),
+            runtime_block.is_empty(),
+            precedence,
+        ) {
             (true, true, _) => (Block::default(), Source::None),
             (false, true, _) | (false, false, Precedence::Static) => (static_block, Source::Static),
-            (true, false, _) | (false, false, Precedence::Runtime) => (runtime_block, Source::Runtime),
+            (true, false, _) | (false, false, Precedence::Runtime) => {
+                (runtime_block, Source::Runtime)
+            }
         };
         // Only a runtime's burst can be the "unlimited" sentinel; an
         // operator's explicit static burst is honoured as written.
         let sentinel_is_unset = source == Source::Runtime && runtime_burst == RuntimeBurst::Cap;
         Ok(BandwidthConf {
-            ingress: direction("ingress", block.ingress_rate, block.ingress_burst, sentinel_is_unset)?,
-            egress: direction("egress", block.egress_rate, block.egress_burst, sentinel_is_unset)?,
+            ingress: direction(
+                "ingress",
+                block.ingress_rate,
+                block.ingress_burst,
+                sentinel_is_unset,
+            )?,
+            egress: direction(
+                "egress",
+                block.egress_rate,
+                block.egress_burst,
+                sentinel_is_unset,
+            )?,
             source,
             runtime_burst,
             latency_ms,
@@ -255,8 +309,20 @@ mod tests {
             "runtimeConfig":{"bandwidth":{"IngressRate":10000000,"IngressBurst":4294967295u64,"EgressRate":10000000,"EgressBurst":4294967295u64}}}))
         .unwrap();
         assert_eq!(c.source, Source::Runtime);
-        assert_eq!(c.ingress, Some(Limit { rate_bits: 10_000_000, burst_bits: None }));
-        assert_eq!(c.egress, Some(Limit { rate_bits: 10_000_000, burst_bits: None }));
+        assert_eq!(
+            c.ingress,
+            Some(Limit {
+                rate_bits: 10_000_000,
+                burst_bits: None
+            })
+        );
+        assert_eq!(
+            c.egress,
+            Some(Limit {
+                rate_bits: 10_000_000,
+                burst_bits: None
+            })
+        );
     }
 
     #[test]
@@ -264,17 +330,31 @@ mod tests {
         let c = parse(json!({"cniVersion":"1.0.0","runtimeBurst":"honor",
             "runtimeConfig":{"bandWidth":{"ingressRate":1000000,"ingressBurst":34359738359u64}}}))
         .unwrap();
-        assert_eq!(c.ingress, Some(Limit { rate_bits: 1_000_000, burst_bits: Some(34_359_738_359) }));
+        assert_eq!(
+            c.ingress,
+            Some(Limit {
+                rate_bits: 1_000_000,
+                burst_bits: Some(34_359_738_359)
+            })
+        );
         assert_eq!(c.egress, None);
     }
 
     #[test]
     fn static_block_wins_and_is_honoured() {
-        let c = parse(json!({"cniVersion":"1.0.0","ingressRate":8000,"ingressBurst":4294967295u64,
-            "runtimeConfig":{"bandwidth":{"egressRate":1000000,"egressBurst":80000}}}))
+        let c = parse(
+            json!({"cniVersion":"1.0.0","ingressRate":8000,"ingressBurst":4294967295u64,
+            "runtimeConfig":{"bandwidth":{"egressRate":1000000,"egressBurst":80000}}}),
+        )
         .unwrap();
         assert_eq!(c.source, Source::Static);
-        assert_eq!(c.ingress, Some(Limit { rate_bits: 8000, burst_bits: Some(4_294_967_295) }));
+        assert_eq!(
+            c.ingress,
+            Some(Limit {
+                rate_bits: 8000,
+                burst_bits: Some(4_294_967_295)
+            })
+        );
         assert_eq!(c.egress, None, "static block wins as a whole");
     }
 

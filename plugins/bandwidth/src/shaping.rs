@@ -48,7 +48,10 @@ mod tests {
     use super::*;
 
     fn lim(rate: u64, burst: Option<u64>) -> Limit {
-        Limit { rate_bits: rate, burst_bits: burst }
+        Limit {
+            rate_bits: rate,
+            burst_bits: burst,
+        }
     }
 
     #[test]

@@ -1,0 +1,476 @@
+//! The netlink work: install, verify and remove the tc layout.
+//!
+//! Layout (same as the reference, so `tc` output looks familiar):
+//! - into the pod: root tbf `1:` on the host veth;
+//! - out of the pod: ifb `bwp…`, `ingress` qdisc on the host veth, a u32
+//!   match-all filter redirecting to the ifb, root tbf `1:` on the ifb.
+//!
+//! What we installed is recorded in the attachment's state file before it
+//! is installed, so DEL, CHECK and GC touch only what is ours, also after a
+//! crash half-way through ADD.
+
+use crate::config::BandwidthConf;
+use crate::devices::{ifb_alias, ifb_name};
+use crate::shaping::{Shape, shape};
+use anyhow::Context as _;
+use cni_netlink::tc::{
+    ETH_P_ALL, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR, TbfSpec,
+};
+use cni_netlink::{Link, Netlink};
+use cni_types::error::{CniError, Code, ResultExt};
+use cni_types::{log_info, log_warn};
+use serde::{Deserialize, Serialize};
+
+/// Priority of our redirect filter under `ffff:` (the reference's).
+pub const FILTER_PRIO: u16 = 1;
+
+/// What one attachment has on the host, as recorded in its state file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Installed {
+    pub host_veth: String,
+    pub host_index: u32,
+    /// Root tbf `1:` on the host veth (ingress shaping) is ours.
+    pub ingress_tbf: bool,
+    /// The egress ifb's name, when egress is shaped.
+    pub ifb: Option<String>,
+    /// We created the `ingress` qdisc on the host veth (never a foreign one).
+    pub ingress_qdisc: bool,
+    /// Our redirect filter's prio under `ffff:`.
+    pub filter_prio: Option<u16>,
+}
+
+fn spec(s: &Shape) -> TbfSpec {
+    TbfSpec {
+        rate_bytes_per_sec: s.rate_bytes_per_sec,
+        burst_bytes: s.burst_bytes,
+        limit_bytes: s.limit_bytes,
+    }
+}
+
+fn kernel<T>(r: cni_netlink::Result<T>, what: impl FnOnce() -> String) -> anyhow::Result<T> {
+    r.with_context(what)
+        .cni(Code::Kernel, "netlink request failed")
+}
+
+/// The host veth recorded in `inst`, if it still exists under the same
+/// index and name (an index can be reused by a new pod).
+fn recorded_host(nl: &mut Netlink, inst: &Installed) -> anyhow::Result<Option<Link>> {
+    let link = kernel(nl.link_by_index(inst.host_index), || {
+        format!("looking up {}", inst.host_veth)
+    })?;
+    Ok(link.filter(|l| l.name == inst.host_veth))
+}
+
+/// The shapes for both directions on this host veth.
+pub fn shapes(conf: &BandwidthConf, host: &Link) -> (Option<Shape>, Option<Shape>) {
+    let mk = |l: &crate::config::Limit| {
+        let s = shape(l, host.mtu, conf.latency_ms);
+        if s.burst_raised_to_mtu {
+            log_warn!(
+                "burst raised to {} bytes to fit a full-size frame on {}",
+                s.burst_bytes,
+                host.name
+            );
+        }
+        s
+    };
+    (conf.ingress.as_ref().map(mk), conf.egress.as_ref().map(mk))
+}
+
+/// Undo actions for a failing ADD, run in reverse.
+enum Undo {
+    DeleteLink(u32),
+    DeleteRootTbf(u32),
+    DeleteIngressQdisc(u32),
+    DeleteFilter(u32),
+}
+
+fn run_undo(nl: &mut Netlink, undo: Vec<Undo>) {
+    for u in undo.into_iter().rev() {
+        let r = match u {
+            Undo::DeleteLink(i) => nl.delete_link(i),
+            Undo::DeleteRootTbf(i) => nl.delete_qdisc(i, TC_H_ROOT, TBF_HANDLE),
+            Undo::DeleteIngressQdisc(i) => nl.delete_qdisc(i, TC_H_INGRESS, INGRESS_HANDLE),
+            Undo::DeleteFilter(i) => nl.delete_filter(i, INGRESS_HANDLE, FILTER_PRIO, ETH_P_ALL),
+        };
+        if let Err(e) = r {
+            log_warn!("rollback step failed: {e}");
+        }
+    }
+}
+
+pub struct AddRequest<'a> {
+    pub network: &'a str,
+    pub container_id: &'a str,
+    pub ifname: &'a str,
+    pub ingress: Option<Shape>,
+    pub egress: Option<Shape>,
+}
+
+/// Installs the layout on `host`, replacing what a previous ADD of the
+/// same attachment left (`previous`). Returns what is now installed and the
+/// ifb link (for the result). On failure, removes what this call created.
+pub fn install(
+    nl: &mut Netlink,
+    host: &Link,
+    req: &AddRequest<'_>,
+    previous: Option<&Installed>,
+    save: &mut dyn FnMut(&Installed) -> anyhow::Result<()>,
+) -> anyhow::Result<(Installed, Option<Link>)> {
+    let prev = previous.filter(|p| p.host_index == host.index && p.host_veth == host.name);
+    let mut inst = Installed {
+        host_veth: host.name.clone(),
+        host_index: host.index,
+        ingress_tbf: req.ingress.is_some() || prev.is_some_and(|p| p.ingress_tbf),
+        ifb: req
+            .egress
+            .map(|_| ifb_name(req.network, req.container_id))
+            .or_else(|| prev.and_then(|p| p.ifb.clone())),
+        ingress_qdisc: prev.is_some_and(|p| p.ingress_qdisc),
+        filter_prio: prev.and_then(|p| p.filter_prio),
+    };
+    // Record intent before touching the kernel: a crash from here on
+    // leaves a state file that lets DEL find everything.
+    save(&inst)?;
+    let mut undo = Vec::new();
+    match install_steps(nl, host, req, &mut inst, &mut undo) {
+        Ok(ifb) => {
+            save(&inst)?;
+            Ok((inst, ifb))
+        }
+        Err(e) => {
+            run_undo(nl, undo);
+            Err(e)
+        }
+    }
+}
+
+fn install_steps(
+    nl: &mut Netlink,
+    host: &Link,
+    req: &AddRequest<'_>,
+    inst: &mut Installed,
+    undo: &mut Vec<Undo>,
+) -> anyhow::Result<Option<Link>> {
+    let qdiscs = kernel(nl.qdiscs(host.index), || {
+        format!("listing qdiscs of {}", host.name)
+    })?;
+    let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
+
+    // Into the pod: root tbf on the host veth.
+    match &req.ingress {
+        Some(s) => {
+            if let Some(r) = root.filter(|r| {
+                !(r.kind == "tbf" && r.handle == TBF_HANDLE) && !is_default_root(&r.kind)
+            }) {
+                return Err(CniError::new(
+                    Code::Kernel,
+                    format!("{} already has a root qdisc", host.name),
+                )
+                .with_details(format!(
+                    "a {} qdisc {:#x} we did not create is installed; refusing to replace it",
+                    r.kind, r.handle
+                ))
+                .into());
+            }
+            if root.is_none_or(|r| r.kind != "tbf") {
+                undo.push(Undo::DeleteRootTbf(host.index));
+            }
+            kernel(nl.replace_root_tbf(host.index, &spec(s)), || {
+                format!("installing tbf on {}", host.name)
+            })?;
+            inst.ingress_tbf = true;
+            log_info!(
+                "ingress: tbf rate {}B/s burst {}B limit {}B on {}",
+                s.rate_bytes_per_sec,
+                s.burst_bytes,
+                s.limit_bytes,
+                host.name
+            );
+        }
+        None => {
+            if inst.ingress_tbf && root.is_some_and(|r| r.kind == "tbf" && r.handle == TBF_HANDLE) {
+                kernel(nl.delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE), || {
+                    format!("removing tbf from {}", host.name)
+                })?;
+            }
+            inst.ingress_tbf = false;
+        }
+    }
+
+    // Out of the pod: ifb + ingress qdisc + redirect + tbf on the ifb.
+    let Some(s) = &req.egress else {
+        remove_egress(nl, host, inst)?;
+        return Ok(None);
+    };
+    let name = ifb_name(req.network, req.container_id);
+    let alias = ifb_alias(req.network, req.container_id, req.ifname);
+    let ifb = match kernel(nl.link_by_name(&name), || format!("looking up {name}"))? {
+        Some(existing) => {
+            // Left by a crashed ADD of ours, or by the reference plugin
+            // (same name scheme): adopt it, bring it in line.
+            if existing.kind.as_deref() != Some("ifb") {
+                return Err(CniError::new(
+                    Code::Kernel,
+                    format!("{name} exists and is not an ifb"),
+                )
+                .with_details(format!("kind {:?}", existing.kind))
+                .into());
+            }
+            if existing.mtu != host.mtu {
+                kernel(nl.set_mtu(existing.index, host.mtu), || {
+                    format!("setting mtu of {name}")
+                })?;
+            }
+            if existing.alias.as_deref() != Some(alias.as_str()) {
+                kernel(nl.set_alias(existing.index, &alias), || {
+                    format!("marking {name}")
+                })?;
+            }
+            if !existing.up {
+                kernel(nl.set_up(existing.index), || format!("bringing up {name}"))?;
+            }
+            existing
+        }
+        None => {
+            let l = kernel(nl.create_ifb(&name, host.mtu, Some(&alias)), || {
+                format!("creating ifb {name}")
+            })?;
+            undo.push(Undo::DeleteLink(l.index));
+            l
+        }
+    };
+    inst.ifb = Some(name.clone());
+
+    match qdiscs.iter().find(|q| q.parent == TC_H_INGRESS) {
+        None => {
+            kernel(nl.add_ingress_qdisc(host.index), || {
+                format!("adding ingress qdisc to {}", host.name)
+            })?;
+            undo.push(Undo::DeleteIngressQdisc(host.index));
+            inst.ingress_qdisc = true;
+        }
+        Some(q) if q.kind == "ingress" && inst.ingress_qdisc => {}
+        Some(q) => {
+            return Err(CniError::new(
+                Code::Kernel,
+                format!("{} already has a {} qdisc that we did not create", host.name, q.kind),
+            )
+            .with_details("another tc user (for example the VPC CNI network policy agent) owns ffff:; egress shaping through an ifb would bypass or break it")
+            .into());
+        }
+    }
+
+    let filters = kernel(nl.filters(host.index, INGRESS_HANDLE), || {
+        format!("listing filters of {}", host.name)
+    })?;
+    let at_prio: Vec<_> = filters.iter().filter(|f| f.prio == FILTER_PRIO).collect();
+    let ours_ok = at_prio.iter().any(|f| {
+        f.kind == "u32"
+            && f.mirred
+                .iter()
+                .any(|m| m.action == TCA_EGRESS_REDIR && m.ifindex == ifb.index)
+    });
+    if !ours_ok {
+        if !at_prio.is_empty() {
+            if inst.filter_prio != Some(FILTER_PRIO) {
+                return Err(CniError::new(
+                    Code::Kernel,
+                    format!("{} has a foreign filter at prio {FILTER_PRIO}", host.name),
+                )
+                .into());
+            }
+            // Our own stale filter (redirecting to an ifb that was re-created).
+            kernel(
+                nl.delete_filter(host.index, INGRESS_HANDLE, FILTER_PRIO, ETH_P_ALL),
+                || "removing stale filter".into(),
+            )?;
+        }
+        kernel(
+            nl.add_u32_redirect_all(host.index, INGRESS_HANDLE, FILTER_PRIO, ifb.index),
+            || format!("redirecting {} to {name}", host.name),
+        )?;
+        if inst.filter_prio.is_none() {
+            undo.push(Undo::DeleteFilter(host.index));
+        }
+        inst.filter_prio = Some(FILTER_PRIO);
+    }
+
+    kernel(nl.replace_root_tbf(ifb.index, &spec(s)), || {
+        format!("installing tbf on {name}")
+    })?;
+    log_info!(
+        "egress: tbf rate {}B/s burst {}B limit {}B on {name} (from {})",
+        s.rate_bytes_per_sec,
+        s.burst_bytes,
+        s.limit_bytes,
+        host.name
+    );
+    Ok(Some(ifb))
+}
+
+/// The qdiscs a device has before anyone configures it.
+fn is_default_root(kind: &str) -> bool {
+    matches!(
+        kind,
+        "noqueue" | "pfifo_fast" | "mq" | "fq_codel" | "pfifo" | "fq"
+    )
+}
+
+/// Removes egress shaping: our filter, our ingress qdisc, our ifb.
+fn remove_egress(nl: &mut Netlink, host: &Link, inst: &mut Installed) -> anyhow::Result<()> {
+    if let Some(prio) = inst.filter_prio {
+        kernel(
+            nl.delete_filter(host.index, INGRESS_HANDLE, prio, ETH_P_ALL),
+            || format!("removing filter from {}", host.name),
+        )?;
+        inst.filter_prio = None;
+    }
+    if inst.ingress_qdisc {
+        let ours = kernel(nl.qdiscs(host.index), || {
+            format!("listing qdiscs of {}", host.name)
+        })?
+        .iter()
+        .any(|q| q.parent == TC_H_INGRESS && q.kind == "ingress");
+        if ours {
+            kernel(
+                nl.delete_qdisc(host.index, TC_H_INGRESS, INGRESS_HANDLE),
+                || format!("removing ingress qdisc from {}", host.name),
+            )?;
+        }
+        inst.ingress_qdisc = false;
+    }
+    if let Some(name) = inst.ifb.take() {
+        delete_ifb(nl, &name)?;
+    }
+    Ok(())
+}
+
+/// Deletes an ifb by name; fine when it is already gone.
+pub fn delete_ifb(nl: &mut Netlink, name: &str) -> anyhow::Result<()> {
+    if let Some(l) = kernel(nl.link_by_name(name), || format!("looking up {name}"))? {
+        if l.kind.as_deref() == Some("ifb") {
+            kernel(nl.delete_link(l.index), || format!("deleting {name}"))?;
+            log_info!("deleted {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything `inst` records, as far as it still exists.
+pub fn teardown(nl: &mut Netlink, inst: &Installed) -> anyhow::Result<()> {
+    let mut inst = inst.clone();
+    // The ifb first: it alone survives the pod's veth going away.
+    if let Some(name) = inst.ifb.clone() {
+        delete_ifb(nl, &name)?;
+    }
+    if let Some(host) = recorded_host(nl, &inst)? {
+        if inst.ingress_tbf {
+            let ours = kernel(nl.qdiscs(host.index), || {
+                format!("listing qdiscs of {}", host.name)
+            })?
+            .iter()
+            .any(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE);
+            if ours {
+                kernel(nl.delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE), || {
+                    format!("removing tbf from {}", host.name)
+                })?;
+            }
+        }
+        inst.ifb = None;
+        remove_egress(nl, &host, &mut inst)?;
+    }
+    Ok(())
+}
+
+/// CHECK: the first difference between what should be and what is.
+pub fn verify(
+    nl: &mut Netlink,
+    host: &Link,
+    req: &AddRequest<'_>,
+    inst: Option<&Installed>,
+) -> anyhow::Result<()> {
+    let mismatch = |m: String| -> anyhow::Error { CniError::new(Code::CheckMismatch, m).into() };
+    let tbf_on = |nl: &mut Netlink, link: &Link, s: &Shape| -> anyhow::Result<()> {
+        let qs = kernel(nl.qdiscs(link.index), || {
+            format!("listing qdiscs of {}", link.name)
+        })?;
+        let Some(q) = qs
+            .iter()
+            .find(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE)
+        else {
+            return Err(mismatch(format!("{}: root tbf 1: is missing", link.name)));
+        };
+        let Some(p) = q.tbf else {
+            return Err(mismatch(format!("{}: tbf options unreadable", link.name)));
+        };
+        let want = spec(s);
+        if p.rate_bytes_per_sec != want.rate_bytes_per_sec {
+            return Err(mismatch(format!(
+                "{}: tbf rate is {} B/s, expected {}",
+                link.name, p.rate_bytes_per_sec, want.rate_bytes_per_sec
+            )));
+        }
+        if p.limit_bytes != want.limit_bytes {
+            return Err(mismatch(format!(
+                "{}: tbf limit is {} B, expected {}",
+                link.name, p.limit_bytes, want.limit_bytes
+            )));
+        }
+        if !p.matches(&want) {
+            return Err(mismatch(format!(
+                "{}: tbf burst differs from {} B",
+                link.name, want.burst_bytes
+            )));
+        }
+        Ok(())
+    };
+    if inst.is_none() && (req.ingress.is_some() || req.egress.is_some()) {
+        return Err(mismatch("no record of an ADD for this attachment".into()));
+    }
+    if let Some(s) = &req.ingress {
+        tbf_on(nl, host, s)?;
+    }
+    if let Some(s) = &req.egress {
+        let name = ifb_name(req.network, req.container_id);
+        let Some(ifb) = kernel(nl.link_by_name(&name), || format!("looking up {name}"))? else {
+            return Err(mismatch(format!("ifb {name} is missing")));
+        };
+        tbf_on(nl, &ifb, s)?;
+        let qs = kernel(nl.qdiscs(host.index), || {
+            format!("listing qdiscs of {}", host.name)
+        })?;
+        if !qs
+            .iter()
+            .any(|q| q.parent == TC_H_INGRESS && q.kind == "ingress")
+        {
+            return Err(mismatch(format!("{}: ingress qdisc is missing", host.name)));
+        }
+        let fs = kernel(nl.filters(host.index, INGRESS_HANDLE), || {
+            format!("listing filters of {}", host.name)
+        })?;
+        let redirect = fs
+            .iter()
+            .find(|f| f.prio == FILTER_PRIO && f.kind == "u32" && !f.mirred.is_empty());
+        let Some(f) = redirect else {
+            return Err(mismatch(format!(
+                "{}: redirect filter to {name} is missing",
+                host.name
+            )));
+        };
+        if !f
+            .mirred
+            .iter()
+            .any(|m| m.action == TCA_EGRESS_REDIR && m.ifindex == ifb.index)
+        {
+            return Err(mismatch(format!(
+                "{}: filter redirects to ifindex {:?}, expected {name} ({})",
+                host.name,
+                f.mirred.iter().map(|m| m.ifindex).collect::<Vec<_>>(),
+                ifb.index
+            )));
+        }
+    }
+    Ok(())
+}
