@@ -367,3 +367,38 @@ pub fn sample(name: &str) -> Value {
         std::fs::read_to_string(&local).unwrap_or_else(|e| panic!("{}: {e}", local.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", local.display()))
 }
+
+/// A temp directory removed on drop (state dirs of plugins under test).
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn str(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Files directly inside (state files a plugin left).
+    pub fn files(&self) -> Vec<String> {
+        std::fs::read_dir(&self.path)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
