@@ -195,6 +195,14 @@ impl Pod {
         })
     }
 
+    /// Sets the MTU on both ends (AWS pods run at 9001).
+    pub fn set_mtu(&self, node: &Netns, mtu: u32) -> Result<()> {
+        let m = mtu.to_string();
+        node.ip(&["link", "set", &self.host_veth, "mtu", &m])?;
+        self.ns.ip(&["link", "set", &self.ifname, "mtu", &m])?;
+        Ok(())
+    }
+
     /// A prevResult like a main plugin's: the host veth (no sandbox), the
     /// container interface (sandbox = netns) and its IP.
     pub fn prev_result(&self, version: &str) -> Value {
@@ -401,4 +409,63 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// Per-second throughput measured at the receiver by iperf3.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    /// bits/s of each one-second interval, as the receiving side saw it.
+    pub per_second: Vec<f64>,
+}
+
+impl Throughput {
+    /// Mean of the intervals after the first `skip`.
+    pub fn steady(&self, skip: usize) -> f64 {
+        let rest: Vec<f64> = self.per_second.iter().skip(skip).copied().collect();
+        rest.iter().sum::<f64>() / rest.len().max(1) as f64
+    }
+}
+
+/// Runs iperf3 for `seconds` with the server (the receiver) in `receiver`
+/// and the client (the sender) in `sender`, and returns the receiver's
+/// per-second figures (the sender's would count what sits in its buffers).
+pub fn iperf(receiver: &Netns, receiver_ip: &str, sender: &Netns, seconds: u32) -> Result<Throughput> {
+    let port = 5201 + (COUNTER.fetch_add(1, Ordering::Relaxed) % 500) as u16;
+    let port_s = port.to_string();
+    let server = Command::new("ip")
+        .args(["netns", "exec", &receiver.name, "iperf3", "-s", "-1", "-J", "-p", &port_s, "-B", receiver_ip])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting iperf3 server")?;
+    // Wait until the server listens.
+    let mut ready = false;
+    for _ in 0..50 {
+        let ss = receiver.exec(&["ss", "-ltn"]).unwrap_or_default();
+        if ss.contains(&format!(":{port} ")) {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if !ready {
+        bail!("iperf3 server did not start");
+    }
+    let client = sender.exec(&["iperf3", "-c", receiver_ip, "-p", &port_s, "-t", &seconds.to_string(), "-J"]);
+    let out = server.wait_with_output().context("waiting for iperf3 server")?;
+    client.context("iperf3 client")?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 server JSON")?;
+    let per_second: Vec<f64> = v["intervals"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| i["sum"]["seconds"].as_f64().unwrap_or(0.0) > 0.5)
+                .filter_map(|i| i["sum"]["bits_per_second"].as_f64())
+                .collect()
+        })
+        .unwrap_or_default();
+    if per_second.is_empty() {
+        bail!("iperf3 reported no intervals: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(Throughput { per_second })
 }
