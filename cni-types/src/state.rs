@@ -43,13 +43,22 @@ pub struct StoreLock {
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
 impl StateStore {
     pub fn new(dir: impl Into<PathBuf>, network: &str) -> StateStore {
-        StateStore { dir: dir.into(), network: network.to_string() }
+        StateStore {
+            dir: dir.into(),
+            network: network.to_string(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -61,7 +70,12 @@ impl StateStore {
     }
 
     fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
-        self.dir.join(format!("{}{}+{}.json", self.prefix(), sanitize(container_id), sanitize(ifname)))
+        self.dir.join(format!(
+            "{}{}+{}.json",
+            self.prefix(),
+            sanitize(container_id),
+            sanitize(ifname)
+        ))
     }
 
     fn ensure_dir(&self) -> Result<()> {
@@ -134,7 +148,8 @@ impl StateStore {
         if buf.len() as u64 > MAX_STATE_BYTES {
             bail!("{} is larger than {MAX_STATE_BYTES} bytes", path.display());
         }
-        let env = serde_json::from_slice(&buf).with_context(|| format!("decoding {}", path.display()))?;
+        let env =
+            serde_json::from_slice(&buf).with_context(|| format!("decoding {}", path.display()))?;
         Ok(Some(env))
     }
 
@@ -142,7 +157,9 @@ impl StateStore {
     pub fn load<T: DeserializeOwned>(&self, container_id: &str, ifname: &str) -> Result<Option<T>> {
         let env = Self::read_envelope::<T>(&self.path(container_id, ifname))?;
         Ok(env
-            .filter(|e| e.network == self.network && e.container_id == container_id && e.ifname == ifname)
+            .filter(|e| {
+                e.network == self.network && e.container_id == container_id && e.ifname == ifname
+            })
             .map(|e| e.data))
     }
 
@@ -173,7 +190,9 @@ impl StateStore {
                 continue;
             }
             match Self::read_envelope::<T>(&entry.path()) {
-                Ok(Some(e)) if e.network == self.network => found.push((e.container_id, e.ifname, e.data)),
+                Ok(Some(e)) if e.network == self.network => {
+                    found.push((e.container_id, e.ifname, e.data))
+                }
                 Ok(_) => {}
                 Err(_) => broken.push(entry.path()),
             }

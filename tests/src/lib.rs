@@ -429,11 +429,28 @@ impl Throughput {
 /// Runs iperf3 for `seconds` with the server (the receiver) in `receiver`
 /// and the client (the sender) in `sender`, and returns the receiver's
 /// per-second figures (the sender's would count what sits in its buffers).
-pub fn iperf(receiver: &Netns, receiver_ip: &str, sender: &Netns, seconds: u32) -> Result<Throughput> {
+pub fn iperf(
+    receiver: &Netns,
+    receiver_ip: &str,
+    sender: &Netns,
+    seconds: u32,
+) -> Result<Throughput> {
     let port = 5201 + (COUNTER.fetch_add(1, Ordering::Relaxed) % 500) as u16;
     let port_s = port.to_string();
     let server = Command::new("ip")
-        .args(["netns", "exec", &receiver.name, "iperf3", "-s", "-1", "-J", "-p", &port_s, "-B", receiver_ip])
+        .args([
+            "netns",
+            "exec",
+            &receiver.name,
+            "iperf3",
+            "-s",
+            "-1",
+            "-J",
+            "-p",
+            &port_s,
+            "-B",
+            receiver_ip,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -451,8 +468,19 @@ pub fn iperf(receiver: &Netns, receiver_ip: &str, sender: &Netns, seconds: u32) 
     if !ready {
         bail!("iperf3 server did not start");
     }
-    let client = sender.exec(&["iperf3", "-c", receiver_ip, "-p", &port_s, "-t", &seconds.to_string(), "-J"]);
-    let out = server.wait_with_output().context("waiting for iperf3 server")?;
+    let client = sender.exec(&[
+        "iperf3",
+        "-c",
+        receiver_ip,
+        "-p",
+        &port_s,
+        "-t",
+        &seconds.to_string(),
+        "-J",
+    ]);
+    let out = server
+        .wait_with_output()
+        .context("waiting for iperf3 server")?;
     client.context("iperf3 client")?;
     let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 server JSON")?;
     let per_second: Vec<f64> = v["intervals"]
@@ -465,7 +493,10 @@ pub fn iperf(receiver: &Netns, receiver_ip: &str, sender: &Netns, seconds: u32) 
         })
         .unwrap_or_default();
     if per_second.is_empty() {
-        bail!("iperf3 reported no intervals: {}", String::from_utf8_lossy(&out.stdout));
+        bail!(
+            "iperf3 reported no intervals: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     Ok(Throughput { per_second })
 }

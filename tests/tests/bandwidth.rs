@@ -16,7 +16,11 @@ struct Setup {
 fn setup() -> Setup {
     let node = Netns::new("cnin").unwrap();
     let pod = Pod::new(&node).unwrap();
-    Setup { node, pod, state: TempDir::new("bwst") }
+    Setup {
+        node,
+        pod,
+        state: TempDir::new("bwst"),
+    }
 }
 
 impl Setup {
@@ -36,11 +40,21 @@ impl Setup {
     }
 
     fn run(&self, command: &str, conf: &Value) -> Outcome {
-        run_plugin(&plugin_bin("bandwidth"), Some(&self.node), &self.pod.env(command), conf.to_string().as_bytes())
+        run_plugin(
+            &plugin_bin("bandwidth"),
+            Some(&self.node),
+            &self.pod.env(command),
+            conf.to_string().as_bytes(),
+        )
     }
 
     fn run_env(&self, env: &[(String, String)], conf: &Value) -> Outcome {
-        run_plugin(&plugin_bin("bandwidth"), Some(&self.node), env, conf.to_string().as_bytes())
+        run_plugin(
+            &plugin_bin("bandwidth"),
+            Some(&self.node),
+            env,
+            conf.to_string().as_bytes(),
+        )
     }
 
     fn ifb(&self) -> String {
@@ -52,15 +66,29 @@ impl Setup {
     }
 
     fn ifbs(&self) -> Vec<String> {
-        self.node.link_names().into_iter().filter(|n| n.starts_with("bwp")).collect()
+        self.node
+            .link_names()
+            .into_iter()
+            .filter(|n| n.starts_with("bwp"))
+            .collect()
     }
 
     /// Nothing of ours left in the node netns or the state dir.
     fn assert_clean(&self) {
         assert!(self.ifbs().is_empty(), "ifb left: {:?}", self.ifbs());
-        assert!(self.tbf(&self.pod.host_veth).is_none(), "tbf left on host veth");
-        assert!(self.node.qdisc(&self.pod.host_veth, "ingress").is_none(), "ingress qdisc left");
-        assert!(self.state.files().is_empty(), "state left: {:?}", self.state.files());
+        assert!(
+            self.tbf(&self.pod.host_veth).is_none(),
+            "tbf left on host veth"
+        );
+        assert!(
+            self.node.qdisc(&self.pod.host_veth, "ingress").is_none(),
+            "ingress qdisc left"
+        );
+        assert!(
+            self.state.files().is_empty(),
+            "state left: {:?}",
+            self.state.files()
+        );
     }
 }
 
@@ -68,7 +96,9 @@ impl Setup {
 fn ifb_name(network: &str, cid: &str) -> String {
     let out = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("printf %s '{network}{cid}' | sha512sum | cut -c1-12"))
+        .arg(format!(
+            "printf %s '{network}{cid}' | sha512sum | cut -c1-12"
+        ))
         .output()
         .unwrap();
     format!("bwp{}", String::from_utf8_lossy(&out.stdout).trim())
@@ -97,19 +127,34 @@ fn veth_pair_ingress_and_egress() {
     let link = s.node.link(&ifb).expect("ifb exists");
     assert_eq!(link["linkinfo"]["info_kind"], "ifb");
     assert_eq!(link["mtu"], s.node.link(&s.pod.host_veth).unwrap()["mtu"]);
-    assert!(link["ifalias"].as_str().unwrap().contains(&s.pod.container_id));
+    assert!(
+        link["ifalias"]
+            .as_str()
+            .unwrap()
+            .contains(&s.pod.container_id)
+    );
     assert_eq!(u(&s.tbf(&ifb).unwrap()["options"]["rate"]), 2_000_000);
     assert!(s.node.qdisc(&s.pod.host_veth, "ingress").is_some());
     let filters = s.node.filters(&s.pod.host_veth, "ingress");
     let redirect = filters
         .iter()
-        .flat_map(|f| f["options"]["actions"].as_array().cloned().unwrap_or_default())
+        .flat_map(|f| {
+            f["options"]["actions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .find(|a| a["kind"] == "mirred")
         .expect("mirred action");
     assert_eq!(redirect["to_dev"], ifb.as_str());
     assert_eq!(redirect["mirred_action"], "redirect");
     // The result lists the ifb after prevResult's interfaces.
-    let names: Vec<&str> = out["interfaces"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = out["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec![s.pod.host_veth.as_str(), "eth0", ifb.as_str()]);
     s.run("CHECK", &conf).ok();
     s.run("DEL", &conf).ok();
@@ -119,7 +164,10 @@ fn veth_pair_ingress_and_egress() {
 #[test]
 fn ingress_only() {
     let s = setup();
-    let conf = s.conf("1.0.0", json!({"ingressRate": 8_000_000, "ingressBurst": 80_000}));
+    let conf = s.conf(
+        "1.0.0",
+        json!({"ingressRate": 8_000_000, "ingressBurst": 80_000}),
+    );
     let out = s.run("ADD", &conf).ok().json();
     assert!(s.tbf(&s.pod.host_veth).is_some());
     assert!(s.ifbs().is_empty());
@@ -133,7 +181,10 @@ fn ingress_only() {
 #[test]
 fn egress_only() {
     let s = setup();
-    let conf = s.conf("1.0.0", json!({"egressRate": 8_000_000, "egressBurst": 80_000}));
+    let conf = s.conf(
+        "1.0.0",
+        json!({"egressRate": 8_000_000, "egressBurst": 80_000}),
+    );
     s.run("ADD", &conf).ok();
     assert!(s.tbf(&s.pod.host_veth).is_none());
     assert!(s.tbf(&s.ifb()).is_some());
@@ -179,8 +230,16 @@ fn runtime_config_in_every_spelling() {
         let s = setup();
         let conf = s.conf("1.0.0", json!({"runtimeConfig": block}));
         s.run("ADD", &conf).ok();
-        assert_eq!(u(&s.tbf(&s.pod.host_veth).unwrap()["options"]["rate"]), 1_000_000, "{block}");
-        assert_eq!(u(&s.tbf(&s.ifb()).unwrap()["options"]["rate"]), 1_000_000, "{block}");
+        assert_eq!(
+            u(&s.tbf(&s.pod.host_veth).unwrap()["options"]["rate"]),
+            1_000_000,
+            "{block}"
+        );
+        assert_eq!(
+            u(&s.tbf(&s.ifb()).unwrap()["options"]["rate"]),
+            1_000_000,
+            "{block}"
+        );
         s.run("DEL", &conf).ok();
         s.assert_clean();
     }
@@ -193,8 +252,14 @@ fn static_block_wins_over_runtime_config() {
     extra["runtimeConfig"] = json!({"bandwidth": {"ingressRate": 16_000_000, "ingressBurst": 80_000, "egressRate": 16_000_000, "egressBurst": 80_000}});
     let conf = s.conf("1.0.0", extra);
     s.run("ADD", &conf).ok();
-    assert_eq!(u(&s.tbf(&s.pod.host_veth).unwrap()["options"]["rate"]), 1_000_000);
-    assert!(s.ifbs().is_empty(), "static block wins as a whole: no egress");
+    assert_eq!(
+        u(&s.tbf(&s.pod.host_veth).unwrap()["options"]["rate"]),
+        1_000_000
+    );
+    assert!(
+        s.ifbs().is_empty(),
+        "static block wins as a whole: no egress"
+    );
     s.run("DEL", &conf).ok();
     s.assert_clean();
 }
@@ -227,10 +292,19 @@ fn non_veth_container_interface_fails_cleanly() {
         "prevResult": {"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":podns.path_str()}]}
     });
     let env = env_of(&[
-        ("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "nonveth1"), ("CNI_NETNS", &podns.path_str()), ("CNI_IFNAME", "eth0"),
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "nonveth1"),
+        ("CNI_NETNS", &podns.path_str()),
+        ("CNI_IFNAME", "eth0"),
     ]);
     let before = node.snapshot();
-    let err = run_plugin(&plugin_bin("bandwidth"), Some(&node), &env, conf.to_string().as_bytes()).err(102);
+    let err = run_plugin(
+        &plugin_bin("bandwidth"),
+        Some(&node),
+        &env,
+        conf.to_string().as_bytes(),
+    )
+    .err(102);
     assert!(err["msg"].as_str().unwrap().contains("not a veth"), "{err}");
     assert_eq!(node.snapshot(), before);
     assert!(state.files().is_empty());
@@ -255,9 +329,13 @@ fn unmatched_host_interface_fails_cleanly() {
     let s = setup();
     let before = s.node.snapshot();
     let mut conf = s.conf("1.0.0", rates(8_000_000, 80_000, 8_000_000, 80_000));
-    conf["prevResult"]["interfaces"] = json!([{"name": "vethnotthis"}, {"name": "eth0", "sandbox": s.pod.ns.path_str()}]);
+    conf["prevResult"]["interfaces"] =
+        json!([{"name": "vethnotthis"}, {"name": "eth0", "sandbox": s.pod.ns.path_str()}]);
     let err = s.run("ADD", &conf).err(102);
-    assert!(err["details"].as_str().unwrap().contains(&s.pod.host_veth), "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains(&s.pod.host_veth),
+        "{err}"
+    );
     assert_eq!(s.node.snapshot(), before);
     assert!(s.state.files().is_empty());
 }
@@ -267,7 +345,11 @@ fn unmatched_host_interface_fails_cleanly() {
 /// install the burst as asked; the kernel's BURST attribute takes bytes.
 #[test]
 fn huge_bursts_do_not_wrap() {
-    for (burst, rate) in [(4_294_967_295u64, 10_000_000u64), (34_359_738_359, 10_000_000), (4_294_967_295, 1_000_000_000_000_000)] {
+    for (burst, rate) in [
+        (4_294_967_295u64, 10_000_000u64),
+        (34_359_738_359, 10_000_000),
+        (4_294_967_295, 1_000_000_000_000_000),
+    ] {
         let s = setup();
         let mut conf = s.conf("0.4.0", json!({"runtimeBurst": "honor"}));
         conf["runtimeConfig"] = json!({"bandwidth": {"IngressRate": rate, "IngressBurst": burst, "EgressRate": rate, "EgressBurst": burst}});
@@ -278,7 +360,10 @@ fn huge_bursts_do_not_wrap() {
         // reference's 10M case shows 193273526b; the true bucket is 512 MiB+.
         if rate == 10_000_000 {
             let lat = tbf["options"]["lat"].as_u64().unwrap_or(0);
-            assert!(lat >= 1_000_000_000 || tbf["options"]["burst"].as_u64().unwrap_or(0) > 193_273_526, "{tbf}");
+            assert!(
+                lat >= 1_000_000_000 || tbf["options"]["burst"].as_u64().unwrap_or(0) > 193_273_526,
+                "{tbf}"
+            );
         }
         s.run("CHECK", &conf).ok();
         s.run("DEL", &conf).ok();
@@ -307,7 +392,10 @@ fn containerd_payload_default_policy() {
             assert_eq!(u(&tbf["options"]["rate"]), rate / 8, "{dev}");
             let burst = u(&tbf["options"]["burst"]);
             let want = rate / 8 * 25 / 1000;
-            assert!(burst.abs_diff(want) <= want / 100 + 2, "{dev}: burst {burst} vs {want}");
+            assert!(
+                burst.abs_diff(want) <= want / 100 + 2,
+                "{dev}: burst {burst} vs {want}"
+            );
         }
         s.run("CHECK", &conf).ok();
         s.run("DEL", &conf).ok();
@@ -331,7 +419,11 @@ fn aws_prev_result() {
     let out = s.run("ADD", &conf).ok().json();
     let ifaces = out["interfaces"].as_array().unwrap();
     assert_eq!(ifaces.len(), 4);
-    assert_eq!(&ifaces[..3], prev["interfaces"].as_array().unwrap().as_slice(), "passed through untouched");
+    assert_eq!(
+        &ifaces[..3],
+        prev["interfaces"].as_array().unwrap().as_slice(),
+        "passed through untouched"
+    );
     assert_eq!(ifaces[3]["name"], s.ifb());
     assert_eq!(out["ips"], prev["ips"]);
     assert_eq!(out["dns"], json!({}));
@@ -347,13 +439,19 @@ fn re_add_applies_new_values_and_adopts_leftovers() {
     s.run("ADD", &conf1).ok();
     let conf2 = s.conf("1.0.0", rates(16_000_000, 80_000, 24_000_000, 80_000));
     s.run("ADD", &conf2).ok();
-    assert_eq!(u(&s.tbf(&s.pod.host_veth).unwrap()["options"]["rate"]), 2_000_000);
+    assert_eq!(
+        u(&s.tbf(&s.pod.host_veth).unwrap()["options"]["rate"]),
+        2_000_000
+    );
     assert_eq!(u(&s.tbf(&s.ifb()).unwrap()["options"]["rate"]), 3_000_000);
     assert_eq!(s.ifbs().len(), 1);
     s.run("CHECK", &conf2).ok();
     s.run("CHECK", &conf1).err(101);
     // Ingress only now: egress pieces go away.
-    let conf3 = s.conf("1.0.0", json!({"ingressRate": 8_000_000, "ingressBurst": 80_000}));
+    let conf3 = s.conf(
+        "1.0.0",
+        json!({"ingressRate": 8_000_000, "ingressBurst": 80_000}),
+    );
     s.run("ADD", &conf3).ok();
     assert!(s.ifbs().is_empty());
     assert!(s.node.qdisc(&s.pod.host_veth, "ingress").is_none());
@@ -362,7 +460,9 @@ fn re_add_applies_new_values_and_adopts_leftovers() {
     s.run("ADD", &s.conf("1.0.0", json!({}))).ok();
     s.assert_clean();
     // Leftovers of a crashed ADD that never wrote state (an ifb with our name).
-    s.node.ip(&["link", "add", &s.ifb(), "type", "ifb"]).unwrap();
+    s.node
+        .ip(&["link", "add", &s.ifb(), "type", "ifb"])
+        .unwrap();
     s.run("ADD", &conf1).ok();
     s.run("CHECK", &conf1).ok();
     s.run("DEL", &conf1).ok();
@@ -382,7 +482,9 @@ fn del_is_idempotent_and_needs_no_netns_or_prev_result() {
     s.run_env(&env, &bare).ok();
     s.run("DEL", &conf).ok();
     // A Go-made ifb (same name, no state) is removed by DEL too.
-    s.node.ip(&["link", "add", &s.ifb(), "type", "ifb"]).unwrap();
+    s.node
+        .ip(&["link", "add", &s.ifb(), "type", "ifb"])
+        .unwrap();
     s.run_env(&env, &bare).ok();
     s.assert_clean();
 }
@@ -413,17 +515,39 @@ fn check_catches_changes() {
     s.run("ADD", &conf).ok();
     s.run("CHECK", &conf).ok();
     // Changed rate on the host veth.
-    s.node.exec(&["tc", "qdisc", "change", "dev", &s.pod.host_veth, "root", "handle", "1:", "tbf", "rate", "9mbit", "burst", "10000", "limit", "35000"]).unwrap();
+    s.node
+        .exec(&[
+            "tc",
+            "qdisc",
+            "change",
+            "dev",
+            &s.pod.host_veth,
+            "root",
+            "handle",
+            "1:",
+            "tbf",
+            "rate",
+            "9mbit",
+            "burst",
+            "10000",
+            "limit",
+            "35000",
+        ])
+        .unwrap();
     let e = s.run("CHECK", &conf).err(101);
     assert!(e["msg"].as_str().unwrap().contains("rate"), "{e}");
     s.run("ADD", &conf).ok();
     // Deleted qdisc on the ifb.
-    s.node.exec(&["tc", "qdisc", "del", "dev", &s.ifb(), "root"]).unwrap();
+    s.node
+        .exec(&["tc", "qdisc", "del", "dev", &s.ifb(), "root"])
+        .unwrap();
     let e = s.run("CHECK", &conf).err(101);
     assert!(e["msg"].as_str().unwrap().contains("missing"), "{e}");
     s.run("ADD", &conf).ok();
     // Removed redirect filter.
-    s.node.exec(&["tc", "filter", "del", "dev", &s.pod.host_veth, "ingress"]).unwrap();
+    s.node
+        .exec(&["tc", "filter", "del", "dev", &s.pod.host_veth, "ingress"])
+        .unwrap();
     let e = s.run("CHECK", &conf).err(101);
     assert!(e["msg"].as_str().unwrap().contains("filter"), "{e}");
     s.run("ADD", &conf).ok();
@@ -440,20 +564,42 @@ fn gc_keeps_valid_and_removes_stale() {
     s.run("ADD", &conf).ok();
     let mut conf2 = conf.clone();
     conf2["prevResult"] = pod2.prev_result("1.1.0");
-    run_plugin(&plugin_bin("bandwidth"), Some(&s.node), &pod2.env("ADD"), conf2.to_string().as_bytes()).ok();
+    run_plugin(
+        &plugin_bin("bandwidth"),
+        Some(&s.node),
+        &pod2.env("ADD"),
+        conf2.to_string().as_bytes(),
+    )
+    .ok();
     // Another network's ifb, marked as its own: never ours to collect.
     let other = unique("bwpo");
     s.node.ip(&["link", "add", &other, "type", "ifb"]).unwrap();
-    s.node.ip(&["link", "set", &other, "alias", "cni-bandwidth net=other-net id=x if=eth0"]).unwrap();
+    s.node
+        .ip(&[
+            "link",
+            "set",
+            &other,
+            "alias",
+            "cni-bandwidth net=other-net id=x if=eth0",
+        ])
+        .unwrap();
     assert_eq!(s.ifbs().len(), 3);
     let mut gc = s.conf("1.1.0", json!({}));
     gc.as_object_mut().unwrap().remove("prevResult");
-    gc["cni.dev/valid-attachments"] = json!([{"containerID": s.pod.container_id, "ifname": "eth0"}]);
-    s.run_env(&env_of(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]), &gc).ok();
+    gc["cni.dev/valid-attachments"] =
+        json!([{"containerID": s.pod.container_id, "ifname": "eth0"}]);
+    s.run_env(
+        &env_of(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]),
+        &gc,
+    )
+    .ok();
     let left = s.ifbs();
     assert!(left.contains(&s.ifb()), "valid attachment kept");
     assert!(left.contains(&other), "other network's ifb kept");
-    assert!(!left.contains(&ifb_name(NET, &pod2.container_id)), "stale ifb removed");
+    assert!(
+        !left.contains(&ifb_name(NET, &pod2.container_id)),
+        "stale ifb removed"
+    );
     assert_eq!(s.state.files().len(), 1);
     assert!(s.tbf(&pod2.host_veth).is_none(), "stale pod's tbf removed");
     s.run("CHECK", &conf).ok();
@@ -469,7 +615,11 @@ fn every_cni_version() {
         let conf = s.conf(v, rates(8_000_000, 80_000, 8_000_000, 80_000));
         let out = s.run("ADD", &conf).ok().json();
         assert_eq!(out["cniVersion"], v);
-        assert_eq!(out["ips"][0].get("version").is_some(), v.starts_with("0."), "{v}");
+        assert_eq!(
+            out["ips"][0].get("version").is_some(),
+            v.starts_with("0."),
+            "{v}"
+        );
         if v != "0.3.0" && v != "0.3.1" {
             s.run("CHECK", &conf).ok();
         }
@@ -481,14 +631,20 @@ fn every_cni_version() {
 #[test]
 fn ipv6_pod() {
     let s = setup();
-    s.pod.ns.ip(&["addr", "add", "fd00:db8::2/64", "dev", "eth0", "nodad"]).unwrap();
+    s.pod
+        .ns
+        .ip(&["addr", "add", "fd00:db8::2/64", "dev", "eth0", "nodad"])
+        .unwrap();
     let mut conf = s.conf("1.0.0", rates(8_000_000, 80_000, 8_000_000, 80_000));
     conf["prevResult"]["ips"] = json!([{"interface": 1, "address": "fd00:db8::2/64"}]);
     let out = s.run("ADD", &conf).ok().json();
     assert_eq!(out["ips"][0]["address"], "fd00:db8::2/64");
     assert!(s.tbf(&s.pod.host_veth).is_some() && s.tbf(&s.ifb()).is_some());
     let filters = s.node.filters(&s.pod.host_veth, "ingress");
-    assert!(filters.iter().all(|f| f["protocol"] == "all"), "redirect covers IPv6 too");
+    assert!(
+        filters.iter().all(|f| f["protocol"] == "all"),
+        "redirect covers IPv6 too"
+    );
     s.run("DEL", &conf).ok();
     s.assert_clean();
 }

@@ -28,17 +28,38 @@ fn shaped_run(rate: u64) {
         "runtimeConfig": {"bandwidth": {"IngressRate": rate, "IngressBurst": 4_294_967_295u64, "EgressRate": rate, "EgressBurst": 4_294_967_295u64}},
         "prevResult": pod.prev_result("0.4.0"),
     });
-    run_plugin(&plugin_bin("bandwidth"), Some(&node), &pod.env("ADD"), conf.to_string().as_bytes()).ok();
+    run_plugin(
+        &plugin_bin("bandwidth"),
+        Some(&node),
+        &pod.env("ADD"),
+        conf.to_string().as_bytes(),
+    )
+    .ok();
     let into_pod = iperf(&pod.ns, &pod.pod_ip, &node, SECONDS).unwrap();
     let out_of_pod = iperf(&node, &pod.host_ip, &pod.ns, SECONDS).unwrap();
-    run_plugin(&plugin_bin("bandwidth"), Some(&node), &pod.env("DEL"), conf.to_string().as_bytes()).ok();
+    run_plugin(
+        &plugin_bin("bandwidth"),
+        Some(&node),
+        &pod.env("DEL"),
+        conf.to_string().as_bytes(),
+    )
+    .ok();
     let r = rate as f64;
     for (dir, t) in [("into pod", &into_pod), ("out of pod", &out_of_pod)] {
         let first = t.per_second[0] / r;
         let steady = t.steady(1) / r;
-        eprintln!("{rate} {dir}: first second {first:.3}x, steady {steady:.4}x, per second {:?}", t.per_second);
-        assert!(first <= 1.10, "{rate} {dir}: first second {first:.3}x of the rate");
-        assert!((0.97..=1.03).contains(&steady), "{rate} {dir}: steady state {steady:.4}x of the rate");
+        eprintln!(
+            "{rate} {dir}: first second {first:.3}x, steady {steady:.4}x, per second {:?}",
+            t.per_second
+        );
+        assert!(
+            first <= 1.10,
+            "{rate} {dir}: first second {first:.3}x of the rate"
+        );
+        assert!(
+            (0.97..=1.03).contains(&steady),
+            "{rate} {dir}: steady state {steady:.4}x of the rate"
+        );
     }
 }
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# THE test command: installs what it needs, then format check, clippy with
+# -D warnings, build, and every test (unit, protocol, kernel integration,
+# real traffic). Needs root: the integration tests create network
+# namespaces, veths, ifbs and qdiscs (only inside namespaces they create).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh needs root (network namespaces, tc); run: sudo $0" >&2
+    exit 1
+fi
+
+need_apt=()
+for pair in ip:iproute2 tc:iproute2 iperf3:iperf3 jq:jq ss:iproute2 sha512sum:coreutils; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
+done
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    echo "==> installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup)" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> cargo build (plugin binaries the integration tests run)"
+cargo build --workspace --bins --quiet
+echo "==> cargo test"
+cargo test --workspace --quiet -- "$@"
+echo "==> all tests passed"
