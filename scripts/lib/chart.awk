@@ -1,0 +1,44 @@
+# Renders a throughput-over-time SVG from a TSV: header "second<TAB>name1<TAB>name2...",
+# then one row per second with Mbit/s ("-" for no value). -v rate=<Mbit/s> draws the limit.
+BEGIN { FS = "\t"; W = 760; H = 380; L = 70; R = 20; T = 40; B = 50; maxy = 0; n = 0 }
+NR == 1 { for (i = 2; i <= NF; i++) name[i] = $i; cols = NF; next }
+{
+    n++; sec[n] = $1
+    for (i = 2; i <= cols; i++) { v[n, i] = $i; if ($i != "-" && $i + 0 > maxy) maxy = $i + 0 }
+}
+END {
+    if (rate + 0 > maxy) maxy = rate + 0
+    maxy = maxy * 1.1; if (maxy <= 0) maxy = 1
+    color[2] = "#888888"; color[3] = "#1f77b4"; color[4] = "#d62728"; color[5] = "#2ca02c"
+    pw = W - L - R; ph = H - T - B
+    printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H
+    printf "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+    printf "<text x=\"%d\" y=\"22\" font-size=\"15\">%s</text>\n", L, title
+    for (k = 0; k <= 5; k++) {
+        y = T + ph - ph * k / 5; val = maxy * k / 5
+        printf "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#eee\"/>\n", L, y, W - R, y
+        printf "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.0f</text>\n", L - 6, y + 4, val
+    }
+    printf "<text x=\"16\" y=\"%d\" transform=\"rotate(-90 16 %d)\" text-anchor=\"middle\">Mbit/s (receiver)</text>\n", T + ph / 2, T + ph / 2
+    for (j = 1; j <= n; j++) {
+        x = L + (n > 1 ? pw * (j - 1) / (n - 1) : 0)
+        printf "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", x, H - B + 18, sec[j]
+    }
+    printf "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">second</text>\n", L + pw / 2, H - 8
+    if (rate + 0 > 0) {
+        y = T + ph - ph * rate / maxy
+        printf "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#000\" stroke-dasharray=\"5,4\"/>\n", L, y, W - R, y
+        printf "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">limit</text>\n", W - R, y - 4
+    }
+    for (i = 2; i <= cols; i++) {
+        pts = ""
+        for (j = 1; j <= n; j++) {
+            if (v[j, i] == "-" || v[j, i] == "") continue
+            x = L + (n > 1 ? pw * (j - 1) / (n - 1) : 0); y = T + ph - ph * v[j, i] / maxy
+            pts = pts sprintf("%.1f,%.1f ", x, y)
+        }
+        if (pts != "") printf "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2.5\" points=\"%s\"/>\n", color[i], pts
+        printf "<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"4\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">%s</text>\n", L + 10 + (i - 2) * 230, T + 6, color[i], L + 28 + (i - 2) * 230, T + 11, name[i]
+    }
+    print "</svg>"
+}
