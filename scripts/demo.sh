@@ -13,6 +13,7 @@
 #   4. tc/ip views of the shaped pod, a per-second table, an SVG chart;
 #   5. tears everything down, also on Ctrl-C or failure.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
@@ -80,7 +81,8 @@ fi
 ip netns del "$PROBE"
 
 echo "==> building release binaries"
-cargo build --release --quiet -p bandwidth -p topology-label -p vpc-cni-sim -p integration-tests --bin cni-run
+cargo build --release --quiet -p bandwidth -p topology-label -p vpc-cni-sim --bins
+cargo build --release --quiet -p integration-tests --bin cni-run
 REL="$ROOT/target/release"
 
 # --- the simulated node ----------------------------------------------------

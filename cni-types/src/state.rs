@@ -29,6 +29,21 @@ struct Envelope<T> {
     data: T,
 }
 
+/// One attachment's saved state, as listed by [`StateStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved<T> {
+    pub container_id: String,
+    pub ifname: String,
+    pub data: T,
+}
+
+/// What [`StateStore::list`] found: readable states, and files it could not read.
+#[derive(Debug)]
+pub struct Listing<T> {
+    pub found: Vec<Saved<T>>,
+    pub broken: Vec<PathBuf>,
+}
+
 /// The state files of one plugin for one network.
 #[derive(Debug, Clone)]
 pub struct StateStore {
@@ -175,12 +190,14 @@ impl StateStore {
 
     /// Every attachment of this network with saved state, with its data.
     /// Unreadable files are skipped (reported in the second list).
-    pub fn list<T: DeserializeOwned>(&self) -> Result<(Vec<(String, String, T)>, Vec<PathBuf>)> {
+    pub fn list<T: DeserializeOwned>(&self) -> Result<Listing<T>> {
         let mut found = Vec::new();
         let mut broken = Vec::new();
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((found, broken)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Listing { found, broken });
+            }
             Err(e) => return Err(e).with_context(|| format!("listing {}", self.dir.display())),
         };
         let prefix = self.prefix();
@@ -190,14 +207,16 @@ impl StateStore {
                 continue;
             }
             match Self::read_envelope::<T>(&entry.path()) {
-                Ok(Some(e)) if e.network == self.network => {
-                    found.push((e.container_id, e.ifname, e.data))
-                }
+                Ok(Some(e)) if e.network == self.network => found.push(Saved {
+                    container_id: e.container_id,
+                    ifname: e.ifname,
+                    data: e.data,
+                }),
                 Ok(_) => {}
                 Err(_) => broken.push(entry.path()),
             }
         }
-        Ok((found, broken))
+        Ok(Listing { found, broken })
     }
 }
 
@@ -227,9 +246,16 @@ mod tests {
         assert_eq!(s.load::<u32>("c2", "eth0").unwrap(), None);
         let meta = fs::metadata(s.path("c1", "eth0")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        let (all, broken) = s.list::<u32>().unwrap();
-        assert_eq!(all, vec![("c1".to_string(), "eth0".to_string(), 42)]);
-        assert!(broken.is_empty());
+        let listing = s.list::<u32>().unwrap();
+        assert_eq!(
+            listing.found,
+            vec![Saved {
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+                data: 42
+            }]
+        );
+        assert!(listing.broken.is_empty());
         s.remove("c1", "eth0").unwrap();
         s.remove("c1", "eth0").unwrap();
         assert_eq!(s.load::<u32>("c1", "eth0").unwrap(), None);

@@ -201,13 +201,14 @@ impl Plugin for Bandwidth {
         let _lock = store
             .lock()
             .cni(Code::Io, "cannot lock the state directory")?;
-        let (states, broken) = store
+        let listing = store
             .list::<Installed>()
             .cni(Code::Io, "cannot list state")?;
-        for path in broken {
+        for path in &listing.broken {
             log_warn!("ignoring unreadable state file {}", path.display());
         }
-        for (cid, ifname, inst) in states {
+        for saved in listing.found {
+            let (cid, ifname, inst) = (saved.container_id, saved.ifname, saved.data);
             if valid.contains(&(cid.as_str(), ifname.as_str())) {
                 continue;
             }

@@ -78,21 +78,21 @@ pub fn shapes(conf: &BandwidthConf, host: &Link) -> (Option<Shape>, Option<Shape
     (conf.ingress.as_ref().map(mk), conf.egress.as_ref().map(mk))
 }
 
-/// Undo actions for a failing ADD, run in reverse.
+/// What to delete when a failing ADD rolls back, in reverse order.
 enum Undo {
-    DeleteLink(u32),
-    DeleteRootTbf(u32),
-    DeleteIngressQdisc(u32),
-    DeleteFilter(u32),
+    Link(u32),
+    RootTbf(u32),
+    IngressQdisc(u32),
+    Filter(u32),
 }
 
 fn run_undo(nl: &mut Netlink, undo: Vec<Undo>) {
     for u in undo.into_iter().rev() {
         let r = match u {
-            Undo::DeleteLink(i) => nl.delete_link(i),
-            Undo::DeleteRootTbf(i) => nl.delete_qdisc(i, TC_H_ROOT, TBF_HANDLE),
-            Undo::DeleteIngressQdisc(i) => nl.delete_qdisc(i, TC_H_INGRESS, INGRESS_HANDLE),
-            Undo::DeleteFilter(i) => nl.delete_filter(i, INGRESS_HANDLE, FILTER_PRIO, ETH_P_ALL),
+            Undo::Link(i) => nl.delete_link(i),
+            Undo::RootTbf(i) => nl.delete_qdisc(i, TC_H_ROOT, TBF_HANDLE),
+            Undo::IngressQdisc(i) => nl.delete_qdisc(i, TC_H_INGRESS, INGRESS_HANDLE),
+            Undo::Filter(i) => nl.delete_filter(i, INGRESS_HANDLE, FILTER_PRIO, ETH_P_ALL),
         };
         if let Err(e) = r {
             log_warn!("rollback step failed: {e}");
@@ -162,7 +162,7 @@ fn install_steps(
     match &req.ingress {
         Some(s) => {
             if let Some(r) = root.filter(|r| {
-                !(r.kind == "tbf" && r.handle == TBF_HANDLE) && !is_default_root(&r.kind)
+                !(is_default_root(&r.kind) || (r.kind == "tbf" && r.handle == TBF_HANDLE))
             }) {
                 return Err(CniError::new(
                     Code::Kernel,
@@ -175,7 +175,7 @@ fn install_steps(
                 .into());
             }
             if root.is_none_or(|r| r.kind != "tbf") {
-                undo.push(Undo::DeleteRootTbf(host.index));
+                undo.push(Undo::RootTbf(host.index));
             }
             kernel(nl.replace_root_tbf(host.index, &spec(s)), || {
                 format!("installing tbf on {}", host.name)
@@ -237,7 +237,7 @@ fn install_steps(
             let l = kernel(nl.create_ifb(&name, host.mtu, Some(&alias)), || {
                 format!("creating ifb {name}")
             })?;
-            undo.push(Undo::DeleteLink(l.index));
+            undo.push(Undo::Link(l.index));
             l
         }
     };
@@ -248,7 +248,7 @@ fn install_steps(
             kernel(nl.add_ingress_qdisc(host.index), || {
                 format!("adding ingress qdisc to {}", host.name)
             })?;
-            undo.push(Undo::DeleteIngressQdisc(host.index));
+            undo.push(Undo::IngressQdisc(host.index));
             inst.ingress_qdisc = true;
         }
         Some(q) if q.kind == "ingress" && inst.ingress_qdisc => {}
@@ -292,7 +292,7 @@ fn install_steps(
             || format!("redirecting {} to {name}", host.name),
         )?;
         if inst.filter_prio.is_none() {
-            undo.push(Undo::DeleteFilter(host.index));
+            undo.push(Undo::Filter(host.index));
         }
         inst.filter_prio = Some(FILTER_PRIO);
     }
@@ -349,11 +349,11 @@ fn remove_egress(nl: &mut Netlink, host: &Link, inst: &mut Installed) -> anyhow:
 
 /// Deletes an ifb by name; fine when it is already gone.
 pub fn delete_ifb(nl: &mut Netlink, name: &str) -> anyhow::Result<()> {
-    if let Some(l) = kernel(nl.link_by_name(name), || format!("looking up {name}"))? {
-        if l.kind.as_deref() == Some("ifb") {
-            kernel(nl.delete_link(l.index), || format!("deleting {name}"))?;
-            log_info!("deleted {name}");
-        }
+    if let Some(l) = kernel(nl.link_by_name(name), || format!("looking up {name}"))?
+        && l.kind.as_deref() == Some("ifb")
+    {
+        kernel(nl.delete_link(l.index), || format!("deleting {name}"))?;
+        log_info!("deleted {name}");
     }
     Ok(())
 }

@@ -1,23 +1,42 @@
-//! `topology-label`: labels a pod's interfaces with its identity and zone.
+//! `topology-label`: a chained CNI plugin that names a pod's interfaces after
+//! the pod and the node's zone, and applies the zone's profile (MTU,
+//! txqueuelen, `net.*` sysctls). See the README section "topology-label".
 
-use cni_types::error::{Code, fail};
-use cni_types::{CniResult, Context, Plugin};
+mod apply;
+mod config;
+mod imds;
+mod labels;
+mod state;
+
+use cni_types::{CniResult, Context, Env, GcContext, NetConf, Plugin};
 
 struct TopologyLabel;
 
 impl Plugin for TopologyLabel {
     const NAME: &'static str = "topology-label";
 
-    fn add(&self, _ctx: &Context) -> anyhow::Result<CniResult> {
-        fail(Code::UnsupportedField, "topology-label ADD is not implemented yet")
+    fn add(&self, ctx: &Context) -> anyhow::Result<CniResult> {
+        apply::add(ctx)
     }
 
-    fn del(&self, _ctx: &Context) -> anyhow::Result<()> {
-        Ok(())
+    fn del(&self, ctx: &Context) -> anyhow::Result<()> {
+        apply::del(ctx)
     }
 
-    fn check(&self, _ctx: &Context) -> anyhow::Result<()> {
-        Ok(())
+    fn check(&self, ctx: &Context) -> anyhow::Result<()> {
+        apply::check(ctx)
+    }
+
+    fn status(&self, conf: &NetConf) -> anyhow::Result<()> {
+        apply::status(conf)
+    }
+
+    fn gc(&self, ctx: &GcContext) -> anyhow::Result<()> {
+        apply::gc(ctx)
+    }
+
+    fn del_best_effort(&self, env: &Env, raw: Option<&serde_json::Value>) -> anyhow::Result<()> {
+        apply::del_best_effort(env, raw)
     }
 }
 

@@ -30,6 +30,7 @@ struct SimConf {
     mtu: Option<String>,
     #[serde(default = "default_prefix")]
     veth_prefix: String,
+    #[serde(rename = "podCIDR")]
     pod_cidr: String,
     #[serde(default)]
     state_dir: Option<String>,
@@ -105,8 +106,8 @@ fn allocate(p: &Parsed, env: &Env) -> anyhow::Result<Ipv4Addr> {
     if let Some(a) = p.store.load::<Allocation>(&env.container_id, &env.ifname)? {
         return Ok(a.ip);
     }
-    let (taken, _) = p.store.list::<Allocation>()?;
-    let used: std::collections::HashSet<Ipv4Addr> = taken.iter().map(|(_, _, a)| a.ip).collect();
+    let taken = p.store.list::<Allocation>()?;
+    let used: std::collections::HashSet<Ipv4Addr> = taken.found.iter().map(|s| s.data.ip).collect();
     p.pool
         .iter()
         .skip(1)
@@ -239,10 +240,10 @@ impl Plugin for Sim {
             .map(|a| a.host_veth)
             .unwrap_or_else(|| host_veth_name(&p.prefix, env));
         let mut nl = Netlink::new()?;
-        if let Some(l) = kernel(nl.link_by_name(&name), "looking up host veth")? {
-            if l.kind.as_deref() == Some("veth") {
-                kernel(nl.delete_link(l.index), "deleting host veth")?;
-            }
+        if let Some(l) = kernel(nl.link_by_name(&name), "looking up host veth")?
+            && l.kind.as_deref() == Some("veth")
+        {
+            kernel(nl.delete_link(l.index), "deleting host veth")?;
         }
         p.store.remove(&env.container_id, &env.ifname)?;
         Ok(())

@@ -123,10 +123,10 @@ fn plugin_conf(o: &Opts, list: &Value, entry: &Value, prev: Option<&Value>) -> V
     let mut rc = Map::new();
     if let Some(caps) = entry["capabilities"].as_object() {
         for (cap, on) in caps {
-            if on.as_bool() == Some(true) {
-                if let Some(v) = o.cap_args.get(cap) {
-                    rc.insert(cap.clone(), v.clone());
-                }
+            if on.as_bool() == Some(true)
+                && let Some(v) = o.cap_args.get(cap)
+            {
+                rc.insert(cap.clone(), v.clone());
             }
         }
     }

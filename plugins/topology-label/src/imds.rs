@@ -1,0 +1,166 @@
+//! EC2 instance metadata (IMDSv2): token PUT, then the placement values,
+//! with an on-disk cache so only the first pod on a node pays.
+//!
+//! Order: a fresh cache (younger than the TTL) answers without a request;
+//! otherwise IMDS is asked within one overall deadline; when that fails, a
+//! stale cache still answers (with a warning), and only then is it an error.
+
+use crate::config::{INSTANCE_TYPE, ImdsConf, Labels, REGION, ZONE, ZONE_ID, check_label};
+use crate::state::write_atomic;
+use anyhow::{Context as _, anyhow, bail};
+use cni_types::{log_debug, log_warn};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const TOKEN_PATH: &str = "/latest/api/token";
+const TOKEN_TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
+const TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
+/// The token is used for a handful of requests right away.
+const TOKEN_TTL_SECONDS: &str = "60";
+const MAX_BODY: u64 = 4096;
+const MAX_CACHE_BYTES: u64 = 64 * 1024;
+
+/// (metadata path, label, must be present). Zone-id is missing in some
+/// partitions, so a 404 there is tolerated.
+const ITEMS: &[(&str, &str, bool)] = &[
+    ("placement/availability-zone", ZONE, true),
+    ("placement/availability-zone-id", ZONE_ID, false),
+    ("placement/region", REGION, false),
+    ("instance-type", INSTANCE_TYPE, false),
+];
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Cache {
+    /// Unix seconds.
+    fetched_at: u64,
+    labels: Labels,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn read_cache(path: &Path) -> Option<Cache> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).ok()?;
+    let mut text = String::new();
+    f.take(MAX_CACHE_BYTES).read_to_string(&mut text).ok()?;
+    match serde_json::from_str::<Cache>(&text) {
+        Ok(c) if c.labels.iter().all(|(k, v)| check_label(k, v).is_ok()) => Some(c),
+        Ok(_) | Err(_) => {
+            log_warn!("ignoring unreadable IMDS cache {}", path.display());
+            None
+        }
+    }
+}
+
+/// The IMDS labels: cache when fresh, IMDS otherwise, stale cache on failure.
+pub fn labels(conf: &ImdsConf) -> anyhow::Result<Labels> {
+    let cached = read_cache(&conf.cache_file);
+    let now = now_secs();
+    if let Some(c) = &cached {
+        let age = now.saturating_sub(c.fetched_at);
+        // A timestamp from the future (clock stepped back) is not trusted as fresh.
+        if c.fetched_at <= now + 60 && age < conf.cache_ttl.as_secs() {
+            log_debug!("IMDS cache hit ({age}s old)");
+            return Ok(c.labels.clone());
+        }
+    }
+    match fetch(conf) {
+        Ok(labels) => {
+            let cache = Cache {
+                fetched_at: now,
+                labels: labels.clone(),
+            };
+            let bytes = serde_json::to_vec(&cache).unwrap_or_default();
+            if let Err(e) = write_atomic(&conf.cache_file, &bytes) {
+                log_warn!(
+                    "cannot write IMDS cache {}: {e:#}",
+                    conf.cache_file.display()
+                );
+            }
+            Ok(labels)
+        }
+        Err(e) => match cached {
+            Some(c) => {
+                log_warn!("IMDS failed ({e:#}); using a stale cache");
+                Ok(c.labels)
+            }
+            None => Err(e),
+        },
+    }
+}
+
+/// Asks IMDS, within one overall deadline.
+pub fn fetch(conf: &ImdsConf) -> anyhow::Result<Labels> {
+    let deadline = Instant::now() + conf.timeout;
+    let remaining = || -> anyhow::Result<Duration> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("IMDS timeout of {} ms exceeded", conf.timeout.as_millis());
+        }
+        Ok(left)
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        // IMDS is link-local: a proxy from the environment must not be used.
+        .proxy(None)
+        .max_redirects(0)
+        .http_status_as_error(true)
+        .timeout_global(Some(conf.timeout))
+        .build()
+        .into();
+
+    let url = format!("{}{TOKEN_PATH}", conf.endpoint);
+    let mut resp = agent
+        .put(&url)
+        .config()
+        .timeout_global(Some(remaining()?))
+        .build()
+        .header(TOKEN_TTL_HEADER, TOKEN_TTL_SECONDS)
+        .send_empty()
+        .with_context(|| format!("IMDS token request PUT {url}"))?;
+    let token = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY)
+        .read_to_string()
+        .context("reading the IMDS token")?;
+    let token = token.trim().to_string();
+    if token.is_empty() || token.chars().any(|c| c.is_control()) {
+        bail!("IMDS returned an unusable token");
+    }
+
+    let mut labels = Labels::new();
+    for (path, label, must) in ITEMS {
+        let url = format!("{}/latest/meta-data/{path}", conf.endpoint);
+        let res = agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(remaining()?))
+            .build()
+            .header(TOKEN_HEADER, &token)
+            .call();
+        let mut resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::StatusCode(404)) if !must => continue,
+            Err(e) => return Err(anyhow!(e)).with_context(|| format!("IMDS GET {url}")),
+        };
+        let value = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .with_context(|| format!("reading IMDS {path}"))?;
+        let value = value.trim();
+        check_label(label, value)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("IMDS {path}"))?;
+        labels.insert(label.to_string(), value.to_string());
+    }
+    Ok(labels)
+}

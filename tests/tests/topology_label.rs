@@ -1,0 +1,733 @@
+//! topology-label against the kernel: aliases on both veth ends, profiles
+//! applied and restored, annotation overrides, refused sysctls, IMDS (token
+//! flow, 401, timeout, cache), every cniVersion, DEL twice, GC and STATUS.
+//! Each test has its own node + pod namespaces and state directory; IMDS
+//! is a small HTTP server on 127.0.0.1 inside the node netns.
+
+use integration_tests::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const NET: &str = "tl-test-net";
+const ZONE: &str = "topology.kubernetes.io/zone";
+const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+struct Setup {
+    node: Netns,
+    pod: Pod,
+    state: TempDir,
+}
+
+fn setup() -> Setup {
+    let node = Netns::new("tln").unwrap();
+    let pod = Pod::new(&node).unwrap();
+    // Snapshots compare `ip link` output: let the carrier settle first.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && [node.link(&pod.host_veth), pod.ns.link(&pod.ifname)]
+            .iter()
+            .any(|l| l.as_ref().is_none_or(|l| l["operstate"] != "UP"))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Setup {
+        node,
+        pod,
+        state: TempDir::new("tlst"),
+    }
+}
+
+fn bin() -> std::path::PathBuf {
+    plugin_bin("topology-label")
+}
+
+impl Setup {
+    fn conf(&self, version: &str, extra: Value) -> Value {
+        conf_for(&self.pod, &self.state, version, extra)
+    }
+
+    fn run(&self, command: &str, conf: &Value) -> Outcome {
+        self.run_pod(&self.pod, command, conf)
+    }
+
+    fn run_pod(&self, pod: &Pod, command: &str, conf: &Value) -> Outcome {
+        run_plugin(
+            &bin(),
+            Some(&self.node),
+            &pod.env(command),
+            conf.to_string().as_bytes(),
+        )
+    }
+
+    fn host_link(&self) -> Value {
+        self.node.link(&self.pod.host_veth).expect("host veth")
+    }
+
+    fn pod_link(&self) -> Value {
+        self.pod.ns.link(&self.pod.ifname).expect("pod eth0")
+    }
+
+    fn sysctl(&self, path: &str) -> String {
+        self.pod
+            .ns
+            .exec(&["cat", &format!("/proc/sys/{path}")])
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn state_files(&self) -> Vec<String> {
+        self.state
+            .files()
+            .into_iter()
+            .filter(|f| !f.starts_with("imds-cache"))
+            .collect()
+    }
+}
+
+fn conf_for(pod: &Pod, state: &TempDir, version: &str, extra: Value) -> Value {
+    let mut c = json!({
+        "cniVersion": version,
+        "name": NET,
+        "type": "topology-label",
+        "capabilities": {"io.kubernetes.cri.pod-annotations": true},
+        "stateDir": state.str(),
+        "prevResult": pod.prev_result(version),
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        c[k] = v;
+    }
+    c
+}
+
+fn alias(link: &Value) -> Option<String> {
+    link["ifalias"].as_str().map(str::to_string)
+}
+
+fn u(link: &Value, key: &str) -> u64 {
+    link[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {link}"))
+}
+
+#[test]
+fn alias_on_both_ends_in_every_version_and_del_twice() {
+    for version in VERSIONS {
+        let s = setup();
+        let conf = s.conf(version, json!({"labels": {ZONE: "us-test-1a"}}));
+        let out = s.run("ADD", &conf).ok();
+        // prevResult passed through unchanged, in the config's version.
+        assert_eq!(out.json(), s.pod.prev_result(version), "{version}");
+        let want = format!("default/{} us-test-1a", s.pod.ns.name);
+        assert_eq!(
+            alias(&s.host_link()).as_deref(),
+            Some(want.as_str()),
+            "{version}"
+        );
+        assert_eq!(
+            alias(&s.pod_link()).as_deref(),
+            Some(want.as_str()),
+            "{version}"
+        );
+        assert_eq!(s.state_files().len(), 1);
+        if version >= "0.4.0" {
+            s.run("CHECK", &conf).ok();
+        }
+        s.run("DEL", &conf).ok();
+        assert_eq!(
+            alias(&s.host_link()),
+            None,
+            "{version}: alias restored (none)"
+        );
+        assert_eq!(alias(&s.pod_link()), None, "{version}");
+        assert!(s.state_files().is_empty());
+        // containerd's second DEL: no netns, no prevResult.
+        let mut bare = conf.clone();
+        bare.as_object_mut().unwrap().remove("prevResult");
+        let env = with_env(s.pod.env("DEL"), "CNI_NETNS", "");
+        run_plugin(&bin(), Some(&s.node), &env, bare.to_string().as_bytes()).ok();
+        s.run("DEL", &conf).ok();
+    }
+}
+
+#[test]
+fn alias_is_cut_to_the_kernel_limit_on_a_char_boundary() {
+    let s = setup();
+    let long = "é".repeat(200); // 400 bytes
+    let conf = s.conf(
+        "1.0.0",
+        json!({"alias": format!("{{pod}} {long}"), "labels": {ZONE: "z"}}),
+    );
+    s.run("ADD", &conf).ok();
+    let a = alias(&s.host_link()).unwrap();
+    assert!(a.len() <= 255 && a.len() > 240, "{} bytes", a.len());
+    assert!(a.starts_with(&s.pod.ns.name));
+    assert_eq!(alias(&s.pod_link()).unwrap(), a);
+    s.run("CHECK", &conf).ok();
+    s.run("DEL", &conf).ok();
+}
+
+fn profile_conf(extra: Value) -> Value {
+    let mut c = json!({
+        "labels": {ZONE: "us-test-1a"},
+        "profiles": [
+            {"match": {}, "txqueuelen": 2000},
+            {"match": {ZONE: "us-test-1a"}, "mtu": 1400,
+             "sysctls": {"net.ipv4.conf.{ifname}.rp_filter": "2",
+                         "net.ipv4.tcp_keepalive_time": "600"}},
+            {"match": {ZONE: "us-test-1b"}, "mtu": 1300}
+        ]
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        c[k] = v;
+    }
+    c
+}
+
+#[test]
+fn profile_by_zone_applied_checked_and_restored() {
+    let s = setup();
+    let rp0 = s.sysctl("net/ipv4/conf/eth0/rp_filter");
+    let ka0 = s.sysctl("net/ipv4/tcp_keepalive_time");
+    assert_ne!(rp0, "2");
+    let (pod_mtu0, host_mtu0) = (u(&s.pod_link(), "mtu"), u(&s.host_link(), "mtu"));
+    let (pod_q0, host_q0) = (u(&s.pod_link(), "txqlen"), u(&s.host_link(), "txqlen"));
+    let conf = s.conf("1.1.0", profile_conf(json!({})));
+    s.run("ADD", &conf).ok();
+    assert_eq!(u(&s.pod_link(), "mtu"), 1400);
+    assert_eq!(u(&s.host_link(), "mtu"), 1400, "host side follows the MTU");
+    assert_eq!(
+        u(&s.pod_link(), "txqlen"),
+        2000,
+        "first (match-all) profile kept"
+    );
+    assert_eq!(
+        u(&s.host_link(), "txqlen"),
+        host_q0,
+        "txqueuelen only on the pod side"
+    );
+    assert_eq!(s.sysctl("net/ipv4/conf/eth0/rp_filter"), "2");
+    assert_eq!(s.sysctl("net/ipv4/tcp_keepalive_time"), "600");
+    s.run("CHECK", &conf).ok();
+
+    // A retried ADD keeps the original previous values.
+    s.run("ADD", &conf).ok();
+
+    // Drift is reported by CHECK.
+    s.pod
+        .ns
+        .ip(&["link", "set", "eth0", "mtu", "1450"])
+        .unwrap();
+    let e = s.run("CHECK", &conf).err(101);
+    assert!(e["details"].as_str().unwrap().contains("mtu"), "{e}");
+    s.pod
+        .ns
+        .ip(&["link", "set", "eth0", "mtu", "1400"])
+        .unwrap();
+    s.pod
+        .ns
+        .exec(&[
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/net/ipv4/conf/eth0/rp_filter",
+        ])
+        .unwrap();
+    let e = s.run("CHECK", &conf).err(101);
+    assert!(e["details"].as_str().unwrap().contains("rp_filter"), "{e}");
+    s.pod
+        .ns
+        .exec(&[
+            "sh",
+            "-c",
+            "echo 2 > /proc/sys/net/ipv4/conf/eth0/rp_filter",
+        ])
+        .unwrap();
+    s.run("CHECK", &conf).ok();
+
+    s.run("DEL", &conf).ok();
+    assert_eq!(u(&s.pod_link(), "mtu"), pod_mtu0);
+    assert_eq!(u(&s.host_link(), "mtu"), host_mtu0);
+    assert_eq!(u(&s.pod_link(), "txqlen"), pod_q0);
+    assert_eq!(s.sysctl("net/ipv4/conf/eth0/rp_filter"), rp0);
+    assert_eq!(s.sysctl("net/ipv4/tcp_keepalive_time"), ka0);
+    assert_eq!(alias(&s.pod_link()), None);
+    assert!(s.state_files().is_empty());
+    s.run("DEL", &conf).ok();
+    // CHECK after DEL: nothing of ours is there.
+    s.run("CHECK", &conf).err(101);
+}
+
+#[test]
+fn annotation_override_only_when_allowlisted() {
+    let annotations = json!({"io.kubernetes.cri.pod-annotations": {
+        ZONE: "us-test-1b",
+        "kubernetes.io/arch": "s390x",
+        "unrelated/annotation": "not a label value!"
+    }});
+    // Not allowlisted: the annotation is ignored.
+    let s = setup();
+    let conf = s.conf(
+        "1.0.0",
+        profile_conf(json!({"runtimeConfig": annotations.clone()})),
+    );
+    s.run("ADD", &conf).ok();
+    assert!(alias(&s.pod_link()).unwrap().ends_with(" us-test-1a"));
+    assert_eq!(u(&s.pod_link(), "mtu"), 1400);
+    s.run("DEL", &conf).ok();
+
+    // Allowlisted: the pod's zone wins, and so does its profile.
+    let conf = s.conf(
+        "1.0.0",
+        profile_conf(json!({
+            "runtimeConfig": annotations,
+            "annotationOverrides": [ZONE],
+            "alias": "{pod} {zone} {arch}"
+        })),
+    );
+    s.run("ADD", &conf).ok();
+    let a = alias(&s.pod_link()).unwrap();
+    assert!(a.contains(" us-test-1b "), "{a}");
+    assert!(!a.contains("s390x"), "arch is not allowlisted: {a}");
+    assert_eq!(u(&s.pod_link(), "mtu"), 1300);
+    assert_eq!(alias(&s.host_link()).unwrap(), a);
+    s.run("CHECK", &conf).ok();
+    s.run("DEL", &conf).ok();
+    assert_eq!(u(&s.pod_link(), "mtu"), 1500);
+
+    // An allowlisted annotation with a bad value is refused, nothing changed.
+    let before = (s.node.snapshot(), s.pod.ns.snapshot());
+    let conf = s.conf(
+        "1.0.0",
+        profile_conf(json!({
+            "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {ZONE: "x y\nz"}},
+            "annotationOverrides": [ZONE]
+        })),
+    );
+    s.run("ADD", &conf).err(7);
+    assert_eq!(before, (s.node.snapshot(), s.pod.ns.snapshot()));
+}
+
+#[test]
+fn bad_sysctls_and_mtus_are_refused_with_nothing_changed() {
+    let s = setup();
+    let watched = [
+        "net/ipv4/conf/eth0/rp_filter",
+        "net/ipv4/ip_forward",
+        "net/ipv4/tcp_keepalive_time",
+    ];
+    let sysctls = |s: &Setup| watched.map(|p| s.sysctl(p));
+    let before = (s.node.snapshot(), s.pod.ns.snapshot(), sysctls(&s));
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let cases = [
+        json!({"sysctls": {"kernel.hostname": "pwned"}}),
+        json!({"sysctls": {"net/ipv4/ip_forward": "1"}}),
+        json!({"sysctls": {"net.ipv4.conf.{ifname}.rp_filter/../../../../kernel/hostname": "x"}}),
+        json!({"sysctls": {"net.ipv4.conf...rp_filter": "1"}}),
+        json!({"sysctls": {"net.ipv4.conf.{ifname}..": "1"}}),
+        json!({"sysctls": {"net.ipv4.conf.{ifname}.rp_filter": "1\n2"}}),
+        json!({"sysctls": {"net.ipv4.conf.{ifname}.rp_filter": "1\u{0}"}}),
+        json!({"sysctls": {"net.ipv4.no_such_key": "1"}}),
+        json!({"sysctls": {"net.ipv4.ip_forward": "1"}, "__allow": ["net.ipv4.conf.*.rp_filter"]}),
+        json!({"mtu": 67}),
+        json!({"mtu": 65536}),
+        json!({"mtu": 70000}),
+    ];
+    for case in cases {
+        let mut profile = case.clone();
+        let allow = profile.as_object_mut().unwrap().remove("__allow");
+        // Valid settings next to the bad one must not be applied either.
+        let mut p = json!({"match": {}, "txqueuelen": 3000});
+        for (k, v) in profile.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        let mut extra = json!({
+            "labels": {ZONE: "a"},
+            "profiles": [{"match": {}, "mtu": 1400, "sysctls": {"net.ipv4.conf.{ifname}.rp_filter": "2"}}, p]
+        });
+        if let Some(a) = allow {
+            extra["sysctlAllowlist"] = a;
+        }
+        let conf = s.conf("1.0.0", extra);
+        s.run("ADD", &conf).err(7);
+        assert_eq!(
+            before,
+            (s.node.snapshot(), s.pod.ns.snapshot(), sysctls(&s)),
+            "{case} changed something"
+        );
+        assert!(s.state_files().is_empty(), "{case}");
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        hostname
+    );
+}
+
+#[test]
+fn labels_file_missing_malformed_and_precedence() {
+    let s = setup();
+    let file = s.state.path.join("node-labels.json");
+    let conf = s.conf(
+        "1.0.0",
+        json!({"labelsFile": file.display().to_string(), "alias": "{zone} {region}"}),
+    );
+    // Missing file: fine, no zone.
+    s.run("ADD", &conf).ok();
+    assert_eq!(alias(&s.pod_link()), None, "empty alias is not set");
+    s.run("DEL", &conf).ok();
+
+    std::fs::write(&file, "{\"topology.kubernetes.io/zone\": ").unwrap();
+    let before = (s.node.snapshot(), s.pod.ns.snapshot());
+    let e = s.run("ADD", &conf).err(7);
+    assert!(e["msg"].as_str().unwrap().contains("labelsFile"), "{e}");
+    assert_eq!(before, (s.node.snapshot(), s.pod.ns.snapshot()));
+
+    std::fs::write(
+        &file,
+        r#"{"topology.kubernetes.io/zone":"file-zone","topology.kubernetes.io/region":"file-region"}"#,
+    )
+    .unwrap();
+    s.run("ADD", &conf).ok();
+    assert_eq!(alias(&s.pod_link()).unwrap(), "file-zone file-region");
+    s.run("DEL", &conf).ok();
+    // Static labels win over the file.
+    let mut conf2 = conf.clone();
+    conf2["labels"] = json!({ZONE: "static-zone"});
+    s.run("ADD", &conf2).ok();
+    assert_eq!(alias(&s.pod_link()).unwrap(), "static-zone file-region");
+    s.run("DEL", &conf2).ok();
+}
+
+#[test]
+fn non_veth_container_interface_is_labelled_alone() {
+    let s = setup();
+    // No dummy driver on this kernel; an ifb is just as much "not a veth".
+    s.pod
+        .ns
+        .ip(&["link", "add", "net1", "type", "ifb"])
+        .unwrap();
+    let conf = s.conf(
+        "1.0.0",
+        json!({"labels": {ZONE: "z1"}, "profiles": [{"mtu": 1280}]}),
+    );
+    let env = with_env(s.pod.env("ADD"), "CNI_IFNAME", "net1");
+    let out = run_plugin(&bin(), Some(&s.node), &env, conf.to_string().as_bytes()).ok();
+    assert!(out.stderr.contains("not a veth"), "{}", out.stderr);
+    let l = s.pod.ns.link("net1").unwrap();
+    assert!(alias(&l).unwrap().ends_with(" z1"));
+    assert_eq!(u(&l, "mtu"), 1280);
+    assert_eq!(alias(&s.host_link()), None);
+    let env = with_env(s.pod.env("DEL"), "CNI_IFNAME", "net1");
+    run_plugin(&bin(), Some(&s.node), &env, conf.to_string().as_bytes()).ok();
+    let l = s.pod.ns.link("net1").unwrap();
+    assert_eq!(alias(&l), None);
+    assert_eq!(u(&l, "mtu"), 1500);
+}
+
+#[test]
+fn missing_container_interface_is_102() {
+    let s = setup();
+    let conf = s.conf("1.0.0", json!({"labels": {ZONE: "z1"}}));
+    let env = with_env(s.pod.env("ADD"), "CNI_IFNAME", "nope0");
+    run_plugin(&bin(), Some(&s.node), &env, conf.to_string().as_bytes()).err(102);
+    assert!(s.state_files().is_empty());
+}
+
+#[test]
+fn gc_removes_only_stale_state_and_status() {
+    let s = setup();
+    let pod2 = Pod::new(&s.node).unwrap();
+    let conf1 = s.conf("1.1.0", json!({"labels": {ZONE: "z"}}));
+    let conf2 = conf_for(&pod2, &s.state, "1.1.0", json!({"labels": {ZONE: "z"}}));
+    s.run("ADD", &conf1).ok();
+    s.run_pod(&pod2, "ADD", &conf2).ok();
+    assert_eq!(s.state_files().len(), 2);
+
+    let mut gc = json!({"cniVersion": "1.1.0", "name": NET, "type": "topology-label",
+        "stateDir": s.state.str(),
+        "cni.dev/valid-attachments": [{"containerID": s.pod.container_id, "ifname": "eth0"}]});
+    let env = env_of(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]);
+    run_plugin(&bin(), Some(&s.node), &env, gc.to_string().as_bytes()).ok();
+    let left = s.state_files();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].contains(&s.pod.container_id), "{left:?}");
+    // Another network's GC leaves our state alone.
+    gc["name"] = json!("other-net");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    run_plugin(&bin(), Some(&s.node), &env, gc.to_string().as_bytes()).ok();
+    assert_eq!(s.state_files().len(), 1);
+    s.run("DEL", &conf1).ok();
+    s.run_pod(&pod2, "DEL", &conf2).ok();
+
+    let env = env_of(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/opt/cni/bin")]);
+    let status = |c: Value| run_plugin(&bin(), Some(&s.node), &env, c.to_string().as_bytes());
+    let base = json!({"cniVersion": "1.1.0", "name": NET, "type": "topology-label", "stateDir": s.state.str()});
+    let out = status(base.clone()).ok();
+    assert!(out.stdout.trim().is_empty());
+    let mut req = base.clone();
+    req["required"] = json!(true);
+    status(req.clone()).err(50);
+    req["labels"] = json!({ZONE: "z"});
+    status(req).ok();
+}
+
+// ---------------------------------------------------------------- IMDS
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Normal,
+    /// Accepts the token PUT, then answers 401 to every GET.
+    RejectToken,
+    /// Waits this long before answering anything.
+    Slow(Duration),
+}
+
+/// A tiny IMDSv2 on 127.0.0.1 inside the node netns: GETs without the
+/// token PUT hands out get 401.
+struct Imds {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<String>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+const TOKEN: &str = "test-token-123";
+
+impl Imds {
+    fn start(node: &Netns, mode: Mode) -> Imds {
+        let path = node.path();
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let (stop2, log2) = (stop.clone(), log.clone());
+        let handle = std::thread::spawn(move || {
+            // This thread only: the listener lives in the node's netns.
+            let f = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.set_nonblocking(true).unwrap();
+            tx.send(l.local_addr().unwrap().port()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match l.accept() {
+                    Ok((conn, _)) => serve(conn, mode, &log2, &stop2),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        Imds {
+            port,
+            stop,
+            log,
+            handle: Some(handle),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Imds {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(conn: TcpStream, mode: Mode, log: &Mutex<Vec<String>>, stop: &AtomicBool) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut reader = BufReader::new(&conn);
+    let mut first = String::new();
+    if reader.read_line(&mut first).is_err() {
+        return;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line == "\r\n" || line == "\n" => break,
+            Ok(_) => headers.push(line.trim().to_ascii_lowercase()),
+        }
+    }
+    let mut parts = first.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let header = |name: &str| {
+        headers.iter().find_map(|h| {
+            h.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    let token_ok = header("x-aws-ec2-metadata-token").as_deref() == Some(TOKEN);
+    log.lock()
+        .unwrap()
+        .push(format!("{method} {path} token={token_ok}"));
+    if let Mode::Slow(d) = mode {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let (status, body) = match (method, path) {
+        ("PUT", "/latest/api/token") => {
+            if header("x-aws-ec2-metadata-token-ttl-seconds").is_some() {
+                ("200 OK", TOKEN)
+            } else {
+                ("400 Bad Request", "")
+            }
+        }
+        ("GET", _) if !token_ok || mode == Mode::RejectToken => ("401 Unauthorized", ""),
+        ("GET", "/latest/meta-data/placement/availability-zone") => ("200 OK", "us-test-1a"),
+        ("GET", "/latest/meta-data/placement/availability-zone-id") => ("200 OK", "uste1-az9"),
+        ("GET", "/latest/meta-data/placement/region") => ("200 OK", "us-test-1"),
+        ("GET", "/latest/meta-data/instance-type") => ("200 OK", "m7g.large"),
+        _ => ("404 Not Found", ""),
+    };
+    let mut w = &conn;
+    let _ = write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+fn imds_conf(endpoint: &str, cache: &std::path::Path, extra: Value) -> Value {
+    let mut i = json!({
+        "enabled": true,
+        "endpoint": endpoint,
+        "timeoutMs": 1000,
+        "cacheFile": cache.display().to_string(),
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        i[k] = v;
+    }
+    json!({"imds": i, "alias": "{zone} {zoneId} {region} {instanceType}"})
+}
+
+#[test]
+fn imds_token_flow_then_cache_hit_with_server_stopped() {
+    let s = setup();
+    let mut server = Imds::start(&s.node, Mode::Normal);
+    let cache = s.state.path.join("imds-cache.json");
+    let conf = s.conf("1.0.0", imds_conf(&server.endpoint(), &cache, json!({})));
+    s.run("ADD", &conf).ok();
+    let want = "us-test-1a uste1-az9 us-test-1 m7g.large";
+    assert_eq!(alias(&s.pod_link()).as_deref(), Some(want));
+    assert_eq!(alias(&s.host_link()).as_deref(), Some(want));
+    let log = server.log();
+    assert_eq!(log[0], "PUT /latest/api/token token=false", "{log:?}");
+    assert_eq!(log.len(), 5, "{log:?}");
+    assert!(
+        log[1..]
+            .iter()
+            .all(|l| l.starts_with("GET ") && l.ends_with("token=true")),
+        "{log:?}"
+    );
+    let cached: Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    assert_eq!(cached["labels"][ZONE], "us-test-1a");
+    assert!(cached["fetchedAt"].as_u64().unwrap() > 0);
+
+    // Second pod: server gone, the cache answers.
+    server.stop();
+    let pod2 = Pod::new(&s.node).unwrap();
+    let conf2 = conf_for(
+        &pod2,
+        &s.state,
+        "1.0.0",
+        imds_conf(&server.endpoint(), &cache, json!({})),
+    );
+    s.run_pod(&pod2, "ADD", &conf2).ok();
+    assert_eq!(alias(&pod2.ns.link("eth0").unwrap()).as_deref(), Some(want));
+    assert_eq!(server.log().len(), 5, "no request reached the server");
+
+    // An expired cache is still served when IMDS is down (with a warning).
+    let pod3 = Pod::new(&s.node).unwrap();
+    let conf3 = conf_for(
+        &pod3,
+        &s.state,
+        "1.0.0",
+        imds_conf(
+            &server.endpoint(),
+            &cache,
+            json!({"cacheTtlSeconds": 0, "required": true}),
+        ),
+    );
+    let out = s.run_pod(&pod3, "ADD", &conf3).ok();
+    assert!(out.stderr.contains("stale"), "{}", out.stderr);
+    assert_eq!(alias(&pod3.ns.link("eth0").unwrap()).as_deref(), Some(want));
+    for (p, c) in [(&s.pod, &conf), (&pod2, &conf2), (&pod3, &conf3)] {
+        s.run_pod(p, "DEL", c).ok();
+    }
+}
+
+#[test]
+fn imds_401_is_no_labels_unless_required() {
+    let s = setup();
+    let server = Imds::start(&s.node, Mode::RejectToken);
+    let cache = s.state.path.join("imds-cache.json");
+    let conf = s.conf("1.1.0", imds_conf(&server.endpoint(), &cache, json!({})));
+    let out = s.run("ADD", &conf).ok();
+    assert!(out.stderr.contains("401"), "{}", out.stderr);
+    assert_eq!(alias(&s.pod_link()), None);
+    assert!(!cache.exists(), "a failure is not cached");
+    s.run("DEL", &conf).ok();
+
+    let conf = s.conf(
+        "1.1.0",
+        imds_conf(&server.endpoint(), &cache, json!({"required": true})),
+    );
+    let before = (s.node.snapshot(), s.pod.ns.snapshot());
+    s.run("ADD", &conf).err(11);
+    assert_eq!(before, (s.node.snapshot(), s.pod.ns.snapshot()));
+    assert!(s.state_files().is_empty());
+    let env = env_of(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/opt/cni/bin")]);
+    run_plugin(&bin(), Some(&s.node), &env, conf.to_string().as_bytes()).err(50);
+}
+
+#[test]
+fn imds_slow_answer_hits_the_timeout() {
+    let s = setup();
+    let server = Imds::start(&s.node, Mode::Slow(Duration::from_secs(5)));
+    let cache = s.state.path.join("imds-cache.json");
+    let conf = s.conf(
+        "1.0.0",
+        imds_conf(&server.endpoint(), &cache, json!({"timeoutMs": 300})),
+    );
+    let t = Instant::now();
+    let out = s.run("ADD", &conf).ok();
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(2500), "ADD took {took:?}");
+    assert!(out.stderr.contains("IMDS"), "{}", out.stderr);
+    assert_eq!(alias(&s.pod_link()), None);
+    assert_eq!(server.log().len(), 1, "{:?}", server.log());
+    s.run("DEL", &conf).ok();
+
+    let conf = s.conf(
+        "1.0.0",
+        imds_conf(
+            &server.endpoint(),
+            &cache,
+            json!({"timeoutMs": 300, "required": true}),
+        ),
+    );
+    let t = Instant::now();
+    s.run("ADD", &conf).err(11);
+    assert!(t.elapsed() < Duration::from_millis(2500));
+}
