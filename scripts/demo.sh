@@ -181,9 +181,8 @@ ENI=$(ip -n "$NODE" -j link show | jq -r '.[] | select(.ifname | startswith("eni
 echo
 echo "--- tc qdisc show (node) ---"
 ip netns exec "$NODE" tc qdisc show | grep -E "eni|bwp" || true
-echo "--- ip link (node): aliases set by topology-label ---"
-ip -n "$NODE" -o link show | grep -E "eni|bwp" | sed -E 's/ +link\/ether [^ ]+ brd [^ ]+//' || true
-ip -n "$NODE" -j link show | jq -r '.[] | select(.ifalias != null) | "    \(.ifname)  alias: \(.ifalias)"'
+echo "--- ip link (node): who is behind each veth (aliases from topology-label) ---"
+ip -n "$NODE" -j link show | jq -r '.[] | select(.ifname | test("^(eni|bwp)")) | "\(.ifname)  mtu \(.mtu)  qdisc \(.qdisc)  alias: \(.ifalias // "-")"'
 echo
 mapfile -t OURS < <(measure "$WEB_NS" "$WEB_IP" "$CLIENT_NS" "$WORK/run2.json")
 echo "==> run 2b: web -> client (egress of the shaped pod) for ${SECS}s"
