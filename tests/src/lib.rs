@@ -500,3 +500,47 @@ pub fn iperf(
     }
     Ok(Throughput { per_second })
 }
+
+/// A process killed on drop (listeners in test namespaces).
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An iperf3 server listening on `port` in `ns` until dropped.
+pub fn listener(ns: &Netns, port: u16) -> Child {
+    let p = port.to_string();
+    let c = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "iperf3", "-s", "-p", &p])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn listener");
+    for _ in 0..50 {
+        if ns
+            .exec(&["ss", "-ltn"])
+            .unwrap_or_default()
+            .contains(&format!(":{port} "))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Child(c)
+}
+
+/// Whether a TCP connection from `from` to ip:port completes within 2 s.
+pub fn tcp_connects(from: &Netns, ip: &str, port: u16) -> bool {
+    from.exec(&[
+        "timeout",
+        "2",
+        "bash",
+        "-c",
+        &format!("exec 3<>/dev/tcp/{ip}/{port}"),
+    ])
+    .is_ok()
+}

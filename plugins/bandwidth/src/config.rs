@@ -46,6 +46,19 @@ pub enum RuntimeBurst {
     Honor,
 }
 
+/// Where egress (out of the pod) is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressMode {
+    /// `pod` when the host veth already has a `clsact`/`ingress` qdisc we
+    /// did not create (a network policy agent's), else `ifb`.
+    Auto,
+    /// The reference layout: ingress qdisc + redirect to an ifb + tbf there.
+    Ifb,
+    /// Root tbf on the container interface, inside the pod netns: the host
+    /// veth's ingress hook is left to others.
+    Pod,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precedence {
     Static,
@@ -68,6 +81,7 @@ pub struct BandwidthConf {
     pub runtime_burst: RuntimeBurst,
     pub latency_ms: u32,
     pub state_dir: PathBuf,
+    pub egress_mode: EgressMode,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/bandwidth";
@@ -217,6 +231,16 @@ impl BandwidthConf {
                 ("runtime", Precedence::Runtime),
             ],
         )?;
+        let egress_mode = parse_enum(
+            raw,
+            "egressMode",
+            EgressMode::Auto,
+            &[
+                ("auto", EgressMode::Auto),
+                ("ifb", EgressMode::Ifb),
+                ("pod", EgressMode::Pod),
+            ],
+        )?;
         let latency_ms = match raw.get("latencyMs") {
             None | Some(Value::Null) => DEFAULT_LATENCY_MS,
             Some(v) => v
@@ -286,6 +310,7 @@ impl BandwidthConf {
             runtime_burst,
             latency_ms,
             state_dir,
+            egress_mode,
         })
     }
 
@@ -382,6 +407,7 @@ mod tests {
             json!({"cniVersion":"1.0.0","ingressRate":1000000,"ingressBurst":34359738361u64}),
             json!({"cniVersion":"1.0.0","runtimeBurst":"sometimes"}),
             json!({"cniVersion":"1.0.0","latencyMs":0}),
+            json!({"cniVersion":"1.0.0","egressMode":"host"}),
             json!({"cniVersion":"1.0.0","stateDir":"relative"}),
             json!({"cniVersion":"1.0.0","runtimeConfig":{"bandwidth":[1]}}),
         ] {

@@ -64,7 +64,11 @@ impl Plugin for Bandwidth {
             // A retried ADD that no longer asks for shaping removes what an
             // earlier one installed.
             if let Some(prev) = &previous {
-                shaper::teardown(&mut nl, prev)?;
+                shaper::teardown(
+                    &mut nl,
+                    prev,
+                    env.netns.as_deref().map(|n| (n, env.ifname.as_str())),
+                )?;
                 store
                     .remove(&env.container_id, &env.ifname)
                     .cni(Code::Io, "cannot remove state")?;
@@ -85,6 +89,8 @@ impl Plugin for Bandwidth {
             network: &ctx.conf.name,
             container_id: &env.container_id,
             ifname: &env.ifname,
+            netns,
+            egress_mode: bw.egress_mode,
             ingress,
             egress,
         };
@@ -171,6 +177,8 @@ impl Plugin for Bandwidth {
             network: &ctx.conf.name,
             container_id: &env.container_id,
             ifname: &env.ifname,
+            netns,
+            egress_mode: bw.egress_mode,
             ingress,
             egress,
         };
@@ -213,7 +221,7 @@ impl Plugin for Bandwidth {
                 continue;
             }
             log_info!("gc: removing stale attachment {cid}/{ifname}");
-            shaper::teardown(&mut nl, &inst)?;
+            shaper::teardown(&mut nl, &inst, None)?;
             store
                 .remove(&cid, &ifname)
                 .cni(Code::Io, "cannot remove state")?;
@@ -263,7 +271,8 @@ fn del_attachment(env: &Env, network: &str, store: StateStore) -> anyhow::Result
         .lock()
         .cni(Code::Io, "cannot lock the state directory")?;
     if let Some(inst) = load_state(&store, env) {
-        shaper::teardown(&mut nl, &inst)?;
+        let pod = env.netns.as_deref().map(|n| (n, env.ifname.as_str()));
+        shaper::teardown(&mut nl, &inst, pod)?;
     }
     // Also an ifb left by the reference plugin or by a crash before state
     // was written: the name is derived from the attachment alone.

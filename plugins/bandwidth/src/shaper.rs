@@ -5,21 +5,26 @@
 //! - out of the pod: ifb `bwp…`, `ingress` qdisc on the host veth, a u32
 //!   match-all filter redirecting to the ifb, root tbf `1:` on the ifb.
 //!
+//! Out of the pod can instead be shaped by a root tbf on the container
+//! interface inside the pod netns (`egressMode: "pod"`), which leaves the
+//! host veth's ingress hook (`ffff:`) to a network policy agent's `clsact`.
+//!
 //! What we installed is recorded in the attachment's state file before it
 //! is installed, so DEL, CHECK and GC touch only what is ours, also after a
 //! crash half-way through ADD.
 
-use crate::config::BandwidthConf;
+use crate::config::{BandwidthConf, EgressMode};
 use crate::devices::{ifb_alias, ifb_name};
 use crate::shaping::{Shape, shape};
 use anyhow::Context as _;
 use cni_netlink::tc::{
     ETH_P_ALL, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR, TbfSpec,
 };
-use cni_netlink::{Link, Netlink};
+use cni_netlink::{Link, Netlink, netns};
 use cni_types::error::{CniError, Code, ResultExt};
 use cni_types::{log_info, log_warn};
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 /// Priority of our redirect filter under `ffff:` (the reference's).
 pub const FILTER_PRIO: u16 = 1;
@@ -38,6 +43,12 @@ pub struct Installed {
     pub ingress_qdisc: bool,
     /// Our redirect filter's prio under `ffff:`.
     pub filter_prio: Option<u16>,
+    /// Root tbf `1:` on the container interface (egress mode "pod") is ours.
+    #[serde(default)]
+    pub pod_tbf: bool,
+    /// How egress is shaped ("ifb" or "pod"), for CHECK and operators.
+    #[serde(default)]
+    pub egress_mode: Option<String>,
 }
 
 fn spec(s: &Shape) -> TbfSpec {
@@ -84,6 +95,7 @@ enum Undo {
     RootTbf(u32),
     IngressQdisc(u32),
     Filter(u32),
+    PodTbf(PathBuf, String),
 }
 
 fn run_undo(nl: &mut Netlink, undo: Vec<Undo>) {
@@ -93,6 +105,12 @@ fn run_undo(nl: &mut Netlink, undo: Vec<Undo>) {
             Undo::RootTbf(i) => nl.delete_qdisc(i, TC_H_ROOT, TBF_HANDLE),
             Undo::IngressQdisc(i) => nl.delete_qdisc(i, TC_H_INGRESS, INGRESS_HANDLE),
             Undo::Filter(i) => nl.delete_filter(i, INGRESS_HANDLE, FILTER_PRIO, ETH_P_ALL),
+            Undo::PodTbf(ns, ifname) => {
+                if let Err(e) = remove_pod_tbf(&ns, &ifname) {
+                    log_warn!("rollback step failed: {e:#}");
+                }
+                Ok(true)
+            }
         };
         if let Err(e) = r {
             log_warn!("rollback step failed: {e}");
@@ -104,6 +122,8 @@ pub struct AddRequest<'a> {
     pub network: &'a str,
     pub container_id: &'a str,
     pub ifname: &'a str,
+    pub netns: &'a Path,
+    pub egress_mode: EgressMode,
     pub ingress: Option<Shape>,
     pub egress: Option<Shape>,
 }
@@ -129,6 +149,8 @@ pub fn install(
             .or_else(|| prev.and_then(|p| p.ifb.clone())),
         ingress_qdisc: prev.is_some_and(|p| p.ingress_qdisc),
         filter_prio: prev.and_then(|p| p.filter_prio),
+        pod_tbf: prev.is_some_and(|p| p.pod_tbf),
+        egress_mode: prev.and_then(|p| p.egress_mode.clone()),
     };
     // Record intent before touching the kernel: a crash from here on
     // leaves a state file that lets DEL find everything.
@@ -157,8 +179,10 @@ fn install_steps(
         format!("listing qdiscs of {}", host.name)
     })?;
     let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
+    // Decided before anything changes, so a refusal leaves the host as it was.
+    let mode = resolve_egress_mode(req, host, &qdiscs, inst)?;
 
-    // Into the pod: root tbf on the host veth.
+    // Into the pod: root tbf on the host veth (coexists with a clsact).
     match &req.ingress {
         Some(s) => {
             if let Some(r) = root.filter(|r| {
@@ -199,11 +223,51 @@ fn install_steps(
         }
     }
 
-    // Out of the pod: ifb + ingress qdisc + redirect + tbf on the ifb.
+    // Out of the pod.
     let Some(s) = &req.egress else {
         remove_egress(nl, host, inst)?;
+        remove_pod_side(req.netns, req.ifname, inst)?;
+        inst.egress_mode = None;
         return Ok(None);
     };
+    if mode == EgressMode::Pod {
+        remove_egress(nl, host, inst)?;
+        let existed = pod_tbf_present(req.netns, req.ifname)?;
+        netns::run_in(req.netns, || {
+            let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
+            let link = kernel(pn.link_by_name(req.ifname), || {
+                format!("looking up {}", req.ifname)
+            })?
+            .ok_or_else(|| {
+                CniError::new(
+                    Code::InterfaceNotFound,
+                    format!("{} vanished from the pod", req.ifname),
+                )
+            })?;
+            kernel(pn.replace_root_tbf(link.index, &spec(s)), || {
+                format!("installing tbf on the pod's {}", req.ifname)
+            })
+        })?;
+        if !existed {
+            undo.push(Undo::PodTbf(
+                req.netns.to_path_buf(),
+                req.ifname.to_string(),
+            ));
+        }
+        inst.pod_tbf = true;
+        inst.egress_mode = Some("pod".into());
+        log_info!(
+            "egress (mode pod): tbf rate {}B/s burst {}B limit {}B on {} inside the pod",
+            s.rate_bytes_per_sec,
+            s.burst_bytes,
+            s.limit_bytes,
+            req.ifname
+        );
+        return Ok(None);
+    }
+    // Mode ifb: ingress qdisc + redirect + tbf on the ifb.
+    remove_pod_side(req.netns, req.ifname, inst)?;
+    inst.egress_mode = Some("ifb".into());
     let name = ifb_name(req.network, req.container_id);
     let alias = ifb_alias(req.network, req.container_id, req.ifname);
     let ifb = match kernel(nl.link_by_name(&name), || format!("looking up {name}"))? {
@@ -310,6 +374,89 @@ fn install_steps(
     Ok(Some(ifb))
 }
 
+/// ifb or pod, from the config and what already sits on the host veth's
+/// ingress hook. `ifb` next to a foreign `clsact`/`ingress` is refused: an
+/// ifb redirect there would break the other user or let traffic skip it.
+fn resolve_egress_mode(
+    req: &AddRequest<'_>,
+    host: &Link,
+    qdiscs: &[cni_netlink::tc::Qdisc],
+    inst: &Installed,
+) -> anyhow::Result<EgressMode> {
+    let foreign = qdiscs
+        .iter()
+        .find(|q| q.parent == TC_H_INGRESS && !(q.kind == "ingress" && inst.ingress_qdisc));
+    let mode = match (req.egress_mode, foreign) {
+        (EgressMode::Ifb, Some(q)) if req.egress.is_some() => {
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                format!("egressMode \"ifb\" conflicts with a {} qdisc on {}", q.kind, host.name),
+            )
+            .with_details(
+                "another tc user (for example the VPC CNI network policy agent) owns the ingress hook ffff: of the host veth; \
+                 use egressMode \"pod\" or \"auto\" to shape egress inside the pod instead",
+            )
+            .into());
+        }
+        (EgressMode::Auto, Some(q)) => {
+            log_info!(
+                "egress: {} has a foreign {} qdisc, shaping egress inside the pod",
+                host.name,
+                q.kind
+            );
+            EgressMode::Pod
+        }
+        (EgressMode::Auto, None) => EgressMode::Ifb,
+        (m, _) => m,
+    };
+    Ok(mode)
+}
+
+fn pod_tbf_present(ns: &Path, ifname: &str) -> anyhow::Result<bool> {
+    netns::run_in(ns, || {
+        let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
+        let Some(link) = kernel(pn.link_by_name(ifname), || format!("looking up {ifname}"))? else {
+            return Ok(false);
+        };
+        let qs = kernel(pn.qdiscs(link.index), || {
+            format!("listing qdiscs of {ifname}")
+        })?;
+        Ok(qs
+            .iter()
+            .any(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE))
+    })
+}
+
+/// Removes our root tbf from the container interface, if it is still there.
+fn remove_pod_tbf(ns: &Path, ifname: &str) -> anyhow::Result<()> {
+    netns::run_in(ns, || {
+        let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
+        let Some(link) = kernel(pn.link_by_name(ifname), || format!("looking up {ifname}"))? else {
+            return Ok(());
+        };
+        let qs = kernel(pn.qdiscs(link.index), || {
+            format!("listing qdiscs of {ifname}")
+        })?;
+        if qs
+            .iter()
+            .any(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE)
+        {
+            kernel(pn.delete_qdisc(link.index, TC_H_ROOT, TBF_HANDLE), || {
+                format!("removing tbf from the pod's {ifname}")
+            })?;
+        }
+        Ok(())
+    })
+}
+
+fn remove_pod_side(ns: &Path, ifname: &str, inst: &mut Installed) -> anyhow::Result<()> {
+    if inst.pod_tbf {
+        remove_pod_tbf(ns, ifname)?;
+        inst.pod_tbf = false;
+    }
+    Ok(())
+}
+
 /// The qdiscs a device has before anyone configures it.
 fn is_default_root(kind: &str) -> bool {
     matches!(
@@ -358,9 +505,18 @@ pub fn delete_ifb(nl: &mut Netlink, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes everything `inst` records, as far as it still exists.
-pub fn teardown(nl: &mut Netlink, inst: &Installed) -> anyhow::Result<()> {
+/// Removes everything `inst` records, as far as it still exists. `pod` is
+/// the netns and container interface when DEL has them; without them a
+/// pod-side tbf goes away with the pod's netns.
+pub fn teardown(
+    nl: &mut Netlink,
+    inst: &Installed,
+    pod: Option<(&Path, &str)>,
+) -> anyhow::Result<()> {
     let mut inst = inst.clone();
+    if let Some((ns, ifname)) = pod {
+        remove_pod_side(ns, ifname, &mut inst)?;
+    }
     // The ifb first: it alone survives the pod's veth going away.
     if let Some(name) = inst.ifb.clone() {
         delete_ifb(nl, &name)?;
@@ -431,6 +587,16 @@ pub fn verify(
     }
     if let Some(s) = &req.ingress {
         tbf_on(nl, host, s)?;
+    }
+    if let (Some(s), Some("pod")) = (&req.egress, inst.and_then(|i| i.egress_mode.as_deref())) {
+        return netns::run_in(req.netns, || {
+            let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
+            let link = kernel(pn.link_by_name(req.ifname), || {
+                format!("looking up {}", req.ifname)
+            })?
+            .ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
+            tbf_on(&mut pn, &link, s)
+        });
     }
     if let Some(s) = &req.egress {
         let name = ifb_name(req.network, req.container_id);
