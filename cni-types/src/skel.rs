@@ -249,3 +249,157 @@ pub fn run<P: Plugin>(plugin: P) -> ! {
 pub fn pass_through(conf: &NetConf) -> anyhow::Result<CniResult> {
     Ok(conf.prev_result()?.unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Recorder {
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl Plugin for Recorder {
+        const NAME: &'static str = "recorder";
+        fn add(&self, ctx: &Context) -> anyhow::Result<CniResult> {
+            self.calls.borrow_mut().push("add".into());
+            pass_through(&ctx.conf)
+        }
+        fn del(&self, ctx: &Context) -> anyhow::Result<()> {
+            self.calls
+                .borrow_mut()
+                .push(format!("del netns={:?}", ctx.env.netns));
+            Ok(())
+        }
+        fn check(&self, _ctx: &Context) -> anyhow::Result<()> {
+            self.calls.borrow_mut().push("check".into());
+            Ok(())
+        }
+        fn gc(&self, ctx: &GcContext) -> anyhow::Result<()> {
+            self.calls
+                .borrow_mut()
+                .push(format!("gc {}", ctx.valid.len()));
+            Ok(())
+        }
+        fn del_best_effort(&self, _env: &Env, raw: Option<&Value>) -> anyhow::Result<()> {
+            self.calls
+                .borrow_mut()
+                .push(format!("best-effort raw={}", raw.is_some()));
+            Ok(())
+        }
+    }
+
+    fn run(p: &Recorder, env: &[(&str, &str)], stdin: &str) -> (i32, Value) {
+        let m: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut out = Vec::new();
+        let status = dispatch(p, |k| m.get(k).cloned(), &mut stdin.as_bytes(), &mut out);
+        let v = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    const DEL: &[(&str, &str)] = &[
+        ("CNI_COMMAND", "DEL"),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_IFNAME", "eth0"),
+    ];
+
+    #[test]
+    fn version_without_stdin() {
+        let p = Recorder::default();
+        let (status, v) = run(&p, &[("CNI_COMMAND", "VERSION")], "");
+        assert_eq!(status, 0);
+        assert_eq!(v, version_info());
+        assert!(p.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn del_without_netns_reaches_plugin() {
+        let p = Recorder::default();
+        let (status, v) = run(&p, DEL, r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!((status, v), (0, Value::Null));
+        assert_eq!(p.calls.borrow().as_slice(), ["del netns=None"]);
+    }
+
+    #[test]
+    fn del_with_gone_netns_is_treated_as_none() {
+        let p = Recorder::default();
+        let mut env = DEL.to_vec();
+        env.push(("CNI_NETNS", "/nonexistent/netns"));
+        let (status, _) = run(&p, &env, r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!(status, 0);
+        assert_eq!(p.calls.borrow().as_slice(), ["del netns=None"]);
+    }
+
+    #[test]
+    fn del_with_bad_config_cleans_up_then_reports() {
+        let p = Recorder::default();
+        let (status, v) = run(&p, DEL, r#"{"cniVersion":"0.1.0","name":"n"}"#);
+        assert_eq!(status, 1);
+        assert_eq!(v["code"], 1);
+        assert_eq!(p.calls.borrow().as_slice(), ["best-effort raw=true"]);
+        let p = Recorder::default();
+        let (status, v) = run(&p, DEL, "not json");
+        assert_eq!((status, v["code"].as_u64()), (1, Some(6)));
+        assert_eq!(p.calls.borrow().as_slice(), ["best-effort raw=false"]);
+    }
+
+    #[test]
+    fn gates_and_gc_input() {
+        let p = Recorder::default();
+        let check = [
+            ("CNI_COMMAND", "CHECK"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", "/proc/self/ns/net"),
+        ];
+        let (status, v) = run(&p, &check, r#"{"cniVersion":"0.3.1","name":"n"}"#);
+        assert_eq!(
+            (status, v["code"].as_u64(), v["cniVersion"].as_str()),
+            (1, Some(1), Some("0.3.1"))
+        );
+        let (status, _) = run(&p, &check, r#"{"cniVersion":"0.4.0","name":"n"}"#);
+        assert_eq!(status, 0);
+        let gc = r#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"},{"containerID":"b","ifname":"eth0"}]}"#;
+        let (status, _) = run(&p, &[("CNI_COMMAND", "GC")], gc);
+        assert_eq!(status, 0);
+        assert_eq!(p.calls.borrow().as_slice(), ["check", "gc 2"]);
+        let (status, v) = run(
+            &p,
+            &[("CNI_COMMAND", "STATUS")],
+            r#"{"cniVersion":"1.0.0"}"#,
+        );
+        assert_eq!((status, v["code"].as_u64()), (1, Some(1)));
+    }
+
+    #[test]
+    fn add_validates_netns_before_the_plugin_runs() {
+        let p = Recorder::default();
+        let add = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", "/etc/hostname"),
+        ];
+        let (status, v) = run(&p, &add, r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!((status, v["code"].as_u64()), (1, Some(4)));
+        assert!(p.calls.borrow().is_empty());
+        let add = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", "/proc/self/ns/net"),
+        ];
+        let (status, v) = run(
+            &p,
+            &add,
+            r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}}"#,
+        );
+        assert_eq!(status, 0);
+        assert_eq!(v["ips"][0]["address"], "10.0.0.2/24");
+    }
+}

@@ -1,0 +1,278 @@
+//! Verb dispatch: what ADD, DEL, CHECK, STATUS and GC do, in order.
+
+use crate::config::{BandwidthConf, DEFAULT_STATE_DIR};
+use crate::devices;
+use crate::shaper::{self, AddRequest, Installed};
+use anyhow::Context as _;
+use cni_netlink::Netlink;
+use cni_types::error::{CniError, Code, ResultExt};
+use cni_types::result::Interface;
+use cni_types::skel::{Context, GcContext, Plugin, pass_through};
+use cni_types::state::StateStore;
+use cni_types::{CniResult, Env, NetConf, log_info, log_warn};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+/// The plugin, for `cni_types::skel::run`.
+pub struct Bandwidth;
+
+fn netlink() -> anyhow::Result<Netlink> {
+    Netlink::new()
+        .context("opening a netlink socket")
+        .cni(Code::Kernel, "netlink unavailable")
+}
+
+fn store(conf: &BandwidthConf, network: &str) -> StateStore {
+    StateStore::new(&conf.state_dir, network)
+}
+
+fn chained_prev(conf: &NetConf) -> anyhow::Result<CniResult> {
+    conf.prev_result()?.ok_or_else(|| {
+        CniError::new(Code::InvalidConfig, "prevResult is missing")
+            .with_details(
+                "bandwidth is a chained plugin: it must run after a main plugin in a conflist",
+            )
+            .into()
+    })
+}
+
+impl Plugin for Bandwidth {
+    const NAME: &'static str = "bandwidth";
+
+    fn add(&self, ctx: &Context) -> anyhow::Result<CniResult> {
+        let bw = BandwidthConf::parse(&ctx.conf)?;
+        let mut result = chained_prev(&ctx.conf)?;
+        let env = &ctx.env;
+        let store = store(&bw, &ctx.conf.name);
+        if !bw.shapes_anything() && load_state(&store, env).is_none() {
+            // Nothing to shape and nothing of ours: touch nothing at all.
+            return pass_through(&ctx.conf);
+        }
+        let mut nl = netlink()?;
+        let _lock = store
+            .lock()
+            .cni(Code::Io, "cannot lock the state directory")?;
+        let previous: Option<Installed> = load_state(&store, env);
+        if !bw.shapes_anything() {
+            // A retried ADD that no longer asks for shaping removes what an
+            // earlier one installed.
+            if let Some(prev) = &previous {
+                shaper::teardown(
+                    &mut nl,
+                    prev,
+                    env.netns.as_deref().map(|n| (n, env.ifname.as_str())),
+                )?;
+                store
+                    .remove(&env.container_id, &env.ifname)
+                    .cni(Code::Io, "cannot remove state")?;
+            }
+            return pass_through(&ctx.conf);
+        }
+        if result.interfaces().is_empty() {
+            return Err(
+                CniError::new(Code::InvalidConfig, "prevResult has no interfaces")
+                    .with_details("the host-side veth must be listed in prevResult.interfaces")
+                    .into(),
+            );
+        }
+        let netns = env.netns.as_deref().unwrap_or(std::path::Path::new(""));
+        let host = devices::find_host_veth(&mut nl, netns, &env.ifname, &result)?;
+        let (ingress, egress) = shaper::shapes(&bw, &host);
+        let req = AddRequest {
+            network: &ctx.conf.name,
+            container_id: &env.container_id,
+            ifname: &env.ifname,
+            netns,
+            egress_mode: bw.egress_mode,
+            ingress,
+            egress,
+        };
+        let existed = previous.is_some();
+        let mut save = |inst: &Installed| {
+            store
+                .save(&env.container_id, &env.ifname, inst)
+                .cni(Code::Io, "cannot write state")
+        };
+        let outcome = shaper::install(&mut nl, &host, &req, previous.as_ref(), &mut save);
+        let (_inst, ifb) = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                if !existed {
+                    let _ = store.remove(&env.container_id, &env.ifname);
+                }
+                return Err(e);
+            }
+        };
+        log_info!(
+            "shaped {} (source {:?}, runtimeBurst {:?})",
+            host.name,
+            bw.source,
+            bw.runtime_burst
+        );
+        if let Some(ifb) = ifb {
+            result.push_interface(Interface {
+                name: ifb.name.clone(),
+                mac: ifb.mac.map(|m| {
+                    m.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":")
+                }),
+                ..Default::default()
+            });
+        }
+        Ok(result)
+    }
+
+    fn del(&self, ctx: &Context) -> anyhow::Result<()> {
+        // DEL must clean up even when the config no longer parses: fall
+        // back to the default state dir rather than fail.
+        let state_dir = BandwidthConf::parse(&ctx.conf)
+            .map(|c| c.state_dir)
+            .unwrap_or_else(|e| {
+                log_warn!("config invalid on DEL ({e}); cleaning up with defaults");
+                state_dir_of(&ctx.conf.raw)
+            });
+        del_attachment(
+            &ctx.env,
+            &ctx.conf.name,
+            StateStore::new(state_dir, &ctx.conf.name),
+        )
+    }
+
+    fn del_best_effort(&self, env: &Env, raw: Option<&Value>) -> anyhow::Result<()> {
+        let name = raw
+            .and_then(|r| r.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if name.is_empty() {
+            return Ok(());
+        }
+        let dir = raw
+            .map(state_dir_of)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        del_attachment(env, name, StateStore::new(dir, name))
+    }
+
+    fn check(&self, ctx: &Context) -> anyhow::Result<()> {
+        let bw = BandwidthConf::parse(&ctx.conf)?;
+        let prev = chained_prev(&ctx.conf)?;
+        if !bw.shapes_anything() {
+            return Ok(());
+        }
+        let env = &ctx.env;
+        let store = store(&bw, &ctx.conf.name);
+        let mut nl = netlink()?;
+        let netns = env.netns.as_deref().unwrap_or(std::path::Path::new(""));
+        let host = devices::find_host_veth(&mut nl, netns, &env.ifname, &prev)?;
+        let (ingress, egress) = shaper::shapes(&bw, &host);
+        let req = AddRequest {
+            network: &ctx.conf.name,
+            container_id: &env.container_id,
+            ifname: &env.ifname,
+            netns,
+            egress_mode: bw.egress_mode,
+            ingress,
+            egress,
+        };
+        let inst: Option<Installed> = load_state(&store, env);
+        shaper::verify(&mut nl, &host, &req, inst.as_ref())
+    }
+
+    fn status(&self, _conf: &NetConf) -> anyhow::Result<()> {
+        let mut nl = Netlink::new()
+            .context("opening a netlink socket")
+            .cni(Code::NotAvailable, "netlink unavailable")?;
+        nl.link_by_index(1)
+            .context("reading links")
+            .cni(Code::NotAvailable, "netlink unavailable")?;
+        Ok(())
+    }
+
+    fn gc(&self, ctx: &GcContext) -> anyhow::Result<()> {
+        let bw = BandwidthConf::parse(&ctx.conf)?;
+        let network = &ctx.conf.name;
+        let store = store(&bw, network);
+        let valid: HashSet<(&str, &str)> = ctx
+            .valid
+            .iter()
+            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+            .collect();
+        let mut nl = netlink()?;
+        let _lock = store
+            .lock()
+            .cni(Code::Io, "cannot lock the state directory")?;
+        let listing = store
+            .list::<Installed>()
+            .cni(Code::Io, "cannot list state")?;
+        for path in &listing.broken {
+            log_warn!("ignoring unreadable state file {}", path.display());
+        }
+        for saved in listing.found {
+            let (cid, ifname, inst) = (saved.container_id, saved.ifname, saved.data);
+            if valid.contains(&(cid.as_str(), ifname.as_str())) {
+                continue;
+            }
+            log_info!("gc: removing stale attachment {cid}/{ifname}");
+            shaper::teardown(&mut nl, &inst, None)?;
+            store
+                .remove(&cid, &ifname)
+                .cni(Code::Io, "cannot remove state")?;
+        }
+        // ifbs marked as ours for this network whose attachment is gone
+        // (for example state lost with a wiped /var/lib).
+        let links = nl
+            .links()
+            .context("listing links")
+            .cni(Code::Kernel, "netlink request failed")?;
+        for l in links.iter().filter(|l| l.kind.as_deref() == Some("ifb")) {
+            let Some((net, cid, ifname)) = l.alias.as_deref().and_then(devices::parse_ifb_alias)
+            else {
+                continue;
+            };
+            if net == network && !valid.contains(&(cid, ifname)) {
+                log_info!("gc: deleting stale ifb {}", l.name);
+                shaper::delete_ifb(&mut nl, &l.name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn state_dir_of(raw: &Value) -> PathBuf {
+    raw.get("stateDir")
+        .and_then(Value::as_str)
+        .filter(|s| s.starts_with('/'))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+/// A state file we cannot read is treated as absent (and reported): DEL
+/// and ADD must not be blocked by it.
+fn load_state(store: &StateStore, env: &Env) -> Option<Installed> {
+    store
+        .load(&env.container_id, &env.ifname)
+        .unwrap_or_else(|e| {
+            log_warn!("ignoring unreadable state: {e:#}");
+            None
+        })
+}
+
+fn del_attachment(env: &Env, network: &str, store: StateStore) -> anyhow::Result<()> {
+    let mut nl = netlink()?;
+    let _lock = store
+        .lock()
+        .cni(Code::Io, "cannot lock the state directory")?;
+    if let Some(inst) = load_state(&store, env) {
+        let pod = env.netns.as_deref().map(|n| (n, env.ifname.as_str()));
+        shaper::teardown(&mut nl, &inst, pod)?;
+    }
+    // Also an ifb left by the reference plugin or by a crash before state
+    // was written: the name is derived from the attachment alone.
+    shaper::delete_ifb(&mut nl, &devices::ifb_name(network, &env.container_id))?;
+    store
+        .remove(&env.container_id, &env.ifname)
+        .cni(Code::Io, "cannot remove state")?;
+    Ok(())
+}
