@@ -1,7 +1,12 @@
 //! `CNI_*` environment: parsing and the spec's per-verb requirements.
 
 use crate::error::{CniError, Code};
-use std::path::PathBuf;
+use anyhow::{Context as _, bail};
+use nix::libc;
+use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -165,6 +170,45 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
         Some(why) => Err(CniError::new(Code::InvalidEnv, "invalid CNI_IFNAME")
             .with_details(format!("{name:?} {why}"))),
     }
+}
+
+/// `NS_GET_NSTYPE` = `_IO(0xb7, 0x3)`: asks nsfs which kind of namespace an fd is.
+const NS_GET_NSTYPE: libc::c_ulong = (0xb7 << 8) | 0x3;
+
+/// Checks that an open file is a network namespace: on nsfs, and of type
+/// CLONE_NEWNET (a mount or pid namespace file is on nsfs too).
+pub fn check_netns_fd(f: &File) -> anyhow::Result<()> {
+    let st = fstatfs(f).context("fstatfs")?;
+    if st.filesystem_type() != NSFS_MAGIC {
+        bail!("not a namespace file (not on nsfs)");
+    }
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
+    let res = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if res == -1 {
+        let err = std::io::Error::last_os_error();
+        // Kernels before 4.11 lack the ioctl; nsfs magic is all we can check.
+        if err.raw_os_error() == Some(libc::ENOTTY) {
+            return Ok(());
+        }
+        return Err(err).context("NS_GET_NSTYPE");
+    }
+    if res != libc::CLONE_NEWNET {
+        bail!("namespace is not a network namespace");
+    }
+    Ok(())
+}
+
+/// A `CNI_NETNS` path must open and be a network namespace, so that a typo
+/// or a plain file is refused (code 4) before anything changes.
+pub fn validate_netns(path: &Path) -> Result<(), CniError> {
+    let f = File::open(path).map_err(|e| {
+        CniError::new(Code::InvalidEnv, "CNI_NETNS cannot be opened")
+            .with_details(format!("{}: {e}", path.display()))
+    })?;
+    check_netns_fd(&f).map_err(|e| {
+        CniError::new(Code::InvalidEnv, "CNI_NETNS is not a network namespace")
+            .with_details(format!("{}: {e:#}", path.display()))
+    })
 }
 
 impl Env {

@@ -5,7 +5,7 @@
 //! whole protocol can be tested without a process.
 
 use crate::config::{Attachment, MAX_STDIN_BYTES, NetConf, peek_version};
-use crate::env::{Command, Env};
+use crate::env::{Command, Env, validate_netns};
 use crate::error::{CniError, Code};
 use crate::result::CniResult;
 use crate::version::Version;
@@ -61,24 +61,6 @@ pub fn version_info() -> Value {
         "cniVersion": Version::NEWEST.as_str(),
         "supportedVersions": Version::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
     })
-}
-
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
-/// A netns path must exist and be a namespace file (nsfs), so that a
-/// typo or a plain file is refused before anything changes.
-fn validate_netns(path: &Path) -> Result<(), CniError> {
-    match nix::sys::statfs::statfs(path) {
-        Ok(st) if st.filesystem_type().0 == NSFS_MAGIC => Ok(()),
-        Ok(_) => Err(
-            CniError::new(Code::InvalidEnv, "CNI_NETNS is not a network namespace")
-                .with_details(format!("{} is not on nsfs", path.display())),
-        ),
-        Err(e) => Err(
-            CniError::new(Code::InvalidEnv, "CNI_NETNS cannot be opened")
-                .with_details(format!("{}: {e}", path.display())),
-        ),
-    }
 }
 
 /// Reads stdin up to the limit; one byte more means it is too large.

@@ -6,19 +6,12 @@
 
 use std::{
     fs::File,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, bail};
-use nix::{
-    libc,
-    sched::{CloneFlags, setns},
-    sys::statfs::{NSFS_MAGIC, fstatfs},
-};
-
-/// `NS_GET_NSTYPE` = `_IO(0xb7, 0x3)`: asks nsfs which kind of namespace an fd is.
-const NS_GET_NSTYPE: u32 = (0xb7 << 8) | 0x3;
+use anyhow::Context;
+use nix::sched::{CloneFlags, setns};
 
 /// Restores the thread's original netns when dropped, so every exit path
 /// (including `?` and panics) leaves the pod namespace.
@@ -71,29 +64,6 @@ fn current_thread_netns() -> anyhow::Result<File> {
     }
 }
 
-/// Checks the fd refers to a network namespace, for clear error messages
-/// before trying `setns`.
-fn check_netns_fd(f: &File) -> anyhow::Result<()> {
-    let st = fstatfs(f).context("fstatfs")?;
-    if st.filesystem_type() != NSFS_MAGIC {
-        bail!("not a namespace file (not on nsfs)");
-    }
-    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
-    let res = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
-    if res == -1 {
-        let err = std::io::Error::last_os_error();
-        // Kernels before 4.11 lack the ioctl; nsfs magic is all we can check.
-        if err.raw_os_error() == Some(libc::ENOTTY) {
-            return Ok(());
-        }
-        return Err(err).context("NS_GET_NSTYPE");
-    }
-    if res != libc::CLONE_NEWNET {
-        bail!("namespace is not a network namespace");
-    }
-    Ok(())
-}
-
 /// Enters the netns at `path` (e.g. `/var/run/netns/x` or
 /// `/proc/<pid>/ns/net`) for the current thread only; the returned guard
 /// switches back. On error the thread has not moved.
@@ -101,7 +71,7 @@ pub fn enter(path: &Path) -> anyhow::Result<NetnsGuard> {
     let orig = current_thread_netns().context("failed to open the current netns")?;
     let target =
         File::open(path).with_context(|| format!("failed to open netns {}", path.display()))?;
-    check_netns_fd(&target)
+    cni_types::env::check_netns_fd(&target)
         .with_context(|| format!("{} is not a network namespace", path.display()))?;
     setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("failed to enter netns {}", path.display()))?;
@@ -125,7 +95,7 @@ pub fn run_in<T>(path: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::
 /// `CNI_NETNS` that is a regular file (or another namespace type) up front.
 pub fn is_netns(path: &Path) -> bool {
     File::open(path)
-        .map(|f| check_netns_fd(&f).is_ok())
+        .map(|f| cni_types::env::check_netns_fd(&f).is_ok())
         .unwrap_or(false)
 }
 
@@ -206,7 +176,10 @@ mod tests {
         .unwrap();
         assert!(found);
         assert_eq!(own_netns_ino(), home);
-        let err = run_in(&other.path, || -> anyhow::Result<()> { bail!("boom") }).unwrap_err();
+        let err = run_in(&other.path, || -> anyhow::Result<()> {
+            anyhow::bail!("boom")
+        })
+        .unwrap_err();
         assert_eq!(err.to_string(), "boom");
         assert_eq!(own_netns_ino(), home);
 
