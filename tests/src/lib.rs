@@ -145,10 +145,23 @@ impl Netns {
     }
 }
 
-/// Drops fields of `ip link` that change by themselves (none today, but
-/// keeps snapshots stable if `-s` is ever added).
+/// Drops what changes by itself in `ip link` output: carrier and
+/// operational state follow the peer, not anything a plugin did.
 fn strip_counters(s: &str) -> String {
-    s.to_string()
+    s.lines()
+        .map(|l| {
+            let l = l.replace("NO-CARRIER,", "");
+            match l.find(" state ") {
+                Some(i) => {
+                    let rest = &l[i + 7..];
+                    let end = rest.find(' ').unwrap_or(rest.len());
+                    format!("{}{}", &l[..i], &rest[end..])
+                }
+                None => l,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Drop for Netns {

@@ -39,9 +39,9 @@ pub fn read_labels_file(path: &std::path::Path) -> anyhow::Result<Labels> {
             });
         }
     };
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     file.take(MAX_LABELS_FILE + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .cni_with(Code::Io, || {
             format!("cannot read labelsFile {}", path.display())
         })?;
@@ -53,6 +53,8 @@ pub fn read_labels_file(path: &std::path::Path) -> anyhow::Result<Labels> {
         .with_details(why)
         .into()
     };
+    // Content that is not UTF-8 text is a malformed file, not an I/O failure.
+    let text = String::from_utf8(bytes).map_err(|_| malformed("not UTF-8 text".into()))?;
     if text.len() as u64 > MAX_LABELS_FILE {
         return Err(malformed(format!("larger than {MAX_LABELS_FILE} bytes")));
     }
