@@ -138,8 +138,10 @@ impl StateStore {
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
+        // No fsync: a state file describes kernel objects (qdiscs, ifbs)
+        // that do not survive a reboot either; rename is atomic against a
+        // crashed process, which is the failure that matters here.
         f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
             .with_context(|| format!("writing {}", tmp.display()))?;
         fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
         Ok(())
@@ -181,10 +183,33 @@ impl StateStore {
     /// Removes the state; succeeds when it is already gone.
     pub fn remove(&self, container_id: &str, ifname: &str) -> Result<()> {
         let path = self.path(container_id, ifname);
+        // A writer killed between create and rename leaves its temp file.
+        let tmp_prefix = format!("{}.tmp.", path.with_extension("").display());
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.path().display().to_string().starts_with(&tmp_prefix) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+
+    /// Removes temp files of this network whose writer process is gone
+    /// (killed between create and rename); a live writer's are kept.
+    fn remove_orphan_temps(&self, name: &str, path: &Path) {
+        let Some((_, pid)) = name.rsplit_once(".tmp.") else {
+            return;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = fs::remove_file(path);
         }
     }
 
@@ -203,7 +228,11 @@ impl StateStore {
         let prefix = self.prefix();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(&prefix) || !name.ends_with(".json") {
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            if !name.ends_with(".json") {
+                self.remove_orphan_temps(&name, &entry.path());
                 continue;
             }
             match Self::read_envelope::<T>(&entry.path()) {
@@ -260,6 +289,29 @@ mod tests {
         s.remove("c1", "eth0").unwrap();
         assert_eq!(s.load::<u32>("c1", "eth0").unwrap(), None);
         assert_eq!(other.load::<u32>("c1", "eth0").unwrap(), Some(7));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn temp_files_of_killed_writers_are_cleaned() {
+        let dir = tmpdir();
+        let s = StateStore::new(&dir, "n");
+        s.save("c", "eth0", &1u32).unwrap();
+        s.save("d", "eth0", &1u32).unwrap();
+        let stale = dir.join("n+c+eth0.tmp.999999999");
+        fs::write(&stale, b"{").unwrap();
+        let orphan = dir.join("n+d+eth0.tmp.999999998");
+        fs::write(&orphan, b"{").unwrap();
+        let live = dir.join(format!("n+d+eth0.tmp.{}", std::process::id()));
+        fs::write(&live, b"{").unwrap();
+        s.remove("c", "eth0").unwrap();
+        assert!(!stale.exists());
+        assert_eq!(s.list::<u32>().unwrap().found.len(), 1);
+        assert!(
+            !orphan.exists(),
+            "a dead writer's temp file is removed by listing"
+        );
+        assert!(live.exists(), "a live writer's temp file is kept");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -156,7 +156,7 @@ pub fn install(
     // leaves a state file that lets DEL find everything.
     save(&inst)?;
     let mut undo = Vec::new();
-    match install_steps(nl, host, req, &mut inst, &mut undo) {
+    match install_steps(nl, host, req, &mut inst, &mut undo, save) {
         Ok(ifb) => {
             save(&inst)?;
             Ok((inst, ifb))
@@ -174,6 +174,7 @@ fn install_steps(
     req: &AddRequest<'_>,
     inst: &mut Installed,
     undo: &mut Vec<Undo>,
+    save: &mut dyn FnMut(&Installed) -> anyhow::Result<()>,
 ) -> anyhow::Result<Option<Link>> {
     let qdiscs = kernel(nl.qdiscs(host.index), || {
         format!("listing qdiscs of {}", host.name)
@@ -233,6 +234,11 @@ fn install_steps(
     if mode == EgressMode::Pod {
         remove_egress(nl, host, inst)?;
         let existed = pod_tbf_present(req.netns, req.ifname)?;
+        // Claimed before it exists, so a crash right after creating it
+        // still leaves a record that lets DEL remove it.
+        inst.pod_tbf = true;
+        inst.egress_mode = Some("pod".into());
+        save(inst)?;
         netns::run_in(req.netns, || {
             let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
             let link = kernel(pn.link_by_name(req.ifname), || {
@@ -309,6 +315,8 @@ fn install_steps(
 
     match qdiscs.iter().find(|q| q.parent == TC_H_INGRESS) {
         None => {
+            inst.ingress_qdisc = true;
+            save(inst)?;
             kernel(nl.add_ingress_qdisc(host.index), || {
                 format!("adding ingress qdisc to {}", host.name)
             })?;
@@ -351,14 +359,16 @@ fn install_steps(
                 || "removing stale filter".into(),
             )?;
         }
+        let had_filter = inst.filter_prio.is_some();
+        inst.filter_prio = Some(FILTER_PRIO);
+        save(inst)?;
         kernel(
             nl.add_u32_redirect_all(host.index, INGRESS_HANDLE, FILTER_PRIO, ifb.index),
             || format!("redirecting {} to {name}", host.name),
         )?;
-        if inst.filter_prio.is_none() {
+        if !had_filter {
             undo.push(Undo::Filter(host.index));
         }
-        inst.filter_prio = Some(FILTER_PRIO);
     }
 
     kernel(nl.replace_root_tbf(ifb.index, &spec(s)), || {

@@ -1,0 +1,352 @@
+//! Crash consistency and concurrency.
+//!
+//! - SIGKILL lands at every point of ADD (delays swept across its whole
+//!   run): afterwards DEL and a fresh ADD succeed, and after DEL nothing of
+//!   ours remains.
+//! - A soak: 50 pods doing ADD/CHECK/DEL in loops in parallel while GC runs,
+//!   with a runtime-like lock (GC sees a consistent list of live
+//!   attachments): zero failures, GC never removes a live attachment's
+//!   state (CHECK after every ADD), zero leaks at the end.
+
+use integration_tests::*;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+fn bw_conf(pod: &Pod, state: &TempDir) -> Value {
+    json!({
+        "cniVersion": "1.1.0", "name": "hostile-net", "type": "bandwidth", "stateDir": state.str(),
+        "runtimeConfig": {"bandwidth": {"IngressRate": 50_000_000, "IngressBurst": 4_294_967_295u64, "EgressRate": 50_000_000, "EgressBurst": 4_294_967_295u64}},
+        "prevResult": pod.prev_result("1.1.0"),
+    })
+}
+
+fn tl_conf(pod: &Pod, state: &TempDir) -> Value {
+    json!({
+        "cniVersion": "1.1.0", "name": "hostile-net", "type": "topology-label", "stateDir": state.str(),
+        "labels": {"topology.kubernetes.io/zone": "us-west-2a"},
+        "profiles": [{"match": {"topology.kubernetes.io/zone": "us-west-2a"}, "mtu": 1400, "txqueuelen": 2000,
+                      "sysctls": {"net.ipv4.conf.{ifname}.rp_filter": "2"}}],
+        "prevResult": pod.prev_result("1.1.0"),
+    })
+}
+
+/// Starts ADD and kills it with SIGKILL after `delay`.
+fn add_killed_after(plugin: &str, node: &Netns, pod: &Pod, conf: &Value, delay: Duration) {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &node.name])
+        .arg(plugin_bin(plugin))
+        .env_clear();
+    for (k, v) in pod.env("ADD") {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    if let Some(mut si) = child.stdin.take() {
+        let _ = si.write_all(conf.to_string().as_bytes());
+    }
+    std::thread::sleep(delay);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn no_leaks(node: &Netns, pod: &Pod, states: &[&TempDir]) -> Vec<String> {
+    let mut leaks = Vec::new();
+    let ifbs: Vec<String> = node
+        .link_names()
+        .into_iter()
+        .filter(|n| n.starts_with("bwp"))
+        .collect();
+    if !ifbs.is_empty() {
+        leaks.push(format!("ifbs {ifbs:?}"));
+    }
+    for kind in ["tbf", "ingress"] {
+        if node.qdisc(&pod.host_veth, kind).is_some() {
+            leaks.push(format!("{kind} on {}", pod.host_veth));
+        }
+    }
+    if pod.ns.qdisc("eth0", "tbf").is_some() {
+        leaks.push("tbf in pod".into());
+    }
+    for s in states {
+        if !s.files().is_empty() {
+            leaks.push(format!("state {:?}", s.files()));
+        }
+    }
+    leaks
+}
+
+#[test]
+fn sigkill_at_every_point_of_add() {
+    let node = Netns::new("cnin").unwrap();
+    let pod = Pod::new(&node).unwrap();
+    let (bws, tls) = (TempDir::new("crbw"), TempDir::new("crtl"));
+    let (bw, tl) = (bw_conf(&pod, &bws), tl_conf(&pod, &tls));
+    let original_mtu = pod.ns.link("eth0").unwrap()["mtu"].clone();
+    let bin = |p: &str| plugin_bin(p);
+    // Measure one ADD to sweep kill points across its whole run.
+    let t0 = Instant::now();
+    run_plugin(
+        &bin("bandwidth"),
+        Some(&node),
+        &pod.env("ADD"),
+        bw.to_string().as_bytes(),
+    )
+    .ok();
+    run_plugin(
+        &bin("topology-label"),
+        Some(&node),
+        &pod.env("ADD"),
+        tl.to_string().as_bytes(),
+    )
+    .ok();
+    let span = t0.elapsed();
+    run_plugin(
+        &bin("topology-label"),
+        Some(&node),
+        &pod.env("DEL"),
+        tl.to_string().as_bytes(),
+    )
+    .ok();
+    run_plugin(
+        &bin("bandwidth"),
+        Some(&node),
+        &pod.env("DEL"),
+        bw.to_string().as_bytes(),
+    )
+    .ok();
+    const TRIALS: u32 = 60;
+    for i in 0..TRIALS {
+        let delay = span * i / TRIALS;
+        add_killed_after("bandwidth", &node, &pod, &bw, delay);
+        add_killed_after("topology-label", &node, &pod, &tl, delay / 2);
+        if i % 2 == 1 {
+            // A runtime may retry ADD after a crash instead of DEL first.
+            run_plugin(
+                &bin("bandwidth"),
+                Some(&node),
+                &pod.env("ADD"),
+                bw.to_string().as_bytes(),
+            )
+            .ok();
+            run_plugin(
+                &bin("topology-label"),
+                Some(&node),
+                &pod.env("ADD"),
+                tl.to_string().as_bytes(),
+            )
+            .ok();
+        }
+        for p in [("topology-label", &tl), ("bandwidth", &bw)] {
+            run_plugin(
+                &bin(p.0),
+                Some(&node),
+                &pod.env("DEL"),
+                p.1.to_string().as_bytes(),
+            )
+            .ok();
+        }
+        let leaks = no_leaks(&node, &pod, &[&bws, &tls]);
+        assert!(
+            leaks.is_empty(),
+            "trial {i} (kill after {delay:?}): {leaks:?}"
+        );
+        assert_eq!(
+            pod.ns.link("eth0").unwrap()["mtu"],
+            original_mtu,
+            "trial {i}: MTU not restored"
+        );
+        // A fresh ADD works and CHECK agrees, then DEL leaves nothing.
+        run_plugin(
+            &bin("bandwidth"),
+            Some(&node),
+            &pod.env("ADD"),
+            bw.to_string().as_bytes(),
+        )
+        .ok();
+        run_plugin(
+            &bin("topology-label"),
+            Some(&node),
+            &pod.env("ADD"),
+            tl.to_string().as_bytes(),
+        )
+        .ok();
+        run_plugin(
+            &bin("bandwidth"),
+            Some(&node),
+            &pod.env("CHECK"),
+            bw.to_string().as_bytes(),
+        )
+        .ok();
+        run_plugin(
+            &bin("topology-label"),
+            Some(&node),
+            &pod.env("CHECK"),
+            tl.to_string().as_bytes(),
+        )
+        .ok();
+        run_plugin(
+            &bin("topology-label"),
+            Some(&node),
+            &pod.env("DEL"),
+            tl.to_string().as_bytes(),
+        )
+        .ok();
+        run_plugin(
+            &bin("bandwidth"),
+            Some(&node),
+            &pod.env("DEL"),
+            bw.to_string().as_bytes(),
+        )
+        .ok();
+        let leaks = no_leaks(&node, &pod, &[&bws, &tls]);
+        assert!(leaks.is_empty(), "trial {i} after fresh ADD/DEL: {leaks:?}");
+    }
+}
+
+#[test]
+fn soak_fifty_pods_with_gc() {
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let node = Arc::new(Netns::new("cnin").unwrap());
+    let (bws, tls) = (
+        Arc::new(TempDir::new("skbw")),
+        Arc::new(TempDir::new("sktl")),
+    );
+    let pods: Vec<Arc<Pod>> = (0..50)
+        .map(|_| Arc::new(Pod::new(&node).unwrap()))
+        .collect();
+    // The runtime: ADD/DEL run under a shared lock, GC under an exclusive
+    // one, and GC's valid list is the set of attachments ADDed and not DELed.
+    let runtime = Arc::new(RwLock::new(()));
+    let live: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let cycles = Arc::new(Mutex::new(0u64));
+    let mut threads = Vec::new();
+    for pod in &pods {
+        let (node, pod, bws, tls) = (node.clone(), pod.clone(), bws.clone(), tls.clone());
+        let (runtime, live, failures, cycles) = (
+            runtime.clone(),
+            live.clone(),
+            failures.clone(),
+            cycles.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            let (bw, tl) = (bw_conf(&pod, &bws), tl_conf(&pod, &tls));
+            let run = |p: &str, verb: &str, c: &Value| {
+                run_plugin(
+                    &plugin_bin(p),
+                    Some(&node),
+                    &pod.env(verb),
+                    c.to_string().as_bytes(),
+                )
+            };
+            let fail = |what: String| failures.lock().unwrap().push(what);
+            while Instant::now() < deadline {
+                {
+                    let _g = runtime.read().unwrap();
+                    live.lock().unwrap().insert(pod.container_id.clone());
+                    for (p, c) in [("bandwidth", &bw), ("topology-label", &tl)] {
+                        let o = run(p, "ADD", c);
+                        if o.status != 0 {
+                            fail(format!("{p} ADD {}: {}", pod.container_id, o.stdout));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                for (p, c) in [("bandwidth", &bw), ("topology-label", &tl)] {
+                    let _g = runtime.read().unwrap();
+                    let o = run(p, "CHECK", c);
+                    if o.status != 0 {
+                        fail(format!("{p} CHECK {}: {}", pod.container_id, o.stdout));
+                    }
+                }
+                {
+                    let _g = runtime.read().unwrap();
+                    for (p, c) in [("topology-label", &tl), ("bandwidth", &bw)] {
+                        let o = run(p, "DEL", c);
+                        if o.status != 0 {
+                            fail(format!("{p} DEL {}: {}", pod.container_id, o.stdout));
+                        }
+                    }
+                    live.lock().unwrap().remove(&pod.container_id);
+                }
+                *cycles.lock().unwrap() += 1;
+            }
+        }));
+    }
+    let gc = {
+        let (node, bws, tls, runtime, live, failures) = (
+            node.clone(),
+            bws.clone(),
+            tls.clone(),
+            runtime.clone(),
+            live.clone(),
+            failures.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while Instant::now() < deadline {
+                {
+                    let _g = runtime.write().unwrap();
+                    let valid: Vec<Value> = live
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .map(|id| json!({"containerID": id, "ifname": "eth0"}))
+                        .collect();
+                    for (p, dir) in [("bandwidth", &bws), ("topology-label", &tls)] {
+                        let c = json!({"cniVersion": "1.1.0", "name": "hostile-net", "type": p, "stateDir": dir.str(), "cni.dev/valid-attachments": valid});
+                        let o = run_plugin(
+                            &plugin_bin(p),
+                            Some(&node),
+                            &env_of(&[("CNI_COMMAND", "GC")]),
+                            c.to_string().as_bytes(),
+                        );
+                        if o.status != 0 {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{p} GC: {}", o.stdout));
+                        }
+                    }
+                }
+                runs += 1;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            runs
+        })
+    };
+    for t in threads {
+        t.join().unwrap();
+    }
+    let gc_runs = gc.join().unwrap();
+    let cycles = *cycles.lock().unwrap();
+    eprintln!("soak: {cycles} ADD/CHECK/DEL cycles over 50 pods, {gc_runs} GC runs, {seconds}s");
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        cycles >= 50 && gc_runs >= 2,
+        "soak did too little: {cycles} cycles, {gc_runs} GC runs"
+    );
+    let mut leaks = Vec::new();
+    for pod in &pods {
+        leaks.extend(no_leaks(&node, pod, &[&bws, &tls]));
+    }
+    assert!(leaks.is_empty(), "leaks: {leaks:?}");
+}
