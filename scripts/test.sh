@@ -12,9 +12,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need_apt=()
-for pair in ip:iproute2 tc:iproute2 iperf3:iperf3 jq:jq ss:iproute2 sha512sum:coreutils; do
+for pair in ip:iproute2 tc:iproute2 iperf3:iperf3 jq:jq ss:iproute2 sha512sum:coreutils go:golang-go iptables:iptables; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
+# The libcni end-to-end tests: libcni sources (GOPATH build, offline) and the
+# reference plugins (portmap, loopback) they chain with ours.
+[ -d /usr/share/gocode/src/github.com/containernetworking/cni/libcni ] || need_apt+=(golang-github-appc-cni-dev)
+[ -x /usr/lib/cni/portmap ] || need_apt+=(containernetworking-plugins)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "==> installing ${need_apt[*]}"
     apt-get update -qq
