@@ -231,21 +231,33 @@ impl Plugin for Sim {
     }
 
     fn del(&self, ctx: &Context) -> anyhow::Result<()> {
-        let p = parse(&ctx.conf)?;
+        // DEL cleans up even when the config no longer parses: only the
+        // prefix and the state dir matter here.
+        let (prefix, store) = match parse(&ctx.conf) {
+            Ok(p) => (p.prefix, p.store),
+            Err(_) => {
+                let raw = &ctx.conf.raw;
+                let get = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_string);
+                let dir = get("stateDir").unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+                (
+                    get("vethPrefix").unwrap_or_else(default_prefix),
+                    StateStore::new(dir, &ctx.conf.name),
+                )
+            }
+        };
         let env = &ctx.env;
-        let _lock = p.store.lock()?;
-        let alloc: Option<Allocation> =
-            p.store.load(&env.container_id, &env.ifname).unwrap_or(None);
+        let _lock = store.lock()?;
+        let alloc: Option<Allocation> = store.load(&env.container_id, &env.ifname).unwrap_or(None);
         let name = alloc
             .map(|a| a.host_veth)
-            .unwrap_or_else(|| host_veth_name(&p.prefix, env));
+            .unwrap_or_else(|| host_veth_name(&prefix, env));
         let mut nl = Netlink::new()?;
         if let Some(l) = kernel(nl.link_by_name(&name), "looking up host veth")?
             && l.kind.as_deref() == Some("veth")
         {
             kernel(nl.delete_link(l.index), "deleting host veth")?;
         }
-        p.store.remove(&env.container_id, &env.ifname)?;
+        store.remove(&env.container_id, &env.ifname)?;
         Ok(())
     }
 
