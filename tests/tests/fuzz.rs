@@ -123,13 +123,13 @@ fn mutate_value(v: &mut Value, rng: &mut Rng, depth: u32) {
 }
 
 fn mutate(input: &[u8], seeds: &[Vec<u8>], rng: &mut Rng) -> Vec<u8> {
-    if rng.below(3) > 0 {
-        if let Ok(mut v) = serde_json::from_slice::<Value>(input) {
-            for _ in 0..=rng.below(4) {
-                mutate_value(&mut v, rng, 0);
-            }
-            return v.to_string().into_bytes();
+    if rng.below(3) > 0
+        && let Ok(mut v) = serde_json::from_slice::<Value>(input)
+    {
+        for _ in 0..=rng.below(4) {
+            mutate_value(&mut v, rng, 0);
         }
+        return v.to_string().into_bytes();
     }
     let mut out = input.to_vec();
     for _ in 0..=rng.below(6) {
