@@ -10,6 +10,7 @@ use cni_types::error::{CniError, Code};
 use cni_types::{NetConf, ResultExt, log_warn};
 use serde_json::Value;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// The runtimeConfig key containerd fills with the pod's annotations.
 pub const ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
@@ -30,7 +31,12 @@ pub fn own_arch() -> Option<&'static str> {
 
 /// Reads `labelsFile`: a JSON object of strings. A missing file is no labels.
 pub fn read_labels_file(path: &std::path::Path) -> anyhow::Result<Labels> {
-    let file = match std::fs::File::open(path) {
+    // The operator's file, but never through a symlink at its last component.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Labels::new()),
         Err(e) => {
