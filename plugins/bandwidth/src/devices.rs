@@ -63,14 +63,8 @@ pub fn find_host_veth(
         ))
         .into());
     }
-    let peer = container.peer_index.ok_or_else(|| {
-        CniError::new(
-            Code::InterfaceNotFound,
-            format!("veth {ifname} reports no peer"),
-        )
-    })?;
     let host = nl
-        .link_by_index(peer)
+        .veth_peer_of(&container)
         .context("looking up the veth peer on the host")
         .cni(Code::Kernel, "cannot read host interfaces")?
         .ok_or_else(|| {
@@ -78,7 +72,10 @@ pub fn find_host_veth(
                 Code::InterfaceNotFound,
                 format!("host side of {ifname} not found"),
             )
-            .with_details(format!("no link with index {peer} in the host netns"))
+            .with_details(format!(
+                "no veth in the host netns pairs with {ifname} (peer ifindex {:?})",
+                container.peer_index
+            ))
         })?;
     let listed: Vec<&str> = prev
         .interfaces()

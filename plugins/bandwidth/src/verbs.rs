@@ -4,7 +4,7 @@ use crate::config::{BandwidthConf, DEFAULT_STATE_DIR};
 use crate::devices;
 use crate::shaper::{self, AddRequest, Installed};
 use anyhow::Context as _;
-use cni_netlink::Netlink;
+use cni_netlink::{Link, Netlink};
 use cni_types::error::{CniError, Code, ResultExt};
 use cni_types::result::Interface;
 use cni_types::skel::{Context, GcContext, Plugin, pass_through};
@@ -76,18 +76,7 @@ impl Plugin for Bandwidth {
                     .into(),
             );
         }
-        let netns = env.netns.as_deref().unwrap_or(std::path::Path::new(""));
-        let host = devices::find_host_veth(&mut nl, netns, &env.ifname, &result)?;
-        let (ingress, egress) = shaper::shapes(&bw, &host);
-        let req = AddRequest {
-            network: &ctx.conf.name,
-            container_id: &env.container_id,
-            ifname: &env.ifname,
-            netns,
-            egress_mode: bw.egress_mode,
-            ingress,
-            egress,
-        };
+        let (host, req) = plan(ctx, &bw, &mut nl, &result)?;
         let existed = previous.is_some();
         let mut save = |inst: &Installed| {
             store
@@ -164,18 +153,7 @@ impl Plugin for Bandwidth {
         let env = &ctx.env;
         let store = store(&bw, &ctx.conf.name);
         let mut nl = netlink()?;
-        let netns = env.netns.as_deref().unwrap_or(std::path::Path::new(""));
-        let host = devices::find_host_veth(&mut nl, netns, &env.ifname, &prev)?;
-        let (ingress, egress) = shaper::shapes(&bw, &host);
-        let req = AddRequest {
-            network: &ctx.conf.name,
-            container_id: &env.container_id,
-            ifname: &env.ifname,
-            netns,
-            egress_mode: bw.egress_mode,
-            ingress,
-            egress,
-        };
+        let (host, req) = plan(ctx, &bw, &mut nl, &prev)?;
         let inst: Option<Installed> = load_state(&store, env);
         shaper::verify(&mut nl, &host, &req, inst.as_ref())
     }
@@ -238,6 +216,29 @@ impl Plugin for Bandwidth {
         }
         Ok(())
     }
+}
+
+/// The pod's host veth and what ADD installs on it (and CHECK expects).
+fn plan<'a>(
+    ctx: &'a Context,
+    bw: &BandwidthConf,
+    nl: &mut Netlink,
+    prev: &CniResult,
+) -> anyhow::Result<(Link, AddRequest<'a>)> {
+    let env = &ctx.env;
+    let netns = env.netns.as_deref().unwrap_or(std::path::Path::new(""));
+    let host = devices::find_host_veth(nl, netns, &env.ifname, prev)?;
+    let (ingress, egress) = shaper::shapes(bw, &host);
+    let req = AddRequest {
+        network: &ctx.conf.name,
+        container_id: &env.container_id,
+        ifname: &env.ifname,
+        netns,
+        egress_mode: bw.egress_mode,
+        ingress,
+        egress,
+    };
+    Ok((host, req))
 }
 
 fn state_dir_of(raw: &Value) -> PathBuf {

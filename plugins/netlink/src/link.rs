@@ -132,6 +132,21 @@ impl Netlink {
         self.get_link(&format!("get link #{index}"), link_msg(index))
     }
 
+    /// The veth peer, in this socket's netns, of `cont` (a veth read in
+    /// another netns). The peer must point back at `cont`: an ifindex alone
+    /// could name an unrelated link when the peer lives elsewhere.
+    pub fn veth_peer_of(&mut self, cont: &Link) -> Result<Option<Link>> {
+        if cont.kind.as_deref() != Some("veth") {
+            return Ok(None);
+        }
+        let Some(peer) = cont.peer_index else {
+            return Ok(None);
+        };
+        Ok(self
+            .link_by_index(peer)?
+            .filter(|l| l.kind.as_deref() == Some("veth") && l.peer_index == Some(cont.index)))
+    }
+
     fn get_link(&mut self, op: &str, msg: LinkMessage) -> Result<Option<Link>> {
         match self.request(op, RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(msgs) => Ok(collect_links(msgs).into_iter().next()),

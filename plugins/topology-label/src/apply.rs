@@ -166,24 +166,12 @@ fn find_host_veth(
                 .collect()
         })
         .unwrap_or_default();
-    let is_peer = |l: &Link| l.kind.as_deref() == Some("veth") && l.peer_index == Some(cont.index);
-    // Prefer a prevResult host interface whose veth peer is the container's.
-    for name in &names {
-        if let Some(l) = host_nl
-            .link_by_name(name)
-            .cni(Code::Kernel, "cannot look up the host veth")?
-            && l.index == peer
-            && is_peer(&l)
-        {
-            return Ok(Some(l));
-        }
-    }
     match host_nl
-        .link_by_index(peer)
+        .veth_peer_of(cont)
         .cni(Code::Kernel, "cannot look up the host veth")?
     {
-        Some(l) if is_peer(&l) => {
-            if !names.is_empty() {
+        Some(l) => {
+            if !names.is_empty() && !names.contains(&l.name.as_str()) {
                 log_warn!(
                     "host veth {} (peer of {}) is not among prevResult's host interfaces {names:?}",
                     l.name,
@@ -192,7 +180,7 @@ fn find_host_veth(
             }
             Ok(Some(l))
         }
-        _ => Err(CniError::new(
+        None => Err(CniError::new(
             Code::InterfaceNotFound,
             "the host side of the container's veth was not found",
         )
