@@ -648,3 +648,27 @@ fn ipv6_pod() {
     s.run("DEL", &conf).ok();
     s.assert_clean();
 }
+
+/// The whole range runtimes can send, installed exactly: 1 kbit/s (burst
+/// raised to a full frame), above 34.4 Gbit/s (the u32 byte-rate field
+/// overflows: RATE64), and 1 Pbit/s.
+#[test]
+fn whole_rate_range_installs_exactly() {
+    for rate in [1_000u64, 40_000_000_000, 1_000_000_000_000_000] {
+        let s = setup();
+        let conf = s.conf("1.0.0", json!({"runtimeConfig": {"bandwidth": {
+            "IngressRate": rate, "IngressBurst": 4_294_967_295u64, "EgressRate": rate, "EgressBurst": 4_294_967_295u64}}}));
+        s.run("ADD", &conf).ok();
+        for dev in [s.pod.host_veth.clone(), s.ifb()] {
+            let tbf = s.tbf(&dev).unwrap();
+            assert_eq!(
+                u(&tbf["options"]["rate"]),
+                rate / 8,
+                "{dev} at {rate}: {tbf}"
+            );
+        }
+        s.run("CHECK", &conf).ok();
+        s.run("DEL", &conf).ok();
+        s.assert_clean();
+    }
+}
