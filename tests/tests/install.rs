@@ -1,0 +1,1100 @@
+//! The node installer (`scripts/install.sh`, `scripts/uninstall.sh`) and its
+//! DaemonSet, on copies in temp dirs: never the machine's own /etc/cni or
+//! /opt/cni. Patching aws-node's conflist and the ENABLE_BANDWIDTH_PLUGIN
+//! variant, idempotence, flags, refusals (malformed JSON, read-only dir),
+//! binaries, watch mode against a simulated aws-node restart, uninstall,
+//! the DaemonSet manifest against the Kubernetes schemas, and the patched
+//! conflist running the chain end to end.
+
+use integration_tests::*;
+use serde_json::{Value, json};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn example(name: &str) -> PathBuf {
+    repo().join("conflist-examples").join(name)
+}
+
+fn json_of(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn types(conf: &Value) -> Vec<String> {
+    conf["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A stand-in for a built plugin: answers VERSION (and STATUS) like ours,
+/// and carries `tag` so copies can be told apart. Real binaries are used
+/// where their behaviour matters (alias validation, the chain test).
+const FAKE_PLUGIN: &str = r#"#!/bin/sh
+# TAG
+cat >/dev/null
+echo '{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}'
+"#;
+
+/// A simulated node: `net.d/` holding a copy of a conflist example (mode
+/// 0644 as aws-node writes it), an empty CNI `bin/` and a `from/` dir of
+/// built plugins.
+struct Node {
+    dir: TempDir,
+    conf: PathBuf,
+    bin: PathBuf,
+    from: PathBuf,
+}
+
+impl Node {
+    fn new(example_name: &str) -> Node {
+        let dir = TempDir::new("cniinst");
+        let net = dir.path.join("net.d");
+        let bin = dir.path.join("bin");
+        let from = dir.path.join("from");
+        for d in [&net, &bin, &from] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let conf = net.join("10-aws.conflist");
+        std::fs::copy(example(example_name), &conf).unwrap();
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let node = Node {
+            dir,
+            conf,
+            bin,
+            from,
+        };
+        node.set_fake_plugins("v1");
+        node
+    }
+
+    fn set_fake_plugins(&self, tag: &str) {
+        for p in ["bandwidth", "topology-label"] {
+            let f = self.from.join(p);
+            std::fs::write(&f, FAKE_PLUGIN.replace("TAG", &format!("{p} {tag}"))).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+
+    /// Uses the real built plugins (target/debug) as the source.
+    fn use_built_plugins(&self) {
+        for p in ["bandwidth", "topology-label"] {
+            let _ = std::fs::remove_file(self.from.join(p));
+            std::os::unix::fs::symlink(plugin_bin(p), self.from.join(p)).unwrap();
+        }
+    }
+
+    fn net(&self) -> PathBuf {
+        self.conf.parent().unwrap().to_path_buf()
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--from".into(),
+            self.from.display().to_string(),
+            "--cni-bin-dir".into(),
+            self.bin.display().to_string(),
+            "--conflist".into(),
+            self.conf.display().to_string(),
+        ]
+    }
+
+    fn run(&self, script: &str, extra: &[&str]) -> Outcome {
+        let out = Command::new(repo().join("scripts").join(script))
+            .args(self.args())
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run script");
+        Outcome {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn install(&self, extra: &[&str]) -> Outcome {
+        self.run("install.sh", extra)
+    }
+
+    fn uninstall(&self) -> Outcome {
+        // uninstall.sh takes no --from.
+        let out = Command::new(repo().join("scripts/uninstall.sh"))
+            .args(&self.args()[2..])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run uninstall.sh");
+        Outcome {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn conf_json(&self) -> Value {
+        json_of(&self.conf)
+    }
+
+    /// Every name in a directory, hidden ones (temp files) included.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn backup(&self) -> PathBuf {
+        self.net().join("10-aws.conflist.bak-rs")
+    }
+
+    /// Simulates aws-node's restart: a fresh render renamed over the file.
+    fn aws_node_rewrite(&self, example_name: &str) {
+        let tmp = self.net().join(".aws-node-render.tmp");
+        std::fs::copy(example(example_name), &tmp).unwrap();
+        std::fs::rename(&tmp, &self.conf).unwrap();
+    }
+}
+
+fn ok(o: Outcome) -> Outcome {
+    assert_eq!(
+        o.status, 0,
+        "script failed: stdout={} stderr={}",
+        o.stdout, o.stderr
+    );
+    o
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn ino(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().ino()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t0.elapsed()
+}
+
+#[test]
+fn patches_the_aws_node_sample() {
+    let node = Node::new("10-aws.conflist");
+    let orig = node.conf_json();
+    let o = ok(node.install(&[]));
+    assert!(
+        o.stdout.is_empty(),
+        "stdout is for --dry-run diffs only: {}",
+        o.stdout
+    );
+
+    // Byte for byte what the committed example says.
+    let want = std::fs::read(example("10-aws-installed.conflist")).unwrap();
+    let got = std::fs::read(&node.conf).unwrap();
+    assert!(
+        got == want,
+        "install.sh output differs from conflist-examples/10-aws-installed.conflist:\n{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Everything of aws-node's is kept as it was; ours come last.
+    let new = node.conf_json();
+    let (a, b) = (orig.as_object().unwrap(), new.as_object().unwrap());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, v) in a {
+        if k != "plugins" {
+            assert_eq!(&b[k], v, "{k}");
+        }
+    }
+    let plugins = new["plugins"].as_array().unwrap();
+    assert_eq!(
+        &plugins[..3],
+        orig["plugins"].as_array().unwrap().as_slice()
+    );
+    assert_eq!(
+        types(&new),
+        [
+            "aws-cni",
+            "egress-cni",
+            "portmap",
+            "bandwidth-rs",
+            "topology-label"
+        ]
+    );
+    assert_eq!(plugins[3]["capabilities"], json!({"bandwidth": true}));
+    assert_eq!(
+        plugins[4]["capabilities"],
+        json!({"io.kubernetes.cri.pod-annotations": true})
+    );
+    assert_eq!(mode(&node.conf), 0o644);
+
+    // The backup holds the file as it was, and nothing loads it.
+    assert_eq!(
+        std::fs::read(node.backup()).unwrap(),
+        std::fs::read(example("10-aws.conflist")).unwrap()
+    );
+    assert_eq!(mode(&node.backup()), 0o644);
+    assert_eq!(
+        Node::names(&node.net()),
+        ["10-aws.conflist", "10-aws.conflist.bak-rs"],
+        "no temp files, no second *.conflist"
+    );
+
+    // Binaries under names aws-node never writes, 0755, no temp files.
+    assert_eq!(Node::names(&node.bin), ["bandwidth-rs", "topology-label"]);
+    for (installed, built) in [
+        ("bandwidth-rs", "bandwidth"),
+        ("topology-label", "topology-label"),
+    ] {
+        let p = node.bin.join(installed);
+        assert_eq!(mode(&p), 0o755, "{installed}");
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            std::fs::read(node.from.join(built)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn enable_bandwidth_plugin_variant_is_replaced() {
+    let node = Node::new("10-aws-enable-bandwidth-plugin.conflist");
+    let orig = node.conf_json();
+    ok(node.install(&[]));
+    let new = node.conf_json();
+    assert_eq!(
+        types(&new),
+        [
+            "aws-cni",
+            "egress-cni",
+            "portmap",
+            "bandwidth-rs",
+            "topology-label"
+        ]
+    );
+    let shaping: Vec<&Value> = new["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["capabilities"]["bandwidth"] == true)
+        .collect();
+    assert_eq!(shaping.len(), 1, "one shaping entry: {new}");
+    // The replaced entry is kept inside ours, for uninstall.
+    assert_eq!(new["plugins"][3]["x-cni-rs-replaced"], orig["plugins"][3]);
+    assert_eq!(
+        new["plugins"].as_array().unwrap()[..3],
+        orig["plugins"].as_array().unwrap()[..3]
+    );
+
+    // aws-node restarts and renders its reference entry again: replaced
+    // again, the same bytes as before.
+    let first = std::fs::read(&node.conf).unwrap();
+    node.aws_node_rewrite("10-aws-enable-bandwidth-plugin.conflist");
+    ok(node.install(&[]));
+    assert_eq!(std::fs::read(&node.conf).unwrap(), first);
+}
+
+#[test]
+fn second_run_and_patched_file_change_nothing() {
+    let node = Node::new("10-aws.conflist");
+    ok(node.install(&[]));
+    let bytes = std::fs::read(&node.conf).unwrap();
+    let backup = std::fs::read(node.backup()).unwrap();
+    let inodes = [
+        ino(&node.conf),
+        ino(&node.backup()),
+        ino(&node.bin.join("bandwidth-rs")),
+        ino(&node.bin.join("topology-label")),
+    ];
+    let o = ok(node.install(&[]));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{o:?}");
+    assert_eq!(std::fs::read(&node.conf).unwrap(), bytes);
+    assert_eq!(std::fs::read(node.backup()).unwrap(), backup);
+    assert_eq!(
+        [
+            ino(&node.conf),
+            ino(&node.backup()),
+            ino(&node.bin.join("bandwidth-rs")),
+            ino(&node.bin.join("topology-label")),
+        ],
+        inodes,
+        "nothing rewritten"
+    );
+    let o = ok(node.install(&["--dry-run"]));
+    assert!(o.stdout.is_empty(), "no diff: {}", o.stdout);
+
+    // The committed patched example is already what install.sh wants.
+    let node = Node::new("10-aws-installed.conflist");
+    let before = ino(&node.conf);
+    let o = ok(node.install(&["--dry-run"]));
+    assert!(o.stdout.is_empty(), "no diff: {}", o.stdout);
+    ok(node.install(&[]));
+    assert_eq!(ino(&node.conf), before);
+    assert_eq!(
+        std::fs::read(&node.conf).unwrap(),
+        std::fs::read(example("10-aws-installed.conflist")).unwrap()
+    );
+    assert!(!node.backup().exists(), "no change, no backup");
+}
+
+#[test]
+fn dry_run_prints_the_diff_and_changes_nothing() {
+    let node = Node::new("10-aws.conflist");
+    let before = std::fs::read(&node.conf).unwrap();
+    let o = ok(node.install(&["--dry-run"]));
+    assert!(o.stdout.starts_with("--- "), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("+      \"type\": \"bandwidth-rs\","),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("+      \"type\": \"topology-label\","),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stderr.contains("would install"), "{}", o.stderr);
+    assert_eq!(std::fs::read(&node.conf).unwrap(), before);
+    assert_eq!(Node::names(&node.net()), ["10-aws.conflist"]);
+    assert!(Node::names(&node.bin).is_empty());
+}
+
+#[test]
+fn flags_land_in_the_entries() {
+    let node = Node::new("10-aws.conflist");
+    ok(node.install(&[
+        "--latency-ms",
+        "50",
+        "--runtime-burst",
+        "honor",
+        "--egress-mode",
+        "pod",
+        "--labels-file",
+        "/etc/eks/labels.json",
+        "--imds",
+        "--alias",
+        "{pod} {zoneId}",
+    ]));
+    let c = node.conf_json();
+    assert_eq!(
+        c["plugins"][3],
+        json!({"type": "bandwidth-rs", "capabilities": {"bandwidth": true},
+               "runtimeBurst": "honor", "latencyMs": 50, "egressMode": "pod"})
+    );
+    assert_eq!(
+        c["plugins"][4],
+        json!({"type": "topology-label",
+               "capabilities": {"io.kubernetes.cri.pod-annotations": true},
+               "labelsFile": "/etc/eks/labels.json", "imds": {"enabled": true},
+               "alias": "{pod} {zoneId}"})
+    );
+
+    // New flags update our entries in place; unset flags go back to defaults.
+    ok(node.install(&["--egress-mode", "ifb"]));
+    let c = node.conf_json();
+    assert_eq!(types(&c).len(), 5);
+    assert_eq!(c["plugins"][3]["egressMode"], "ifb");
+    assert_eq!(c["plugins"][3]["latencyMs"], 25);
+    assert_eq!(c["plugins"][3]["runtimeBurst"], "cap");
+    assert_eq!(
+        c["plugins"][4],
+        json!({"type": "topology-label",
+               "capabilities": {"io.kubernetes.cri.pod-annotations": true},
+               "labelsFile": "/etc/cni/topology-labels.json"})
+    );
+    // Ours keep their places if something was appended after them.
+    let mut moved = c.clone();
+    moved["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "tuning", "sysctl": {}}));
+    std::fs::write(&node.conf, serde_json::to_string_pretty(&moved).unwrap()).unwrap();
+    ok(node.install(&["--labels-file", ""]));
+    let c = node.conf_json();
+    assert_eq!(
+        types(&c),
+        [
+            "aws-cni",
+            "egress-cni",
+            "portmap",
+            "bandwidth-rs",
+            "topology-label",
+            "tuning"
+        ]
+    );
+    assert!(c["plugins"][4].get("labelsFile").is_none(), "{c}");
+
+    // --no-topology-label: only bandwidth-rs.
+    ok(node.install(&["--no-topology-label"]));
+    assert_eq!(
+        types(&node.conf_json()),
+        ["aws-cni", "egress-cni", "portmap", "bandwidth-rs", "tuning"]
+    );
+
+    // Bad values are refused before anything is read or written.
+    let before = std::fs::read(&node.conf).unwrap();
+    for bad in [
+        &["--latency-ms", "0"][..],
+        &["--latency-ms", "60001"],
+        &["--latency-ms", "x"],
+        &["--runtime-burst", "sometimes"],
+        &["--egress-mode", "host"],
+        &["--interval", "0"],
+        &["--bogus"],
+    ] {
+        let o = node.install(bad);
+        assert_eq!(o.status, 2, "{bad:?}: {o:?}");
+        assert!(!o.stderr.is_empty(), "{bad:?}");
+    }
+    assert_eq!(std::fs::read(&node.conf).unwrap(), before);
+}
+
+#[test]
+fn settings_the_plugin_rejects_are_refused() {
+    let node = Node::new("10-aws.conflist");
+    node.use_built_plugins();
+    let before = std::fs::read(&node.conf).unwrap();
+    let o = node.install(&["--alias", "{nope}"]);
+    assert_eq!(o.status, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("topology-label rejects") && o.stderr.contains("{nope}"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(std::fs::read(&node.conf).unwrap(), before);
+    assert!(Node::names(&node.bin).is_empty());
+    assert_eq!(Node::names(&node.net()), ["10-aws.conflist"]);
+
+    // A list version our plugins do not speak would fail every pod.
+    let mut c = node.conf_json();
+    c["cniVersion"] = "0.2.0".into();
+    std::fs::write(&node.conf, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+    let o = node.install(&[]);
+    assert_eq!(o.status, 1, "{o:?}");
+    assert!(o.stderr.contains("cniVersion '0.2.0'"), "{}", o.stderr);
+}
+
+#[test]
+fn malformed_conflists_are_refused_untouched() {
+    for (content, says) in [
+        (
+            "{\"cniVersion\": \"0.4.0\", \"plugins\": [",
+            "not valid JSON",
+        ),
+        ("", "not valid JSON"),
+        ("{} {}", "not valid JSON"),
+        ("[]", "not a JSON object"),
+        (
+            "{\"cniVersion\": \"0.4.0\", \"plugins\": {}}",
+            "no \"plugins\" array",
+        ),
+        ("{\"plugins\": [\"portmap\"]}", "not a JSON object"),
+    ] {
+        let node = Node::new("10-aws.conflist");
+        std::fs::write(&node.conf, content).unwrap();
+        let o = node.install(&[]);
+        assert_eq!(o.status, 1, "{content:?}: {o:?}");
+        assert!(
+            o.stderr.contains(says) && o.stderr.contains("refusing"),
+            "{content:?}: {}",
+            o.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&node.conf).unwrap(), content);
+        assert_eq!(Node::names(&node.net()), ["10-aws.conflist"], "{content:?}");
+        assert!(Node::names(&node.bin).is_empty(), "{content:?}");
+        let o = node.uninstall();
+        assert_eq!(o.status, 1, "uninstall {content:?}: {o:?}");
+        assert_eq!(std::fs::read_to_string(&node.conf).unwrap(), content);
+    }
+    let node = Node::new("10-aws.conflist");
+    std::fs::remove_file(&node.conf).unwrap();
+    let o = node.install(&[]);
+    assert_eq!(o.status, 1);
+    assert!(o.stderr.contains("does not exist"), "{}", o.stderr);
+    assert!(Node::names(&node.bin).is_empty());
+}
+
+/// As root, mode bits do not stop writes: the directory is made read-only
+/// with a read-only bind mount in a private mount namespace.
+#[test]
+fn read_only_directory_is_refused_untouched() {
+    let node = Node::new("10-aws.conflist");
+    let before = std::fs::read(&node.conf).unwrap();
+    let net = node.net().display().to_string();
+    let script = repo().join("scripts/install.sh").display().to_string();
+    let mut cmd = vec![
+        format!("mount --bind {net} {net} && mount -o remount,bind,ro {net} && exec \"$@\""),
+        "sh".to_string(),
+        script,
+    ];
+    cmd.extend(node.args());
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .args(&cmd)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing") && stderr.contains("Read-only file system"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&net), "{stderr}");
+    assert_eq!(std::fs::read(&node.conf).unwrap(), before);
+    assert_eq!(Node::names(&node.net()), ["10-aws.conflist"]);
+    assert!(
+        Node::names(&node.bin).is_empty(),
+        "refused before copying anything"
+    );
+}
+
+#[test]
+fn binaries_are_replaced_only_when_they_differ() {
+    let node = Node::new("10-aws.conflist");
+    ok(node.install(&[]));
+    let bw = node.bin.join("bandwidth-rs");
+    let tl = node.bin.join("topology-label");
+    let (i_bw, i_tl) = (ino(&bw), ino(&tl));
+    ok(node.install(&[]));
+    assert_eq!((ino(&bw), ino(&tl)), (i_bw, i_tl), "identical: not copied");
+
+    // A new build is renamed in (a new inode; running plugins keep theirs).
+    node.set_fake_plugins("v2");
+    let o = ok(node.install(&[]));
+    assert!(o.stderr.contains("installed"), "{}", o.stderr);
+    assert_ne!(ino(&bw), i_bw);
+    assert!(
+        std::fs::read_to_string(&bw)
+            .unwrap()
+            .contains("bandwidth v2")
+    );
+    assert!(
+        std::fs::read_to_string(&tl)
+            .unwrap()
+            .contains("topology-label v2")
+    );
+
+    // A wrong mode is repaired.
+    std::fs::set_permissions(&bw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ok(node.install(&[]));
+    assert_eq!(mode(&bw), 0o755);
+    assert_eq!(Node::names(&node.bin), ["bandwidth-rs", "topology-label"]);
+
+    // A source that does not run here (wrong architecture) is refused.
+    std::fs::write(node.from.join("bandwidth"), b"\x7fELF garbage").unwrap();
+    let o = node.install(&[]);
+    assert_eq!(o.status, 1, "{o:?}");
+    assert!(o.stderr.contains("does not run"), "{}", o.stderr);
+    assert!(
+        std::fs::read_to_string(&bw)
+            .unwrap()
+            .contains("bandwidth v2")
+    );
+}
+
+#[test]
+fn uninstall_restores_the_original_chain() {
+    for name in ["10-aws.conflist", "10-aws-enable-bandwidth-plugin.conflist"] {
+        let node = Node::new(name);
+        let orig = node.conf_json();
+        ok(node.install(&[]));
+        ok(node.uninstall());
+        assert_eq!(node.conf_json(), orig, "{name}");
+        assert!(
+            Node::names(&node.bin).is_empty(),
+            "{name}: binaries removed"
+        );
+        assert_eq!(
+            Node::names(&node.net()),
+            ["10-aws.conflist"],
+            "{name}: backup removed, no temp files"
+        );
+        assert_eq!(mode(&node.conf), 0o644);
+        let o = ok(node.uninstall());
+        assert!(o.stderr.contains("nothing to do"), "{}", o.stderr);
+    }
+
+    // After an aws-node rewrite (new MTU), uninstall keeps the new render,
+    // not the stale backup.
+    let node = Node::new("10-aws.conflist");
+    ok(node.install(&[]));
+    let mut c = node.conf_json();
+    c["plugins"][0]["mtu"] = "1500".into();
+    std::fs::write(&node.conf, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+    ok(node.uninstall());
+    let after = node.conf_json();
+    assert_eq!(after["plugins"][0]["mtu"], "1500");
+    assert_eq!(types(&after), ["aws-cni", "egress-cni", "portmap"]);
+}
+
+/// `install.sh --watch` as the DaemonSet runs it, killed on drop.
+struct Watcher {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Watcher {
+    fn start(node: &Node, interval: &str, extra: &[&str]) -> Watcher {
+        let log = node.dir.path.join("watch.log");
+        let child = Command::new(repo().join("scripts/install.sh"))
+            .args(node.args())
+            .args(["--watch", "--interval", interval])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Watcher { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, as the kubelet stops a pod: exits 0, promptly.
+    fn terminate(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(st.success(), "exit on SIGTERM: {st:?}\n{}", self.log());
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "still running 5 s after SIGTERM\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(self.log().contains("stopped"), "{}", self.log());
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// inotifywait processes watching `dir` (none may outlive the watcher).
+fn inotify_watchers(dir: &Path) -> usize {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| {
+            let c = String::from_utf8_lossy(c);
+            c.starts_with("inotifywait") && c.contains(&needle)
+        })
+        .count()
+}
+
+fn is_installed(node: &Node) -> bool {
+    std::fs::read_to_string(&node.conf)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|c| {
+            let t = types(&c);
+            t.iter().filter(|t| *t == "bandwidth-rs").count() == 1
+                && t.iter().filter(|t| *t == "topology-label").count() == 1
+                && !t.iter().any(|t| t == "bandwidth")
+        })
+}
+
+fn binary_intact(node: &Node) -> bool {
+    std::fs::read(node.bin.join("bandwidth-rs")).ok()
+        == std::fs::read(node.from.join("bandwidth")).ok()
+        && mode(&node.bin.join("bandwidth-rs")) == 0o755
+}
+
+/// With `interval` longer than the test's 5 s deadlines, only inotify
+/// events can make the deadlines.
+fn watch_scenario(interval: &str, extra: &[&str]) {
+    let node = Node::new("10-aws.conflist");
+    let w = Watcher::start(&node, interval, extra);
+    wait_until("first apply", Duration::from_secs(10), || {
+        is_installed(&node) && binary_intact(&node)
+    });
+
+    // aws-node restarts: renders its file again (atomic rename), with the
+    // reference bandwidth entry this time.
+    node.aws_node_rewrite("10-aws-enable-bandwidth-plugin.conflist");
+    let took = wait_until(
+        "re-applied after aws-node's rewrite",
+        Duration::from_secs(5),
+        || is_installed(&node),
+    );
+    eprintln!("{extra:?}: conflist re-applied after {took:?}");
+
+    // Something overwrites our binary in place.
+    std::fs::write(node.bin.join("bandwidth-rs"), b"garbage").unwrap();
+    let took = wait_until("binary restored", Duration::from_secs(5), || {
+        binary_intact(&node)
+    });
+    eprintln!("{extra:?}: binary restored after {took:?}");
+
+    // Our own writes do not make it loop: the file stays put.
+    let settled = ino(&node.conf);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        ino(&node.conf),
+        settled,
+        "rewrote a settled file\n{}",
+        w.log()
+    );
+    assert_eq!(
+        std::fs::read(&node.conf).unwrap(),
+        {
+            // The same as a one-shot install of that render.
+            let other = Node::new("10-aws-enable-bandwidth-plugin.conflist");
+            ok(other.install(&[]));
+            std::fs::read(&other.conf).unwrap()
+        },
+        "{}",
+        w.log()
+    );
+
+    // A malformed file (a human mid-edit) is reported once, then fixed by
+    // the next good render.
+    let tmp = node.net().join(".editor.tmp");
+    std::fs::write(&tmp, "{\"plugins\": [").unwrap();
+    std::fs::rename(&tmp, &node.conf).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        std::fs::read_to_string(&node.conf).unwrap(),
+        "{\"plugins\": ["
+    );
+    node.aws_node_rewrite("10-aws.conflist");
+    wait_until("re-applied after the fix", Duration::from_secs(5), || {
+        is_installed(&node)
+    });
+    let log = w.log();
+    assert_eq!(log.matches("not valid JSON").count(), 1, "{log}");
+    w.terminate();
+    assert_eq!(inotify_watchers(&node.net()), 0, "inotifywait left running");
+}
+
+#[test]
+fn watch_reapplies_with_inotify() {
+    assert!(
+        Command::new("inotifywait").arg("--help").output().is_ok(),
+        "inotifywait missing: apt-get install inotify-tools (scripts/test.sh installs it)"
+    );
+    watch_scenario("30", &[]);
+}
+
+#[test]
+fn watch_reapplies_by_polling() {
+    watch_scenario("1", &["--poll"]);
+}
+
+/// The DaemonSet starts before aws-node on a new node: it waits for the
+/// conflist, then installs.
+#[test]
+fn watch_waits_for_aws_node() {
+    let node = Node::new("10-aws.conflist");
+    std::fs::remove_file(&node.conf).unwrap();
+    let w = Watcher::start(&node, "30", &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!node.conf.exists());
+    node.aws_node_rewrite("10-aws.conflist");
+    wait_until(
+        "installed once aws-node wrote",
+        Duration::from_secs(5),
+        || is_installed(&node),
+    );
+    w.terminate();
+}
+
+fn yaml_to_json(path: &Path) -> Value {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn kubernetes_validate(version: &str, manifest: &Path) -> std::process::Output {
+    let out = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "-k", version])
+        .arg(manifest)
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named"),
+        "kubernetes-validate missing: pip install kubernetes-validate (scripts/test.sh does)"
+    );
+    out
+}
+
+/// The manifest against the Kubernetes OpenAPI schemas bundled in the
+/// `kubernetes-validate` package (offline, strict: unknown fields fail),
+/// then the properties a node installer needs.
+#[test]
+fn daemonset_manifest_is_valid() {
+    let manifest = repo().join("deploy/daemonset.yaml");
+    for version in ["1.29", "1.31", "1.33"] {
+        let out = kubernetes_validate(version, &manifest);
+        assert!(
+            out.status.success(),
+            "{version}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The validator does catch mistakes.
+    let bad = TempDir::new("cnids");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let broken = bad.path.join("bad.yaml");
+    std::fs::write(&broken, text.replace("tolerations:", "toleration:")).unwrap();
+    let out = kubernetes_validate("1.31", &broken);
+    assert!(!out.status.success(), "a typo must fail validation");
+
+    let docs = yaml_to_json(&manifest);
+    assert_eq!(docs.as_array().unwrap().len(), 1);
+    let ds = &docs[0];
+    assert_eq!(ds["kind"], "DaemonSet");
+    assert_eq!(ds["metadata"]["namespace"], "kube-system");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
+    assert!(pod.get("nodeSelector").is_none());
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    let terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"];
+    let arch = terms[0]["matchExpressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == "kubernetes.io/arch")
+        .expect("arch affinity");
+    assert_eq!(arch["operator"], "In");
+    assert_eq!(arch["values"], json!(["amd64", "arm64"]));
+
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["command"],
+        json!([
+            "/opt/cni-rs/install.sh",
+            "--watch",
+            "--from",
+            "/opt/cni-rs/bin",
+            "--cni-bin-dir",
+            "/host/opt/cni/bin",
+            "--conflist",
+            "/host/etc/cni/net.d/10-aws.conflist"
+        ])
+    );
+    for k in ["requests", "limits"] {
+        for r in ["cpu", "memory"] {
+            assert!(c["resources"][k][r].is_string(), "resources.{k}.{r}");
+        }
+    }
+    assert_eq!(c["securityContext"]["runAsUser"], 0);
+    assert_ne!(c["securityContext"]["privileged"], true);
+    let mounts: Vec<(String, String)> = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["mountPath"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let host_path = |name: &str| -> String {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .and_then(|v| v["hostPath"]["path"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (host, inside) in [
+        ("/etc/cni/net.d", "/host/etc/cni/net.d"),
+        ("/opt/cni/bin", "/host/opt/cni/bin"),
+    ] {
+        assert!(
+            mounts
+                .iter()
+                .any(|(n, p)| p == inside && host_path(n) == host),
+            "{host} mounted at {inside}: {mounts:?}"
+        );
+    }
+    // The image layout the manifest relies on is the Dockerfile's.
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    for want in [
+        "/opt/cni-rs/bin/",
+        "scripts/install.sh",
+        "scripts/lib/cni-rs-node.sh /opt/cni-rs/lib/",
+        "jq inotify-tools",
+    ] {
+        assert!(dockerfile.contains(want), "Dockerfile: {want}");
+    }
+}
+
+/// install.sh's entries run the chain: vpc-cni-sim (aws-cni's look-alike,
+/// from single-node-sim.conflist) followed by what install.sh appended,
+/// with the built plugins installed by install.sh as bandwidth-rs and
+/// topology-label, driven by cni-run like a runtime (ADD, DEL, DEL).
+#[test]
+fn patched_conflist_runs_the_chain() {
+    let node = Node::new("single-node-sim.conflist");
+    node.use_built_plugins();
+    let state = TempDir::new("cnist");
+    let cache = TempDir::new("cnica");
+    // The node's base as aws-node renders it with ENABLE_BANDWIDTH_PLUGIN:
+    // the main plugin, then the reference bandwidth entry, which install.sh
+    // replaces (and keeps inside ours: the plugin must ignore that key).
+    let mut base = node.conf_json();
+    let main = base["plugins"][0].clone();
+    base["plugins"] = json!([main, {"type": "bandwidth", "capabilities": {"bandwidth": true}}]);
+    base["plugins"][0]["stateDir"] = state.path.join("vpc-cni-sim").display().to_string().into();
+    std::fs::write(&node.conf, serde_json::to_string_pretty(&base).unwrap()).unwrap();
+    let labels = node.dir.path.join("topology-labels.json");
+    std::fs::write(
+        &labels,
+        json!({"topology.kubernetes.io/zone": "us-west-2a", "topology.kubernetes.io/region": "us-west-2"})
+            .to_string(),
+    )
+    .unwrap();
+    ok(node.install(&["--labels-file", &labels.display().to_string()]));
+    let mut conf = node.conf_json();
+    assert_eq!(
+        types(&conf),
+        ["vpc-cni-sim", "bandwidth-rs", "topology-label"]
+    );
+    // Plugin state goes to temp dirs, never this machine's /var/lib/cni.
+    for p in conf["plugins"].as_array_mut().unwrap()[1..].iter_mut() {
+        let t = p["type"].as_str().unwrap().to_string();
+        p["stateDir"] = state.path.join(t).display().to_string().into();
+    }
+    let run_conf = node.dir.path.join("run.conflist");
+    std::fs::write(&run_conf, serde_json::to_string_pretty(&conf).unwrap()).unwrap();
+
+    let ns = Netns::new("cnin").unwrap();
+    ns.ip(&["addr", "add", "10.99.255.254/32", "dev", "lo"])
+        .unwrap();
+    ns.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
+        .unwrap();
+    let pod = Netns::new("cnip").unwrap();
+    let id = format!("inst{}", unique(""));
+    let rate: u64 = 10_000_000;
+    let caps = json!({
+        "bandwidth": {"IngressRate": rate, "IngressBurst": 4294967295u64, "EgressRate": rate, "EgressBurst": 4294967295u64},
+        "io.kubernetes.cri.pod-annotations": {"kubernetes.io/ingress-bandwidth": "10M", "kubernetes.io/egress-bandwidth": "10M"}
+    });
+    // bandwidth-rs/topology-label come only from the installed bin dir;
+    // vpc-cni-sim from the build.
+    let cni_path = format!(
+        "{}:{}",
+        node.bin.display(),
+        plugin_bin("vpc-cni-sim").parent().unwrap().display()
+    );
+    let cni = |verb: &str, netns: &str| -> Outcome {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(plugin_bin("cni-run"))
+            .arg(verb)
+            .arg("--conflist")
+            .arg(&run_conf)
+            .args(["--container-id", &id])
+            .args(["--netns", netns])
+            .args(["--ifname", "eth0"])
+            .args([
+                "--args",
+                &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID={id};K8S_POD_UID=uid-{id}"),
+            ])
+            .args(["--cap-args", &caps.to_string()])
+            .args(["--cni-path", &cni_path])
+            .args(["--cache-dir", &cache.str()])
+            .output()
+            .unwrap();
+        Outcome {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let res = cni("add", &pod.path_str()).ok().json();
+    let eni = res["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .find(|n| n.starts_with("eni"))
+        .unwrap_or_else(|| panic!("no eni in {res}"))
+        .to_string();
+    let tbf = ns
+        .qdisc(&eni, "tbf")
+        .unwrap_or_else(|| panic!("no tbf on {eni}"));
+    assert_eq!(tbf["options"]["rate"].as_u64(), Some(rate / 8), "{tbf}");
+    let ifb = res["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .find(|n| n.starts_with("bwp"))
+        .expect("egress shaped through an ifb")
+        .to_string();
+    assert!(ns.qdisc(&ifb, "tbf").is_some(), "no tbf on {ifb}");
+    let alias = ns.link(&eni).unwrap()["ifalias"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(alias, "demo/web us-west-2a", "labels from --labels-file");
+
+    cni("del", &pod.path_str()).ok();
+    cni("del", "").ok();
+    let left: Vec<String> = ns.link_names().into_iter().filter(|l| l != "lo").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The scripts stay shellcheck-clean (scripts/test.sh installs shellcheck).
+#[test]
+fn scripts_are_shellcheck_clean() {
+    let out = Command::new("shellcheck")
+        .args(["-x", "-P", "SCRIPTDIR"])
+        .args(["install.sh", "uninstall.sh", "lib/cni-rs-node.sh"])
+        .current_dir(repo().join("scripts"))
+        .output()
+        .expect("shellcheck (apt-get install shellcheck; scripts/test.sh does)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
