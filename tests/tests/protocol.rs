@@ -173,7 +173,8 @@ fn version_gates_for_check_status_gc() {
         assert_eq!(status.stdout.trim(), "");
         let mut gc = conf("1.1.0", plugin);
         gc["cni.dev/valid-attachments"] = json!([{"containerID":"c0ffee01","ifname":"eth0"}]);
-        gc["stateDir"] = json!(format!("/tmp/{}", unique("cnigc")));
+        let state = TempDir::new("cnigc");
+        gc["stateDir"] = json!(state.str());
         let out = run(
             plugin,
             &env_of(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]),
@@ -216,7 +217,8 @@ fn del_without_netns_and_prev_result_succeeds() {
     for plugin in PLUGINS {
         for v in VERSIONS {
             let mut c = conf(v, plugin);
-            c["stateDir"] = json!(format!("/tmp/{}", unique("cnidel")));
+            let state = TempDir::new("cnidel");
+            c["stateDir"] = json!(state.str());
             let env = env_of(&[
                 ("CNI_COMMAND", "DEL"),
                 ("CNI_CONTAINERID", "c0ffee01"),
