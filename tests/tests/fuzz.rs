@@ -232,7 +232,10 @@ fn fuzz_bandwidth_config_and_tbf_math() {
                 let s = shape(&limit, mtu, bw.latency_ms);
                 assert!(s.rate_bytes_per_sec >= 1);
                 assert!(u64::from(s.burst_bytes) >= u64::from(mtu) + 14);
-                assert!(s.limit_bytes >= s.burst_bytes, "limit below burst: {s:?}");
+                assert!(
+                    u64::from(s.limit_bytes) >= u64::from(mtu) + 14,
+                    "limit below a frame: {s:?}"
+                );
             }
         }
     });

@@ -84,7 +84,7 @@ pub struct BandwidthConf {
     pub egress_mode: EgressMode,
 }
 
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/bandwidth";
+pub const DEFAULT_STATE_DIR: &str = "/run/cni/bandwidth";
 pub const DEFAULT_LATENCY_MS: u32 = 25;
 
 fn invalid(msg: impl Into<String>, details: impl Into<String>) -> CniError {

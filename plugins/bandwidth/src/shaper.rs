@@ -152,11 +152,33 @@ pub fn install(
         pod_tbf: prev.is_some_and(|p| p.pod_tbf),
         egress_mode: prev.and_then(|p| p.egress_mode.clone()),
     };
-    // Record intent before touching the kernel: a crash from here on
-    // leaves a state file that lets DEL find everything.
+    let qdiscs = kernel(nl.qdiscs(host.index), || {
+        format!("listing qdiscs of {}", host.name)
+    })?;
+    // What was ours before this ADD decides ownership; the claims below only
+    // make sure a crash leaves a record of everything we may create.
+    let owned = inst.clone();
+    // Decided before anything changes, so a refusal leaves the host as it was.
+    let mode = resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?;
+    match (&req.egress, mode) {
+        (Some(_), EgressMode::Pod) => inst.pod_tbf = true,
+        (Some(_), _) => {
+            inst.ingress_qdisc = true;
+            inst.filter_prio = Some(FILTER_PRIO);
+        }
+        (None, _) => {}
+    }
+    // One write records intent before the kernel is touched: a crash from
+    // here on leaves a state file (a superset of what exists) that lets DEL
+    // find everything.
     save(&inst)?;
     let mut undo = Vec::new();
-    match install_steps(nl, host, req, &mut inst, &mut undo, save) {
+    let plan = Plan {
+        qdiscs: &qdiscs,
+        mode,
+        owned: &owned,
+    };
+    match install_steps(nl, host, req, &plan, &mut inst, &mut undo) {
         Ok(ifb) => {
             save(&inst)?;
             Ok((inst, ifb))
@@ -168,20 +190,24 @@ pub fn install(
     }
 }
 
+/// What `install` found and decided before the first change.
+struct Plan<'a> {
+    qdiscs: &'a [cni_netlink::tc::Qdisc],
+    mode: EgressMode,
+    /// What the attachment owned before this ADD.
+    owned: &'a Installed,
+}
+
 fn install_steps(
     nl: &mut Netlink,
     host: &Link,
     req: &AddRequest<'_>,
+    plan: &Plan<'_>,
     inst: &mut Installed,
     undo: &mut Vec<Undo>,
-    save: &mut dyn FnMut(&Installed) -> anyhow::Result<()>,
 ) -> anyhow::Result<Option<Link>> {
-    let qdiscs = kernel(nl.qdiscs(host.index), || {
-        format!("listing qdiscs of {}", host.name)
-    })?;
+    let (qdiscs, mode, owned) = (plan.qdiscs, plan.mode, plan.owned);
     let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
-    // Decided before anything changes, so a refusal leaves the host as it was.
-    let mode = resolve_egress_mode(req, host, &qdiscs, inst)?;
 
     // Into the pod: root tbf on the host veth (coexists with a clsact).
     match &req.ingress {
@@ -215,7 +241,8 @@ fn install_steps(
             );
         }
         None => {
-            if inst.ingress_tbf && root.is_some_and(|r| r.kind == "tbf" && r.handle == TBF_HANDLE) {
+            if owned.ingress_tbf && root.is_some_and(|r| r.kind == "tbf" && r.handle == TBF_HANDLE)
+            {
                 kernel(nl.delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE), || {
                     format!("removing tbf from {}", host.name)
                 })?;
@@ -232,13 +259,11 @@ fn install_steps(
         return Ok(None);
     };
     if mode == EgressMode::Pod {
+        // Only what was ours before: the claims for ifb mode were not made.
+        inst.ingress_qdisc = owned.ingress_qdisc;
+        inst.filter_prio = owned.filter_prio;
         remove_egress(nl, host, inst)?;
         let existed = pod_tbf_present(req.netns, req.ifname)?;
-        // Claimed before it exists, so a crash right after creating it
-        // still leaves a record that lets DEL remove it.
-        inst.pod_tbf = true;
-        inst.egress_mode = Some("pod".into());
-        save(inst)?;
         netns::run_in(req.netns, || {
             let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
             let link = kernel(pn.link_by_name(req.ifname), || {
@@ -272,6 +297,7 @@ fn install_steps(
         return Ok(None);
     }
     // Mode ifb: ingress qdisc + redirect + tbf on the ifb.
+    inst.pod_tbf = owned.pod_tbf;
     remove_pod_side(req.netns, req.ifname, inst)?;
     inst.egress_mode = Some("ifb".into());
     let name = ifb_name(req.network, req.container_id);
@@ -315,15 +341,13 @@ fn install_steps(
 
     match qdiscs.iter().find(|q| q.parent == TC_H_INGRESS) {
         None => {
-            inst.ingress_qdisc = true;
-            save(inst)?;
             kernel(nl.add_ingress_qdisc(host.index), || {
                 format!("adding ingress qdisc to {}", host.name)
             })?;
             undo.push(Undo::IngressQdisc(host.index));
             inst.ingress_qdisc = true;
         }
-        Some(q) if q.kind == "ingress" && inst.ingress_qdisc => {}
+        Some(q) if q.kind == "ingress" && owned.ingress_qdisc => {}
         Some(q) => {
             return Err(CniError::new(
                 Code::Kernel,
@@ -346,7 +370,7 @@ fn install_steps(
     });
     if !ours_ok {
         if !at_prio.is_empty() {
-            if inst.filter_prio != Some(FILTER_PRIO) {
+            if owned.filter_prio != Some(FILTER_PRIO) {
                 return Err(CniError::new(
                     Code::Kernel,
                     format!("{} has a foreign filter at prio {FILTER_PRIO}", host.name),
@@ -359,14 +383,11 @@ fn install_steps(
                 || "removing stale filter".into(),
             )?;
         }
-        let had_filter = inst.filter_prio.is_some();
-        inst.filter_prio = Some(FILTER_PRIO);
-        save(inst)?;
         kernel(
             nl.add_u32_redirect_all(host.index, INGRESS_HANDLE, FILTER_PRIO, ifb.index),
             || format!("redirecting {} to {name}", host.name),
         )?;
-        if !had_filter {
+        if owned.filter_prio.is_none() {
             undo.push(Undo::Filter(host.index));
         }
     }
@@ -391,11 +412,11 @@ fn resolve_egress_mode(
     req: &AddRequest<'_>,
     host: &Link,
     qdiscs: &[cni_netlink::tc::Qdisc],
-    inst: &Installed,
+    ingress_qdisc_is_ours: bool,
 ) -> anyhow::Result<EgressMode> {
     let foreign = qdiscs
         .iter()
-        .find(|q| q.parent == TC_H_INGRESS && !(q.kind == "ingress" && inst.ingress_qdisc));
+        .find(|q| q.parent == TC_H_INGRESS && !(q.kind == "ingress" && ingress_qdisc_is_ours));
     let mode = match (req.egress_mode, foreign) {
         (EgressMode::Ifb, Some(q)) if req.egress.is_some() => {
             return Err(CniError::new(

@@ -15,6 +15,8 @@ pub const DEFAULT_BUCKET_MS: u64 = 25;
 /// tbf counts the Ethernet header of every packet (qdisc_pkt_len), so a
 /// full-size packet is MTU + 14 bytes; a smaller bucket drops it.
 pub const L2_HEADER_BYTES: u64 = 14;
+/// The largest GSO/GRO packet the stack hands a qdisc by default.
+pub const GSO_MAX_BYTES: u64 = 65_536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
@@ -33,8 +35,17 @@ pub fn shape(limit: &Limit, mtu: u32, latency_ms: u32) -> Shape {
         None => rate_bytes.saturating_mul(DEFAULT_BUCKET_MS) / 1000,
     };
     let burst = wanted.max(min_burst).min(u64::from(u32::MAX));
+    // The queue holds `latency_ms` at the rate, so that is the most a packet
+    // waits. The reference adds the burst on top (tc's `latency` formula),
+    // which doubles the wait at the default bucket and, with a runtime's
+    // 512 MiB burst, queues for minutes. The floor is one GSO super-packet
+    // plus a frame: tbf splits a 64 KiB GSO packet into frames that must all
+    // fit, or TCP loses a quarter of its rate at 10 Mbit/s (measured). Below
+    // ~26 Mbit/s at 25 ms that floor, not `latency_ms`, bounds the wait.
     let queue = rate_bytes.saturating_mul(u64::from(latency_ms)) / 1000;
-    let limit_bytes = queue.saturating_add(burst).min(u64::from(u32::MAX));
+    let limit_bytes = queue
+        .max(GSO_MAX_BYTES + min_burst)
+        .min(u64::from(u32::MAX));
     Shape {
         rate_bytes_per_sec: rate_bytes,
         burst_bytes: burst as u32,
@@ -59,17 +70,22 @@ mod tests {
         let s = shape(&lim(10_000_000, None), 1500, 25);
         assert_eq!(s.rate_bytes_per_sec, 1_250_000);
         assert_eq!(s.burst_bytes, 31_250);
-        assert_eq!(s.limit_bytes, 31_250 + 31_250);
+        assert_eq!(s.limit_bytes, 65_536 + 1514, "the GSO floor at 10M");
+        let g = shape(&lim(1_000_000_000, None), 9001, 25);
+        assert_eq!(g.limit_bytes, 3_125_000, "25 ms of queue at 1G");
     }
 
     #[test]
     fn honored_sentinel_does_not_wrap() {
         let s = shape(&lim(10_000_000, Some(4_294_967_295)), 1500, 25);
         assert_eq!(s.burst_bytes, 536_870_912);
-        assert_eq!(s.limit_bytes, 536_870_912 + 31_250);
+        assert_eq!(
+            s.limit_bytes,
+            65_536 + 1514,
+            "the queue does not grow with the burst"
+        );
         let crio = shape(&lim(10_000_000, Some(u32::MAX as u64 * 8 - 1)), 1500, 25);
-        assert_eq!(crio.burst_bytes, u32::MAX);
-        assert_eq!(crio.limit_bytes, u32::MAX, "saturates instead of wrapping");
+        assert_eq!(crio.burst_bytes, u32::MAX, "saturates instead of wrapping");
     }
 
     #[test]
@@ -96,6 +112,12 @@ mod tests {
     #[test]
     fn latency_sets_queue() {
         let s = shape(&lim(8_000_000, Some(80_000)), 1500, 100);
-        assert_eq!(s.limit_bytes, 100_000 + 10_000);
+        assert_eq!(s.limit_bytes, 100_000);
+        let tiny = shape(&lim(1_000_000, Some(80_000)), 9001, 1);
+        assert_eq!(
+            tiny.limit_bytes,
+            65_536 + 9015,
+            "at least one GSO packet and a frame"
+        );
     }
 }

@@ -18,7 +18,7 @@ pub const ZONE_ID: &str = "topology.k8s.aws/zone-id";
 pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
 pub const ARCH: &str = "kubernetes.io/arch";
 
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/topology-label";
+pub const DEFAULT_STATE_DIR: &str = "/run/cni/topology-label";
 pub const DEFAULT_ALIAS: &str = "{namespace}/{pod} {zone}";
 pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
 const DEFAULT_IMDS_TIMEOUT_MS: u64 = 500;
