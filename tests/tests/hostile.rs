@@ -350,3 +350,33 @@ fn soak_fifty_pods_with_gc() {
     }
     assert!(leaks.is_empty(), "leaks: {leaks:?}");
 }
+
+/// The narrowest crash window, made deterministic: ADD killed after creating
+/// its first state temp file and before renaming it. DEL finds no state,
+/// and must still sweep the temp file away.
+#[test]
+fn del_sweeps_the_temp_file_of_a_killed_first_write() {
+    let node = Netns::new("cnin").unwrap();
+    let pod = Pod::new(&node).unwrap();
+    for (plugin, conf_of) in [
+        ("bandwidth", bw_conf as fn(&Pod, &TempDir) -> Value),
+        ("topology-label", tl_conf),
+    ] {
+        let state = TempDir::new("crtmp");
+        let conf = conf_of(&pod, &state);
+        let tmp = state.path.join(format!(
+            "hostile-net+{}+eth0.tmp.999999999",
+            pod.container_id
+        ));
+        std::fs::write(&tmp, b"{\"half\":").unwrap();
+        run_plugin(
+            &plugin_bin(plugin),
+            Some(&node),
+            &pod.env("DEL"),
+            conf.to_string().as_bytes(),
+        )
+        .ok();
+        assert!(!tmp.exists(), "{plugin}: temp state file left after DEL");
+        assert!(state.files().is_empty(), "{plugin}: {:?}", state.files());
+    }
+}

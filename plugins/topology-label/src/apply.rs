@@ -535,7 +535,9 @@ fn del_attachment(raw: &serde_json::Value, network: &str, env: &Env) -> anyhow::
     let _lock = lock(&store)?;
     match load_state(&store, env) {
         Ok(Some(st)) => restore(&st, &env.ifname, env.netns.as_deref()),
-        Ok(None) => return Ok(()),
+        // Nothing to restore, but an ADD killed before its first rename may
+        // have left a temp file that removing the state sweeps away.
+        Ok(None) => {}
         Err(e) => log_warn!("dropping unreadable state: {e:#}"),
     }
     remove_state(&store, env)
