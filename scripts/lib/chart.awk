@@ -1,5 +1,7 @@
 # Renders a throughput-over-time SVG from a TSV: header "second<TAB>name1<TAB>name2...",
 # then one row per second with Mbit/s ("-" for no value). -v rate=<Mbit/s> draws the limit.
+# -v ymax=<Mbit/s> caps the axis: a series above it is drawn along the top and
+# its legend says "off scale" with its mean.
 BEGIN { FS = "\t"; W = 760; H = 380; L = 70; R = 20; T = 40; B = 50; maxy = 0; n = 0 }
 NR == 1 { for (i = 2; i <= NF; i++) name[i] = $i; cols = NF; next }
 {
@@ -9,7 +11,10 @@ NR == 1 { for (i = 2; i <= NF; i++) name[i] = $i; cols = NF; next }
 END {
     if (rate + 0 > maxy) maxy = rate + 0
     maxy = maxy * 1.1; if (maxy <= 0) maxy = 1
+    if (ymax + 0 > 0 && ymax + 0 < maxy) maxy = ymax + 0
     color[2] = "#888888"; color[3] = "#1f77b4"; color[4] = "#d62728"; color[5] = "#2ca02c"
+    if (colors != "") { nc = split(colors, cs, ","); for (k = 1; k <= nc; k++) color[k + 1] = cs[k] }
+    lx = L + 10
     pw = W - L - R; ph = H - T - B
     printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H
     printf "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
@@ -31,14 +36,18 @@ END {
         printf "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">limit</text>\n", W - R, y - 4
     }
     for (i = 2; i <= cols; i++) {
-        pts = ""
+        pts = ""; off = 0; sum = 0; cnt = 0
         for (j = 1; j <= n; j++) {
             if (v[j, i] == "-" || v[j, i] == "") continue
-            x = L + (n > 1 ? pw * (j - 1) / (n - 1) : 0); y = T + ph - ph * v[j, i] / maxy
+            val = v[j, i] + 0; sum += val; cnt++
+            if (val > maxy) { val = maxy; off = 1 }
+            x = L + (n > 1 ? pw * (j - 1) / (n - 1) : 0); y = T + ph - ph * val / maxy
             pts = pts sprintf("%.1f,%.1f ", x, y)
         }
+        if (off && cnt > 0) name[i] = name[i] sprintf(" (off scale, mean %.0f)", sum / cnt)
         if (pts != "") printf "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2.5\" points=\"%s\"/>\n", color[i], pts
-        printf "<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"4\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">%s</text>\n", L + 10 + (i - 2) * 230, T + 6, color[i], L + 28 + (i - 2) * 230, T + 11, name[i]
+        printf "<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"4\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">%s</text>\n", lx, T + 14, color[i], lx + 18, T + 19, name[i]
+        lx += 18 + length(name[i]) * 7 + 24
     }
     print "</svg>"
 }
