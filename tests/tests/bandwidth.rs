@@ -681,3 +681,66 @@ fn whole_rate_range_installs_exactly() {
         s.assert_clean();
     }
 }
+
+fn redirect_filters(s: &Setup) -> usize {
+    s.node
+        .filters(&s.pod.host_veth, "ingress")
+        .iter()
+        .filter(|f| {
+            f["options"]["actions"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        })
+        .count()
+}
+
+/// After an upgrade from the reference plugin, a retried ADD finds the
+/// Go-made layout (same ifb name, ingress qdisc, prio-1 redirect): it is
+/// this attachment's, so it is adopted, not mistaken for a policy agent's
+/// (which would shape egress a second time inside the pod). DEL then
+/// removes all of it.
+#[test]
+fn adopts_the_reference_plugins_layout_after_an_upgrade() {
+    let s = setup();
+    let conf = s.conf("0.4.0", rates(8_000_000, 80_000, 8_000_000, 80_000));
+    let reference = std::path::Path::new("/usr/lib/cni/bandwidth");
+    run_plugin(
+        reference,
+        Some(&s.node),
+        &s.pod.env("ADD"),
+        conf.to_string().as_bytes(),
+    )
+    .ok();
+    assert!(s.node.qdisc(&s.pod.host_veth, "ingress").is_some() && s.ifbs() == vec![s.ifb()]);
+    s.run("ADD", &conf).ok();
+    assert!(
+        s.pod.ns.qdisc("eth0", "tbf").is_none(),
+        "egress must not be shaped twice"
+    );
+    assert_eq!(redirect_filters(&s), 1);
+    assert_eq!(s.ifbs(), vec![s.ifb()]);
+    s.run("CHECK", &conf).ok();
+    s.run("DEL", &conf).ok();
+    s.assert_clean();
+}
+
+/// The same when our own state was lost (a wiped state dir): the layout is
+/// recognised as this attachment's by its ifb.
+#[test]
+fn lost_state_layout_is_adopted() {
+    let s = setup();
+    let conf = s.conf("1.0.0", rates(8_000_000, 80_000, 8_000_000, 80_000));
+    s.run("ADD", &conf).ok();
+    for f in s.state.files() {
+        std::fs::remove_file(s.state.path.join(f)).unwrap();
+    }
+    s.run("ADD", &conf).ok();
+    assert!(
+        s.pod.ns.qdisc("eth0", "tbf").is_none(),
+        "egress must not be shaped twice"
+    );
+    assert_eq!(redirect_filters(&s), 1);
+    s.run("CHECK", &conf).ok();
+    s.run("DEL", &conf).ok();
+    s.assert_clean();
+}

@@ -157,7 +157,14 @@ pub fn install(
     })?;
     // What was ours before this ADD decides ownership; the claims below only
     // make sure a crash leaves a record of everything we may create.
-    let owned = inst.clone();
+    let mut owned = inst.clone();
+    adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
+    inst.ingress_qdisc = owned.ingress_qdisc;
+    inst.filter_prio = owned.filter_prio;
+    inst.ingress_tbf |= owned.ingress_tbf;
+    if owned.ifb.is_some() {
+        inst.ifb = owned.ifb.clone();
+    }
     // Decided before anything changes, so a refusal leaves the host as it was.
     let mode = resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?;
     match (&req.egress, mode) {
@@ -403,6 +410,51 @@ fn install_steps(
         host.name
     );
     Ok(Some(ifb))
+}
+
+/// An `ingress` qdisc whose redirects all go to this attachment's ifb was
+/// made for this attachment: by us before the state was lost, or by the
+/// reference plugin before an upgrade (it uses the same ifb name, prio 1
+/// and root tbf `1:`). It is adopted rather than taken for another tc
+/// user's, which would shape egress twice.
+fn adopt_own_layout(
+    nl: &mut Netlink,
+    host: &Link,
+    req: &AddRequest<'_>,
+    qdiscs: &[cni_netlink::tc::Qdisc],
+    owned: &mut Installed,
+) -> anyhow::Result<()> {
+    let has_ingress = qdiscs
+        .iter()
+        .any(|q| q.parent == TC_H_INGRESS && q.kind == "ingress");
+    if owned.ingress_qdisc || !has_ingress {
+        return Ok(());
+    }
+    let name = ifb_name(req.network, req.container_id);
+    let Some(ifb) = kernel(nl.link_by_name(&name), || format!("looking up {name}"))? else {
+        return Ok(());
+    };
+    let filters = kernel(nl.filters(host.index, INGRESS_HANDLE), || {
+        format!("listing filters of {}", host.name)
+    })?;
+    let redirects: Vec<_> = filters.iter().filter(|f| !f.mirred.is_empty()).collect();
+    let all_to_our_ifb = !redirects.is_empty()
+        && redirects
+            .iter()
+            .all(|f| f.kind == "u32" && f.mirred.iter().all(|m| m.ifindex == ifb.index));
+    if all_to_our_ifb {
+        log_info!(
+            "adopting the ingress qdisc, filter and {name} on {} (made for this attachment)",
+            host.name
+        );
+        owned.ingress_qdisc = true;
+        owned.filter_prio = redirects.first().map(|f| f.prio);
+        owned.ifb = Some(name);
+        owned.ingress_tbf |= qdiscs
+            .iter()
+            .any(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE);
+    }
+    Ok(())
 }
 
 /// ifb or pod, from the config and what already sits on the host veth's
