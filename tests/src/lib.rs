@@ -432,6 +432,28 @@ pub struct Throughput {
 }
 
 impl Throughput {
+    /// The shaping acceptance bounds of the bandwidth issue, measured at the
+    /// receiver: the first second at most 1.1x the rate (a runtime's
+    /// "unlimited" burst is capped) and the steady state (after second 1)
+    /// within 3% of it. `what` names the case in the failure message.
+    pub fn assert_shaped(&self, rate_bits: u64, what: &str) {
+        let r = rate_bits as f64;
+        let first = self.per_second[0] / r;
+        let steady = self.steady(1) / r;
+        eprintln!(
+            "{what}: first second {first:.3}x, steady {steady:.4}x, per second {:?}",
+            self.per_second
+        );
+        assert!(
+            first <= 1.10,
+            "{what}: first second {first:.3}x of the rate"
+        );
+        assert!(
+            (0.97..=1.03).contains(&steady),
+            "{what}: steady state {steady:.4}x of the rate"
+        );
+    }
+
     /// Mean of the intervals after the first `skip`.
     pub fn steady(&self, skip: usize) -> f64 {
         let rest: Vec<f64> = self.per_second.iter().skip(skip).copied().collect();

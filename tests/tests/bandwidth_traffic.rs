@@ -44,23 +44,8 @@ fn shaped_run(rate: u64) {
         conf.to_string().as_bytes(),
     )
     .ok();
-    let r = rate as f64;
-    for (dir, t) in [("into pod", &into_pod), ("out of pod", &out_of_pod)] {
-        let first = t.per_second[0] / r;
-        let steady = t.steady(1) / r;
-        eprintln!(
-            "{rate} {dir}: first second {first:.3}x, steady {steady:.4}x, per second {:?}",
-            t.per_second
-        );
-        assert!(
-            first <= 1.10,
-            "{rate} {dir}: first second {first:.3}x of the rate"
-        );
-        assert!(
-            (0.97..=1.03).contains(&steady),
-            "{rate} {dir}: steady state {steady:.4}x of the rate"
-        );
-    }
+    into_pod.assert_shaped(rate, &format!("{rate} into pod"));
+    out_of_pod.assert_shaped(rate, &format!("{rate} out of pod"));
 }
 
 #[test]

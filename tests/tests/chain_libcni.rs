@@ -422,22 +422,9 @@ fn check_shaped(node: &Node, pod: &SimPod, w: &Wired) {
 /// Receiver-side iperf3; steady state within 3% of RATE after second 1,
 /// first second within 1.1x (the capped burst).
 fn assert_shaped_traffic(what: &str, receiver: &Netns, ip: &str, sender: &Netns) {
-    let t = iperf(receiver, ip, sender, SECONDS).unwrap();
-    let r = RATE as f64;
-    let first = t.per_second[0] / r;
-    let steady = t.steady(1) / r;
-    eprintln!(
-        "{what}: first second {first:.3}x, steady {steady:.4}x, per second {:?}",
-        t.per_second
-    );
-    assert!(
-        first <= 1.10,
-        "{what}: first second {first:.3}x of the rate"
-    );
-    assert!(
-        (0.97..=1.03).contains(&steady),
-        "{what}: steady state {steady:.4}x of the rate"
-    );
+    iperf(receiver, ip, sender, SECONDS)
+        .unwrap()
+        .assert_shaped(RATE, what);
 }
 
 /// A TCP connection to the node's hostPort 8080 reaches port 80 in `target`

@@ -123,16 +123,8 @@ impl Env {
         );
         let into = iperf(&self.pod.ns, &self.pod.pod_ip, &self.node, 4).unwrap();
         let out = iperf(&self.node, &self.pod.host_ip, &self.pod.ns, 4).unwrap();
-        for (dir, t) in [("into pod", into), ("out of pod", out)] {
-            let first = t.per_second[0] / RATE as f64;
-            let steady = t.steady(1) / RATE as f64;
-            eprintln!("{dir}: first {first:.3}x steady {steady:.4}x");
-            assert!(first <= 1.10, "{dir}: first second {first:.3}x");
-            assert!(
-                (0.97..=1.03).contains(&steady),
-                "{dir}: steady {steady:.4}x"
-            );
-        }
+        into.assert_shaped(RATE, "into pod");
+        out.assert_shaped(RATE, "out of pod");
     }
 }
 
