@@ -83,45 +83,33 @@ fn no_leaks(node: &Netns, pod: &Pod, states: &[&TempDir]) -> Vec<String> {
     leaks
 }
 
+/// Runs `verb` for each (plugin, config) in order and requires success.
+fn run_all(node: &Netns, pod: &Pod, verb: &str, chain: &[(&str, &Value)]) {
+    for (plugin, conf) in chain {
+        run_plugin(
+            &plugin_bin(plugin),
+            Some(node),
+            &pod.env(verb),
+            conf.to_string().as_bytes(),
+        )
+        .ok();
+    }
+}
+
 #[test]
 fn sigkill_at_every_point_of_add() {
     let node = Netns::new("cnin").unwrap();
     let pod = Pod::new(&node).unwrap();
     let (bws, tls) = (TempDir::new("crbw"), TempDir::new("crtl"));
     let (bw, tl) = (bw_conf(&pod, &bws), tl_conf(&pod, &tls));
+    let chain = [("bandwidth", &bw), ("topology-label", &tl)];
+    let reverse = [("topology-label", &tl), ("bandwidth", &bw)];
     let original_mtu = pod.ns.link("eth0").unwrap()["mtu"].clone();
-    let bin = |p: &str| plugin_bin(p);
     // Measure one ADD to sweep kill points across its whole run.
     let t0 = Instant::now();
-    run_plugin(
-        &bin("bandwidth"),
-        Some(&node),
-        &pod.env("ADD"),
-        bw.to_string().as_bytes(),
-    )
-    .ok();
-    run_plugin(
-        &bin("topology-label"),
-        Some(&node),
-        &pod.env("ADD"),
-        tl.to_string().as_bytes(),
-    )
-    .ok();
+    run_all(&node, &pod, "ADD", &chain);
     let span = t0.elapsed();
-    run_plugin(
-        &bin("topology-label"),
-        Some(&node),
-        &pod.env("DEL"),
-        tl.to_string().as_bytes(),
-    )
-    .ok();
-    run_plugin(
-        &bin("bandwidth"),
-        Some(&node),
-        &pod.env("DEL"),
-        bw.to_string().as_bytes(),
-    )
-    .ok();
+    run_all(&node, &pod, "DEL", &reverse);
     const TRIALS: u32 = 60;
     for i in 0..TRIALS {
         let delay = span * i / TRIALS;
@@ -129,30 +117,9 @@ fn sigkill_at_every_point_of_add() {
         add_killed_after("topology-label", &node, &pod, &tl, delay / 2);
         if i % 2 == 1 {
             // A runtime may retry ADD after a crash instead of DEL first.
-            run_plugin(
-                &bin("bandwidth"),
-                Some(&node),
-                &pod.env("ADD"),
-                bw.to_string().as_bytes(),
-            )
-            .ok();
-            run_plugin(
-                &bin("topology-label"),
-                Some(&node),
-                &pod.env("ADD"),
-                tl.to_string().as_bytes(),
-            )
-            .ok();
+            run_all(&node, &pod, "ADD", &chain);
         }
-        for p in [("topology-label", &tl), ("bandwidth", &bw)] {
-            run_plugin(
-                &bin(p.0),
-                Some(&node),
-                &pod.env("DEL"),
-                p.1.to_string().as_bytes(),
-            )
-            .ok();
-        }
+        run_all(&node, &pod, "DEL", &reverse);
         let leaks = no_leaks(&node, &pod, &[&bws, &tls]);
         assert!(
             leaks.is_empty(),
@@ -164,48 +131,9 @@ fn sigkill_at_every_point_of_add() {
             "trial {i}: MTU not restored"
         );
         // A fresh ADD works and CHECK agrees, then DEL leaves nothing.
-        run_plugin(
-            &bin("bandwidth"),
-            Some(&node),
-            &pod.env("ADD"),
-            bw.to_string().as_bytes(),
-        )
-        .ok();
-        run_plugin(
-            &bin("topology-label"),
-            Some(&node),
-            &pod.env("ADD"),
-            tl.to_string().as_bytes(),
-        )
-        .ok();
-        run_plugin(
-            &bin("bandwidth"),
-            Some(&node),
-            &pod.env("CHECK"),
-            bw.to_string().as_bytes(),
-        )
-        .ok();
-        run_plugin(
-            &bin("topology-label"),
-            Some(&node),
-            &pod.env("CHECK"),
-            tl.to_string().as_bytes(),
-        )
-        .ok();
-        run_plugin(
-            &bin("topology-label"),
-            Some(&node),
-            &pod.env("DEL"),
-            tl.to_string().as_bytes(),
-        )
-        .ok();
-        run_plugin(
-            &bin("bandwidth"),
-            Some(&node),
-            &pod.env("DEL"),
-            bw.to_string().as_bytes(),
-        )
-        .ok();
+        run_all(&node, &pod, "ADD", &chain);
+        run_all(&node, &pod, "CHECK", &chain);
+        run_all(&node, &pod, "DEL", &reverse);
         let leaks = no_leaks(&node, &pod, &[&bws, &tls]);
         assert!(leaks.is_empty(), "trial {i} after fresh ADD/DEL: {leaks:?}");
     }
