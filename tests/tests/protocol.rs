@@ -232,3 +232,46 @@ fn del_without_netns_and_prev_result_succeeds() {
         }
     }
 }
+
+/// `logFile`/`logLevel` (and aws-cni's `pluginLogFile`): log lines go to
+/// the file, created 0600, never through a symlink; stdout carries only the
+/// protocol.
+#[test]
+fn log_file_is_used_and_stdout_stays_protocol() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = Netns::new("cniproto").unwrap();
+    let dir = TempDir::new("cnilog");
+    let log = dir.path.join("plugin.log");
+    let mut c = conf("0.4.0", "bandwidth");
+    c["prevResult"] = sample("aws-cni-result.json");
+    c["logFile"] = json!(log);
+    c["logLevel"] = json!("debug");
+    let out = run("bandwidth", &attach_env("ADD", &ns.path_str()), &c).ok();
+    assert_eq!(
+        out.json(),
+        sample("aws-cni-result.json"),
+        "stdout is only the result"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("bandwidth[") && text.contains("ADD c0ffee01"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Errors are logged too, in aws-cni's key spelling.
+    let mut bad = conf("1.0.0", "bandwidth");
+    bad["pluginLogFile"] = json!(log);
+    bad["ingressRate"] = json!(5);
+    run("bandwidth", &attach_env("ADD", &ns.path_str()), &bad).err(7);
+    assert!(std::fs::read_to_string(&log).unwrap().contains("ERROR"));
+    // A symlinked log path is not followed (and the plugin still works).
+    let target = dir.path.join("target.log");
+    let link = dir.path.join("link.log");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    c["logFile"] = json!(link);
+    run("bandwidth", &attach_env("ADD", &ns.path_str()), &c).ok();
+    assert!(!target.exists(), "log written through a symlink");
+}
