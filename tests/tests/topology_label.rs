@@ -728,6 +728,26 @@ fn imds_slow_answer_hits_the_timeout() {
         ),
     );
     let t = Instant::now();
-    s.run("ADD", &conf).err(11);
+    let out = s.run("ADD", &conf);
     assert!(t.elapsed() < Duration::from_millis(2500));
+    // The failure was remembered: this pod did not wait out the timeout again.
+    assert!(out.stderr.contains("not asking again"), "{}", out.stderr);
+    out.err(11);
+    // With the backoff disabled, every ADD asks (and waits) again.
+    let conf = s.conf(
+        "1.0.0",
+        imds_conf(
+            &server.endpoint(),
+            &cache,
+            json!({"timeoutMs": 300, "failureBackoffSeconds": 0}),
+        ),
+    );
+    let t = Instant::now();
+    let out = s.run("ADD", &conf).ok();
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "did not ask IMDS"
+    );
+    assert!(!out.stderr.contains("not asking again"), "{}", out.stderr);
+    s.run("DEL", &conf).ok();
 }

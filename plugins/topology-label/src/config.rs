@@ -23,6 +23,7 @@ pub const DEFAULT_ALIAS: &str = "{namespace}/{pod} {zone}";
 pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
 const DEFAULT_IMDS_TIMEOUT_MS: u64 = 500;
 const DEFAULT_CACHE_TTL_SECONDS: u64 = 3600;
+const DEFAULT_FAILURE_BACKOFF_SECONDS: u64 = 30;
 const MAX_SYSCTL_VALUE: usize = 256;
 const MIN_MTU: u32 = 68;
 const MAX_MTU: u32 = 65535;
@@ -64,6 +65,8 @@ struct RawImds {
     #[serde(default)]
     cache_ttl_seconds: Option<u64>,
     #[serde(default)]
+    failure_backoff_seconds: Option<u64>,
+    #[serde(default)]
     required: bool,
 }
 
@@ -88,6 +91,9 @@ pub struct ImdsConf {
     pub timeout: Duration,
     pub cache_file: PathBuf,
     pub cache_ttl: Duration,
+    /// After a failed fetch, pods skip IMDS this long instead of each
+    /// waiting out the timeout (0 disables).
+    pub failure_backoff: Duration,
 }
 
 /// One profile: settings applied when every `match` label has that value.
@@ -236,6 +242,10 @@ fn parse_imds(i: RawImds, state_dir: &std::path::Path) -> anyhow::Result<ImdsCon
         timeout: Duration::from_millis(timeout_ms),
         cache_file,
         cache_ttl: Duration::from_secs(i.cache_ttl_seconds.unwrap_or(DEFAULT_CACHE_TTL_SECONDS)),
+        failure_backoff: Duration::from_secs(
+            i.failure_backoff_seconds
+                .unwrap_or(DEFAULT_FAILURE_BACKOFF_SECONDS),
+        ),
     })
 }
 

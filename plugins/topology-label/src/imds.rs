@@ -4,6 +4,9 @@
 //! Order: a fresh cache (younger than the TTL) answers without a request;
 //! otherwise IMDS is asked within one overall deadline; when that fails, a
 //! stale cache still answers (with a warning), and only then is it an error.
+//! A failure is remembered next to the cache (`<cacheFile>.failed`) for
+//! `failureBackoffSeconds`, so on a node where IMDS is unreachable only one
+//! pod waits out the timeout, not every pod.
 
 use crate::config::{INSTANCE_TYPE, ImdsConf, Labels, REGION, ZONE, ZONE_ID, check_label};
 use crate::state::write_atomic;
@@ -59,6 +62,34 @@ fn read_cache(path: &Path) -> Option<Cache> {
     }
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Failure {
+    /// Unix seconds.
+    failed_at: u64,
+    error: String,
+}
+
+fn failure_file(conf: &ImdsConf) -> std::path::PathBuf {
+    let mut name = conf.cache_file.clone().into_os_string();
+    name.push(".failed");
+    name.into()
+}
+
+/// A failure recent enough that asking again would only wait out the timeout.
+fn recent_failure(conf: &ImdsConf, now: u64) -> Option<Failure> {
+    use std::io::Read;
+    if conf.failure_backoff.is_zero() {
+        return None;
+    }
+    let f = std::fs::File::open(failure_file(conf)).ok()?;
+    let mut text = String::new();
+    f.take(MAX_CACHE_BYTES).read_to_string(&mut text).ok()?;
+    let failure: Failure = serde_json::from_str(&text).ok()?;
+    let age = now.checked_sub(failure.failed_at)?;
+    (age < conf.failure_backoff.as_secs()).then_some(failure)
+}
+
 /// The IMDS labels: cache when fresh, IMDS otherwise, stale cache on failure.
 pub fn labels(conf: &ImdsConf) -> anyhow::Result<Labels> {
     let cached = read_cache(&conf.cache_file);
@@ -71,8 +102,27 @@ pub fn labels(conf: &ImdsConf) -> anyhow::Result<Labels> {
             return Ok(c.labels.clone());
         }
     }
-    match fetch(conf) {
+    let fetched = match recent_failure(conf, now) {
+        Some(f) => Err(anyhow!(
+            "IMDS failed {}s ago ({}); not asking again for {}s",
+            now.saturating_sub(f.failed_at),
+            f.error,
+            conf.failure_backoff.as_secs()
+        )),
+        None => fetch(conf).inspect_err(|e| {
+            let failure = Failure {
+                failed_at: now,
+                error: format!("{e:#}"),
+            };
+            let bytes = serde_json::to_vec(&failure).unwrap_or_default();
+            if let Err(we) = write_atomic(&failure_file(conf), &bytes) {
+                log_warn!("cannot record the IMDS failure: {we:#}");
+            }
+        }),
+    };
+    match fetched {
         Ok(labels) => {
+            let _ = std::fs::remove_file(failure_file(conf));
             let cache = Cache {
                 fetched_at: now,
                 labels: labels.clone(),
