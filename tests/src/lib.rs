@@ -124,6 +124,28 @@ impl Netns {
             .unwrap_or_default()
     }
 
+    /// What pods' networking can leave behind in a node netns, as readable
+    /// lines: any link but `lo`, and any shaping qdisc (tbf, ingress, clsact).
+    pub fn node_leftovers(&self) -> Vec<String> {
+        let mut left: Vec<String> = self
+            .link_names()
+            .into_iter()
+            .filter(|l| l != "lo")
+            .map(|l| format!("node link {l}"))
+            .collect();
+        let qdiscs: Value = self
+            .exec(&["tc", "-j", "qdisc", "show"])
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null);
+        for q in qdiscs.as_array().into_iter().flatten() {
+            if ["tbf", "ingress", "clsact"].contains(&q["kind"].as_str().unwrap_or_default()) {
+                left.push(format!("qdisc {q}"));
+            }
+        }
+        left
+    }
+
     /// A fingerprint of everything tc and link state in the namespace,
     /// to prove that a failed invocation changed nothing.
     pub fn snapshot(&self) -> String {

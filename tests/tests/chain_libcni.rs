@@ -269,23 +269,7 @@ impl Node {
 
     /// Everything an attachment could leave behind, as readable lines.
     fn leftovers(&self, pods: &[&SimPod]) -> Vec<String> {
-        let mut left = Vec::new();
-        for l in self.ns.link_names() {
-            if l != "lo" {
-                left.push(format!("node link {l}"));
-            }
-        }
-        let qdiscs: Value = self
-            .ns
-            .exec(&["tc", "-j", "qdisc", "show"])
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or(Value::Null);
-        for q in qdiscs.as_array().into_iter().flatten() {
-            if ["tbf", "ingress", "clsact"].contains(&q["kind"].as_str().unwrap_or_default()) {
-                left.push(format!("qdisc {q}"));
-            }
-        }
+        let mut left = self.ns.node_leftovers();
         for line in self.nat_rules().lines() {
             if line.contains("CNI-DN-") || pods.iter().any(|p| line.contains(&p.id)) {
                 left.push(format!("iptables {line}"));

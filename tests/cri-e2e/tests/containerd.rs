@@ -663,23 +663,7 @@ disabled_plugins = [
 
     /// Everything a sandbox could leave behind on the node, as readable lines.
     fn leftovers(&self) -> Vec<String> {
-        let mut left = Vec::new();
-        for l in self.ns.link_names() {
-            if l != "lo" {
-                left.push(format!("node link {l}"));
-            }
-        }
-        let qdiscs: Value = self
-            .ns
-            .exec(&["tc", "-j", "qdisc", "show"])
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or(Value::Null);
-        for q in qdiscs.as_array().into_iter().flatten() {
-            if ["tbf", "ingress", "clsact"].contains(&q["kind"].as_str().unwrap_or_default()) {
-                left.push(format!("qdisc {q}"));
-            }
-        }
+        let mut left = self.ns.node_leftovers();
         let routes = self.ns.ip(&["-4", "route", "show"]).unwrap_or_default();
         for r in routes.lines().filter(|r| r.starts_with("10.99.")) {
             left.push(format!("route {r}"));
