@@ -601,3 +601,21 @@ pub fn tcp_connects(from: &Netns, ip: &str, port: u16) -> bool {
     ])
     .is_ok()
 }
+
+/// Regular files under `dir`, recursively, except lock files (`.lock`:
+/// the state store keeps its lock file, by design).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if e.file_name() != ".lock" {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -303,24 +303,6 @@ impl Node {
     }
 }
 
-/// Regular files under `dir`, recursively, except lock files (`.lock`:
-/// the state store keeps its lock file, by design).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if e.file_name() != ".lock" {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }

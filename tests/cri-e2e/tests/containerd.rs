@@ -798,23 +798,6 @@ impl Drop for Node {
     }
 }
 
-/// Regular files under `dir`, recursively, except lock files.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if e.file_name() != ".lock" {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------
 // Pods
 
