@@ -136,16 +136,46 @@ impl NetConf {
         })
     }
 
-    /// `cni.dev/valid-attachments` of a GC request.
+    /// `cni.dev/valid-attachments` of a GC request. The key is required:
+    /// without it a GC would judge every attachment stale and remove them
+    /// all, so its absence is malformed input (code 7, nothing touched).
+    /// `null` and `[]` mean, as the spec says, that none is valid.
     pub fn valid_attachments(&self) -> Result<Vec<Attachment>, CniError> {
         match self.raw.get("cni.dev/valid-attachments") {
-            None | Some(Value::Null) => Ok(Vec::new()),
+            None => Err(CniError::new(
+                Code::InvalidConfig,
+                "GC without cni.dev/valid-attachments",
+            )
+            .with_details(
+                "the runtime must list the attachments that are still valid; refusing to treat every attachment as stale",
+            )),
+            Some(Value::Null) => Ok(Vec::new()),
             Some(v) => Vec::<Attachment>::deserialize(v).map_err(|e| {
                 CniError::new(Code::Decode, "cannot decode cni.dev/valid-attachments")
                     .with_details(e.to_string())
             }),
         }
     }
+}
+
+/// The spec's network name rule, `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`. State
+/// file names, ifb aliases and log lines carry the name, so `/`, `..`,
+/// spaces, newlines and the empty name are refused (code 7) on every verb
+/// that can create or judge something. DEL is not refused: nothing could
+/// have been created under such a name, and DEL must be able to succeed.
+pub fn validate_network_name(name: &str) -> Result<(), CniError> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        return Ok(());
+    }
+    Err(
+        CniError::new(Code::InvalidConfig, "invalid network name").with_details(format!(
+            "{} must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$",
+            crate::error::excerpt(name)
+        )),
+    )
 }
 
 /// One attachment a runtime still considers live (GC input).
@@ -192,6 +222,35 @@ mod tests {
         )
         .unwrap();
         assert!(c.runtime_config_entry("bandwidth").is_some());
+    }
+
+    #[test]
+    fn network_name_rule() {
+        for ok in ["aws-cni", "n", "0.net_1-a"] {
+            assert!(validate_network_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-n", ".", "..", "a/b", "a b", "a\nb", "ä", "_x"] {
+            assert_eq!(
+                validate_network_name(bad).unwrap_err().code,
+                Code::InvalidConfig,
+                "{bad:?}"
+            );
+        }
+        let long = "x/".repeat(5000);
+        assert!(validate_network_name(&long).unwrap_err().details.len() < 200);
+    }
+
+    #[test]
+    fn gc_without_valid_attachments_is_refused() {
+        let c = NetConf::from_value(json!({"cniVersion":"1.1.0","name":"n"})).unwrap();
+        assert_eq!(c.valid_attachments().unwrap_err().code, Code::InvalidConfig);
+        for none in [json!(null), json!([])] {
+            let c = NetConf::from_value(
+                json!({"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":none}),
+            )
+            .unwrap();
+            assert_eq!(c.valid_attachments().unwrap(), vec![]);
+        }
     }
 
     #[test]

@@ -128,8 +128,11 @@ pub struct Env {
     pub command: Command,
     /// Empty for VERSION, STATUS and GC.
     pub container_id: String,
-    /// `None` when unset or empty (allowed for DEL).
+    /// `None` when unset or empty (allowed for DEL), and on DEL when it is
+    /// gone, not a network namespace, or the plugin's own.
     pub netns: Option<PathBuf>,
+    /// The identity of `netns`, set by the dispatcher once it validated it.
+    pub netns_id: Option<NetnsId>,
     /// Empty for VERSION, STATUS and GC.
     pub ifname: String,
     pub args: CniArgs,
@@ -198,17 +201,70 @@ pub fn check_netns_fd(f: &File) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `CNI_NETNS` path must open and be a network namespace, so that a typo
-/// or a plain file is refused (code 4) before anything changes.
-pub fn validate_netns(path: &Path) -> Result<(), CniError> {
-    let f = File::open(path).map_err(|e| {
+/// The identity of a network namespace: device and inode of its nsfs file.
+/// Paths can be rebound or reused; this pair names one namespace for as
+/// long as it lives. Recorded at ADD so DEL and CHECK act inside a
+/// namespace only when it is the one ADD worked in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NetnsId {
+    /// Opens `path` without blocking (a FIFO would hang a plain `open()`),
+    /// checks it is a network namespace and returns its identity.
+    pub fn of_path(path: &Path) -> anyhow::Result<NetnsId> {
+        let f = crate::fsutil::open_nonblocking(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        check_netns_fd(&f)?;
+        Self::of_file(&f)
+    }
+
+    pub fn of_file(f: &File) -> anyhow::Result<NetnsId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata().context("fstat")?;
+        Ok(NetnsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// The calling thread's own network namespace (the node's, for a plugin).
+    pub fn own() -> anyhow::Result<NetnsId> {
+        Self::of_path(Path::new("/proc/thread-self/ns/net"))
+            .or_else(|_| Self::of_path(Path::new("/proc/self/ns/net")))
+    }
+}
+
+/// A `CNI_NETNS` path must open (without blocking), be a network namespace
+/// and not be the plugin's own: work meant for a pod (sysctls, the
+/// container interface's qdiscs) must never land on the node. Refused with
+/// code 4 before anything changes.
+pub fn validate_netns(path: &Path) -> Result<NetnsId, CniError> {
+    let f = crate::fsutil::open_nonblocking(path).map_err(|e| {
         CniError::new(Code::InvalidEnv, "CNI_NETNS cannot be opened")
             .with_details(format!("{}: {e}", path.display()))
     })?;
     check_netns_fd(&f).map_err(|e| {
         CniError::new(Code::InvalidEnv, "CNI_NETNS is not a network namespace")
             .with_details(format!("{}: {e:#}", path.display()))
-    })
+    })?;
+    let id = NetnsId::of_file(&f).map_err(|e| {
+        CniError::new(Code::InvalidEnv, "CNI_NETNS cannot be identified")
+            .with_details(format!("{}: {e:#}", path.display()))
+    })?;
+    if NetnsId::own().is_ok_and(|own| own == id) {
+        return Err(CniError::new(
+            Code::InvalidEnv,
+            "CNI_NETNS is the plugin's own network namespace, not a pod's",
+        )
+        .with_details(format!(
+            "{} is the node's namespace; refusing to act on the node as if it were a pod",
+            path.display()
+        )));
+    }
+    Ok(id)
 }
 
 impl Env {
@@ -267,6 +323,7 @@ impl Env {
             command,
             container_id,
             netns,
+            netns_id: None,
             ifname,
             args,
             path,

@@ -60,6 +60,34 @@ impl Code {
     }
 }
 
+/// A value from the input, cut for an error message: an error must say
+/// what was wrong without echoing a hostile 10 kB annotation whole (into
+/// the runtime's event, the kubelet's log, and ours).
+pub fn excerpt(s: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    if s.chars().count() <= MAX_CHARS {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(MAX_CHARS).collect();
+    format!("{head:?}… ({} bytes)", s.len())
+}
+
+/// Error text beyond this is cut: stdout is parsed by the runtime, stored
+/// in events and logs.
+const MAX_DETAILS_BYTES: usize = 2048;
+
+fn cut_details(mut s: String) -> String {
+    if s.len() > MAX_DETAILS_BYTES {
+        let mut end = MAX_DETAILS_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("… (cut)");
+    }
+    s
+}
+
 /// A CNI error as it is printed on stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CniError {
@@ -113,7 +141,7 @@ impl CniError {
         CniError {
             code,
             msg,
-            details: parts.join(": "),
+            details: cut_details(parts.join(": ")),
         }
     }
 

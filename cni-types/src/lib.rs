@@ -7,10 +7,13 @@
 //! - [`env`]: `CNI_*` environment parsing and validation.
 //! - [`skel`]: the verb dispatch a plugin's `main` hands control to.
 //! - [`log`]: logging that never touches stdout.
+//! - [`state`]: per-attachment state files.
+//! - [`fsutil`]: opening files without being hung (FIFOs) or redirected (symlinks).
 
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod fsutil;
 pub mod log;
 pub mod result;
 pub mod skel;

@@ -62,16 +62,16 @@ pub fn init(plugin: &'static str, tag: String, config: Option<&Value>) {
             .map(str::to_string)
     };
     let level = get(&["logLevel", "pluginLogLevel"]).and_then(|l| Level::parse(&l));
+    // Non-blocking and regular files only: a FIFO at the log path must not
+    // hang the plugin (and writing to one would block each line).
     let file = get(&["logFile", "pluginLogFile"])
         .filter(|p| !p.is_empty())
         .and_then(|path| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&path)
-                .ok()
+            crate::fsutil::open_regular_nofollow(
+                std::path::Path::new(&path),
+                OpenOptions::new().create(true).append(true).mode(0o600),
+            )
+            .ok()
         })
         .map(|f| (Mutex::new(f), level.unwrap_or(Level::Info)));
     let _ = LOGGER.set(Logger {
@@ -82,15 +82,19 @@ pub fn init(plugin: &'static str, tag: String, config: Option<&Value>) {
     });
 }
 
+/// Logging never fails a verb: a closed or full stderr (a runtime that died
+/// mid-call, `2>/dev/full`) is ignored rather than panicking as `eprintln!`
+/// would (with `panic = "abort"` that is a SIGABRT and no JSON on stdout).
 pub fn log(level: Level, args: fmt::Arguments<'_>) {
+    let mut stderr = std::io::stderr();
     let Some(l) = LOGGER.get() else {
         if level <= Level::Warn {
-            eprintln!("{}: {args}", level.as_str());
+            let _ = writeln!(stderr, "{}: {args}", level.as_str());
         }
         return;
     };
     if level <= l.stderr_level {
-        eprintln!("{} {}: {} {args}", l.plugin, level.as_str(), l.tag);
+        let _ = writeln!(stderr, "{} {}: {} {args}", l.plugin, level.as_str(), l.tag);
     }
     if let Some((file, file_level)) = &l.file
         && level <= *file_level

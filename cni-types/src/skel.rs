@@ -9,7 +9,7 @@ use crate::env::{Command, Env, validate_netns};
 use crate::error::{CniError, Code};
 use crate::result::CniResult;
 use crate::version::Version;
-use crate::{log_debug, log_error};
+use crate::{log_debug, log_error, log_warn};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -161,10 +161,14 @@ fn dispatch_verb<P: Plugin>(
     conf: NetConf,
 ) -> anyhow::Result<Option<Value>> {
     let version = conf.version;
+    let check_name = || crate::config::validate_network_name(&conf.name);
     match env.command {
         Command::Version => Ok(Some(version_info())),
         Command::Add => {
-            validate_netns(env.netns.as_deref().unwrap_or(Path::new("")))?;
+            check_name()?;
+            env.netns_id = Some(validate_netns(
+                env.netns.as_deref().unwrap_or(Path::new("")),
+            )?);
             let ctx = Context { env, conf };
             let result = plugin.add(&ctx)?;
             Ok(Some(result.to_value(version)))
@@ -179,18 +183,25 @@ fn dispatch_verb<P: Plugin>(
                         .into(),
                 );
             }
-            validate_netns(env.netns.as_deref().unwrap_or(Path::new("")))?;
+            check_name()?;
+            env.netns_id = Some(validate_netns(
+                env.netns.as_deref().unwrap_or(Path::new("")),
+            )?);
             plugin.check(&Context { env, conf })?;
             Ok(None)
         }
         Command::Del => {
-            // A netns that is already gone is normal on DEL: treat it as absent.
-            if env
-                .netns
-                .as_deref()
-                .is_some_and(|p| validate_netns(p).is_err())
-            {
-                env.netns = None;
+            // A netns that is already gone is normal on DEL: treat it as
+            // absent. So is one that is not a pod's (the plugin's own, a
+            // plain file): DEL then cleans up only on the node side, and
+            // never mistakes the node for the pod.
+            match env.netns.as_deref().map(validate_netns) {
+                Some(Ok(id)) => env.netns_id = Some(id),
+                Some(Err(e)) => {
+                    log_warn!("DEL ignores CNI_NETNS: {}: {}", e.msg, e.details);
+                    env.netns = None;
+                }
+                None => {}
             }
             plugin.del(&Context { env, conf })?;
             Ok(None)
@@ -207,6 +218,7 @@ fn dispatch_verb<P: Plugin>(
                 ))
                 .into());
             }
+            check_name()?;
             if env.command == Command::Status {
                 plugin.status(&conf)?;
             } else {
@@ -284,6 +296,37 @@ mod tests {
         (status, v)
     }
 
+    /// A network namespace that is not the test's own, held by a parked
+    /// thread (needs root, like every suite here).
+    struct OtherNetns {
+        path: String,
+        stop: std::sync::mpsc::Sender<()>,
+    }
+
+    impl OtherNetns {
+        fn new() -> OtherNetns {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (stop, parked) = std::sync::mpsc::channel::<()>();
+            std::thread::spawn(move || {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root)");
+                let tid = nix::unistd::gettid().as_raw();
+                tx.send(format!("/proc/{}/task/{tid}/ns/net", std::process::id()))
+                    .unwrap();
+                let _ = parked.recv();
+            });
+            OtherNetns {
+                path: rx.recv().unwrap(),
+                stop,
+            }
+        }
+    }
+
+    impl Drop for OtherNetns {
+        fn drop(&mut self) {
+            let _ = self.stop.send(());
+        }
+    }
+
     const DEL: &[(&str, &str)] = &[
         ("CNI_COMMAND", "DEL"),
         ("CNI_CONTAINERID", "c1"),
@@ -331,13 +374,36 @@ mod tests {
     }
 
     #[test]
+    fn own_netns_is_refused_on_add_and_check_and_ignored_on_del() {
+        for cmd in ["ADD", "CHECK"] {
+            let p = Recorder::default();
+            let env = [
+                ("CNI_COMMAND", cmd),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_NETNS", "/proc/self/ns/net"),
+            ];
+            let (status, v) = run(&p, &env, r#"{"cniVersion":"1.0.0","name":"n"}"#);
+            assert_eq!((status, v["code"].as_u64()), (1, Some(4)), "{cmd}: {v}");
+            assert!(p.calls.borrow().is_empty());
+        }
+        let p = Recorder::default();
+        let mut env = DEL.to_vec();
+        env.push(("CNI_NETNS", "/proc/self/ns/net"));
+        let (status, _) = run(&p, &env, r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!(status, 0);
+        assert_eq!(p.calls.borrow().as_slice(), ["del netns=None"]);
+    }
+
+    #[test]
     fn gates_and_gc_input() {
         let p = Recorder::default();
+        let other = OtherNetns::new();
         let check = [
             ("CNI_COMMAND", "CHECK"),
             ("CNI_CONTAINERID", "c1"),
             ("CNI_IFNAME", "eth0"),
-            ("CNI_NETNS", "/proc/self/ns/net"),
+            ("CNI_NETNS", other.path.as_str()),
         ];
         let (status, v) = run(&p, &check, r#"{"cniVersion":"0.3.1","name":"n"}"#);
         assert_eq!(
@@ -370,11 +436,12 @@ mod tests {
         let (status, v) = run(&p, &add, r#"{"cniVersion":"1.0.0","name":"n"}"#);
         assert_eq!((status, v["code"].as_u64()), (1, Some(4)));
         assert!(p.calls.borrow().is_empty());
+        let other = OtherNetns::new();
         let add = [
             ("CNI_COMMAND", "ADD"),
             ("CNI_CONTAINERID", "c1"),
             ("CNI_IFNAME", "eth0"),
-            ("CNI_NETNS", "/proc/self/ns/net"),
+            ("CNI_NETNS", other.path.as_str()),
         ];
         let (status, v) = run(
             &p,

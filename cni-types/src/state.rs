@@ -4,16 +4,22 @@
 //! One JSON file per (network, container id, ifname) under the plugin's
 //! state directory, written 0600 through a temp file and a rename (a crash
 //! leaves the old or the new file, never half of one), opened without
-//! following symlinks, bounded in size when read. The identity is stored in
-//! the file and checked on load, so sanitised file names cannot collide.
+//! following symlinks or blocking on a FIFO, bounded in size when read.
+//!
+//! The file name is an injective encoding of the identity (each part
+//! percent-escaped, `+` between them), so two attachments never share a
+//! file; names that would pass the 255-byte limit use a hash of the
+//! identity instead. The identity is also stored in the file and checked on
+//! load. Files written by earlier versions (parts sanitised to `_`) are
+//! still found, and removed only when their stored identity matches.
 //! A per-directory `flock` serialises ADD/DEL/GC of one plugin on a node,
 //! so GC never judges an attachment while an ADD is half-way.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -56,6 +62,57 @@ pub struct StoreLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
+/// File names longer than this use the hashed form (NAME_MAX is 255).
+const MAX_NAME_BYTES: usize = 240;
+
+/// Percent-escapes everything but `[A-Za-z0-9_.-]`: injective, and the
+/// identity of the usual names (ids, `eth0`, `aws-cni`) unchanged.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The file name of one attachment's state.
+fn file_name(network: &str, container_id: &str, ifname: &str) -> String {
+    let name = format!(
+        "{}+{}+{}.json",
+        escape(network),
+        escape(container_id),
+        escape(ifname)
+    );
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    use sha2::{Digest, Sha256};
+    // Length-prefixed parts: no two identities hash the same input.
+    let mut h = Sha256::new();
+    for part in [network, container_id, ifname] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("~{hex}.json")
+}
+
+/// The temp file a writer renames into place: `<file>.tmp.<pid>`.
+fn temp_name(file: &str, pid: u32) -> String {
+    format!("{file}.tmp.{pid}")
+}
+
+/// The writer pid of a temp file name, for any state file.
+fn temp_writer(name: &str) -> Option<u32> {
+    let (_, pid) = name.rsplit_once(".tmp.")?;
+    pid.parse().ok()
+}
+
+/// The name earlier versions used (lossy: kept only to find their files).
 fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -80,14 +137,15 @@ impl StateStore {
         &self.dir
     }
 
-    fn prefix(&self) -> String {
-        format!("{}+", sanitize(&self.network))
+    fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
+        self.dir
+            .join(file_name(&self.network, container_id, ifname))
     }
 
-    fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
+    fn legacy_path(&self, container_id: &str, ifname: &str) -> PathBuf {
         self.dir.join(format!(
-            "{}{}+{}.json",
-            self.prefix(),
+            "{}+{}+{}.json",
+            sanitize(&self.network),
             sanitize(container_id),
             sanitize(ifname)
         ))
@@ -105,14 +163,15 @@ impl StateStore {
     pub fn lock(&self) -> Result<StoreLock> {
         self.ensure_dir()?;
         let path = self.dir.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&path)
-            .with_context(|| format!("opening lock {}", path.display()))?;
+        let file = crate::fsutil::open_regular_nofollow(
+            &path,
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600),
+        )
+        .with_context(|| format!("opening lock {}", path.display()))?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .with_context(|| format!("locking {}", path.display()))?;
@@ -128,8 +187,9 @@ impl StateStore {
             data,
         };
         let bytes = serde_json::to_vec_pretty(&env).context("encoding state")?;
-        let path = self.path(container_id, ifname);
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let file = file_name(&self.network, container_id, ifname);
+        let path = self.dir.join(&file);
+        let tmp = self.dir.join(temp_name(&file, std::process::id()));
         let _ = fs::remove_file(&tmp);
         let mut f = OpenOptions::new()
             .write(true)
@@ -148,67 +208,80 @@ impl StateStore {
     }
 
     fn read_envelope<T: DeserializeOwned>(path: &Path) -> Result<Option<Envelope<T>>> {
-        let mut f = match OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        let Some(buf) = crate::fsutil::read_bounded(path, MAX_STATE_BYTES)
+            .with_context(|| format!("reading {}", path.display()))?
+        else {
+            return Ok(None);
         };
-        let mut buf = Vec::new();
-        Read::by_ref(&mut f)
-            .take(MAX_STATE_BYTES + 1)
-            .read_to_end(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if buf.len() as u64 > MAX_STATE_BYTES {
-            bail!("{} is larger than {MAX_STATE_BYTES} bytes", path.display());
-        }
         let env =
             serde_json::from_slice(&buf).with_context(|| format!("decoding {}", path.display()))?;
         Ok(Some(env))
     }
 
+    fn is_identity<T>(&self, e: &Envelope<T>, container_id: &str, ifname: &str) -> bool {
+        e.network == self.network && e.container_id == container_id && e.ifname == ifname
+    }
+
     /// The saved state, `None` when there is none (or it belongs to another identity).
     pub fn load<T: DeserializeOwned>(&self, container_id: &str, ifname: &str) -> Result<Option<T>> {
-        let env = Self::read_envelope::<T>(&self.path(container_id, ifname))?;
-        Ok(env
-            .filter(|e| {
-                e.network == self.network && e.container_id == container_id && e.ifname == ifname
-            })
+        if let Some(e) = Self::read_envelope::<T>(&self.path(container_id, ifname))? {
+            return Ok(self.is_identity(&e, container_id, ifname).then_some(e.data));
+        }
+        let legacy = self.legacy_path(container_id, ifname);
+        if legacy == self.path(container_id, ifname) {
+            return Ok(None);
+        }
+        // Written by an earlier version under the lossy name: ours only if
+        // the identity inside says so.
+        Ok(Self::read_envelope::<T>(&legacy)
+            .ok()
+            .flatten()
+            .filter(|e| self.is_identity(e, container_id, ifname))
             .map(|e| e.data))
     }
 
-    /// Removes the state; succeeds when it is already gone.
+    /// Removes the state; succeeds when it is already gone. Touches only
+    /// this attachment's files: its state, its own writers' temp files, and
+    /// a file of an earlier version whose stored identity is this one.
     pub fn remove(&self, container_id: &str, ifname: &str) -> Result<()> {
-        let path = self.path(container_id, ifname);
-        // A writer killed between create and rename leaves its temp file.
-        let tmp_prefix = format!("{}.tmp.", path.with_extension("").display());
+        let file = file_name(&self.network, container_id, ifname);
+        let path = self.dir.join(&file);
+        // A writer killed between create and rename leaves its temp file:
+        // exactly `<file>.tmp.<pid>`, never a prefix match (`eth0` must not
+        // sweep `eth0.tmp.1`'s state).
         if let Ok(entries) = fs::read_dir(&self.dir) {
             for e in entries.flatten() {
-                if e.path().display().to_string().starts_with(&tmp_prefix) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if temp_writer(&name).is_some_and(|pid| name == temp_name(&file, pid)) {
                     let _ = fs::remove_file(e.path());
                 }
             }
         }
+        let legacy = self.legacy_path(container_id, ifname);
+        if legacy != path
+            && Self::read_envelope::<serde::de::IgnoredAny>(&legacy)
+                .ok()
+                .flatten()
+                .is_some_and(|e| self.is_identity(&e, container_id, ifname))
+        {
+            let _ = fs::remove_file(&legacy);
+        }
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // A name the file system cannot hold was never written.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENAMETOOLONG) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
         }
     }
 
-    /// Removes temp files of this network whose writer process is gone
-    /// (killed between create and rename); a live writer's are kept.
-    fn remove_orphan_temps(&self, name: &str, path: &Path) {
-        let Some((_, pid)) = name.rsplit_once(".tmp.") else {
+    /// Removes a temp file whose writer process is gone (killed between
+    /// create and rename); a live writer's is kept.
+    fn remove_orphan_temp(name: &str, path: &Path) {
+        let Some(pid) = temp_writer(name) else {
             return;
         };
-        let alive = pid
-            .parse::<u32>()
-            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if !alive {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = fs::remove_file(path);
         }
     }
@@ -225,14 +298,15 @@ impl StateStore {
             }
             Err(e) => return Err(e).with_context(|| format!("listing {}", self.dir.display())),
         };
-        let prefix = self.prefix();
+        // Every state file is read and judged by the identity inside (the
+        // name alone cannot say which network a hashed name belongs to).
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(&prefix) {
+            if name.starts_with('.') {
                 continue;
             }
             if !name.ends_with(".json") {
-                self.remove_orphan_temps(&name, &entry.path());
+                Self::remove_orphan_temp(&name, &entry.path());
                 continue;
             }
             match Self::read_envelope::<T>(&entry.path()) {
@@ -298,11 +372,11 @@ mod tests {
         let s = StateStore::new(&dir, "n");
         s.save("c", "eth0", &1u32).unwrap();
         s.save("d", "eth0", &1u32).unwrap();
-        let stale = dir.join("n+c+eth0.tmp.999999999");
+        let stale = dir.join("n+c+eth0.json.tmp.999999999");
         fs::write(&stale, b"{").unwrap();
-        let orphan = dir.join("n+d+eth0.tmp.999999998");
+        let orphan = dir.join("n+d+eth0.json.tmp.999999998");
         fs::write(&orphan, b"{").unwrap();
-        let live = dir.join(format!("n+d+eth0.tmp.{}", std::process::id()));
+        let live = dir.join(format!("n+d+eth0.json.tmp.{}", std::process::id()));
         fs::write(&live, b"{").unwrap();
         s.remove("c", "eth0").unwrap();
         assert!(!stale.exists());
@@ -312,6 +386,87 @@ mod tests {
             "a dead writer's temp file is removed by listing"
         );
         assert!(live.exists(), "a live writer's temp file is kept");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn names_are_injective_and_removal_touches_only_this_attachment() {
+        let dir = tmpdir();
+        let s = StateStore::new(&dir, "n");
+        // Sanitising mapped these to one file: the second overwrote the first.
+        s.save("c", "n+1", &1u32).unwrap();
+        s.save("c", "n,1", &2u32).unwrap();
+        s.save("c", "n_1", &3u32).unwrap();
+        assert_eq!(s.load::<u32>("c", "n+1").unwrap(), Some(1));
+        assert_eq!(s.load::<u32>("c", "n,1").unwrap(), Some(2));
+        assert_eq!(s.load::<u32>("c", "n_1").unwrap(), Some(3));
+        // The sweep of killed writers' temp files was a prefix match.
+        s.save("c", "eth0", &4u32).unwrap();
+        s.save("c", "eth0.tmp.1", &5u32).unwrap();
+        s.remove("c", "eth0").unwrap();
+        assert_eq!(s.load::<u32>("c", "eth0.tmp.1").unwrap(), Some(5));
+        s.remove("c", "n,1").unwrap();
+        assert_eq!(s.load::<u32>("c", "n+1").unwrap(), Some(1));
+        assert_eq!(s.load::<u32>("c", "n_1").unwrap(), Some(3));
+        assert_eq!(s.list::<u32>().unwrap().found.len(), 3);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn long_identities_fit_a_file_name() {
+        let dir = tmpdir();
+        let net = "n".repeat(300);
+        let s = StateStore::new(&dir, &net);
+        let id = "c".repeat(250);
+        s.save(&id, "eth0", &1u32).unwrap();
+        s.save(&id, "eth1", &2u32).unwrap();
+        assert_eq!(s.load::<u32>(&id, "eth0").unwrap(), Some(1));
+        assert_eq!(s.list::<u32>().unwrap().found.len(), 2);
+        s.remove(&id, "eth0").unwrap();
+        s.remove(&id, "eth0").unwrap();
+        assert_eq!(s.load::<u32>(&id, "eth1").unwrap(), Some(2));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn files_of_earlier_versions_are_found_by_identity() {
+        let dir = tmpdir();
+        fs::create_dir_all(&dir).unwrap();
+        let s = StateStore::new(&dir, "n");
+        let write_legacy = |ifname: &str, data: u32| {
+            let env = Envelope {
+                network: "n".to_string(),
+                container_id: "c".to_string(),
+                ifname: ifname.to_string(),
+                data,
+            };
+            fs::write(
+                s.legacy_path("c", ifname),
+                serde_json::to_vec(&env).unwrap(),
+            )
+            .unwrap();
+        };
+        write_legacy("a+b", 7);
+        assert_eq!(s.load::<u32>("c", "a+b").unwrap(), Some(7));
+        // Same lossy name, other identity: neither read nor removed.
+        assert_eq!(s.load::<u32>("c", "a,b").unwrap(), None);
+        s.remove("c", "a,b").unwrap();
+        assert_eq!(s.load::<u32>("c", "a+b").unwrap(), Some(7));
+        s.remove("c", "a+b").unwrap();
+        assert_eq!(s.load::<u32>("c", "a+b").unwrap(), None);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fifos_do_not_block() {
+        let dir = tmpdir();
+        fs::create_dir_all(&dir).unwrap();
+        let s = StateStore::new(&dir, "n");
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        nix::unistd::mkfifo(&s.path("c", "eth0"), mode).unwrap();
+        assert!(s.load::<u32>("c", "eth0").is_err());
+        nix::unistd::mkfifo(&dir.join(".lock"), mode).unwrap();
+        assert!(s.lock().is_err());
         let _ = fs::remove_dir_all(&dir);
     }
 

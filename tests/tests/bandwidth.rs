@@ -468,13 +468,23 @@ fn re_add_applies_new_values_and_adopts_leftovers() {
     // Nothing at all now: everything goes.
     s.run("ADD", &s.conf("1.0.0", json!({}))).ok();
     s.assert_clean();
-    // Leftovers of a crashed ADD that never wrote state (an ifb with our name).
+    // An unmarked ifb under the reference name that no layout of this
+    // attachment uses (the reference plugin's, perhaps for another
+    // interface of the pod) is not adopted: ADD shapes through its own.
     s.node
         .ip(&["link", "add", &s.ifb(), "type", "ifb"])
         .unwrap();
     s.run("ADD", &conf1).ok();
     s.run("CHECK", &conf1).ok();
+    assert_eq!(s.ifbs().len(), 2);
     s.run("DEL", &conf1).ok();
+    assert_eq!(s.ifbs(), vec![s.ifb()], "only our own ifb is deleted");
+    // containerd's second DEL (no netns, no prevResult, no state left)
+    // removes a reference leftover, as the reference's own DEL would.
+    let mut bare = conf1.clone();
+    bare.as_object_mut().unwrap().remove("prevResult");
+    s.run_env(&without_env(s.pod.env("DEL"), "CNI_NETNS"), &bare)
+        .ok();
     s.assert_clean();
 }
 

@@ -484,7 +484,15 @@ enum Mode {
     RejectToken,
     /// Waits this long before answering anything.
     Slow(Duration),
+    /// Answers everything (token PUT included) with a 302 whose body looks
+    /// like a zone.
+    Redirect,
+    /// Hands out the token, then answers every GET with such a 302.
+    RedirectMetadata,
 }
+
+/// The body of the test server's redirects: it must never become a label.
+const REDIRECT_BODY: &str = "us-east-1z";
 
 /// A tiny IMDSv2 on 127.0.0.1 inside the node netns: GETs without the
 /// token PUT hands out get 401.
@@ -586,6 +594,8 @@ fn serve(conn: TcpStream, mode: Mode, log: &Mutex<Vec<String>>, stop: &AtomicBoo
         }
     }
     let (status, body) = match (method, path) {
+        _ if mode == Mode::Redirect => ("302 Found", REDIRECT_BODY),
+        ("GET", _) if mode == Mode::RedirectMetadata => ("302 Found", REDIRECT_BODY),
         ("PUT", "/latest/api/token") => {
             if header("x-aws-ec2-metadata-token-ttl-seconds").is_some() {
                 ("200 OK", TOKEN)
@@ -600,10 +610,15 @@ fn serve(conn: TcpStream, mode: Mode, log: &Mutex<Vec<String>>, stop: &AtomicBoo
         ("GET", "/latest/meta-data/instance-type") => ("200 OK", "m7g.large"),
         _ => ("404 Not Found", ""),
     };
+    let location = if status.starts_with("302") {
+        "Location: http://127.0.0.1:1/elsewhere\r\n"
+    } else {
+        ""
+    };
     let mut w = &conn;
     let _ = write!(
         w,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{location}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
 }
@@ -750,4 +765,231 @@ fn imds_slow_answer_hits_the_timeout() {
     );
     assert!(!out.stderr.contains("not asking again"), "{}", out.stderr);
     s.run("DEL", &conf).ok();
+}
+
+/// Runs the plugin like `Setup::run`, but gives up after `limit`: the
+/// process is killed and `None` returned (a hung plugin fails the test
+/// instead of hanging it).
+fn run_bounded(s: &Setup, command: &str, conf: &Value, limit: Duration) -> Option<Outcome> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &s.node.name])
+        .arg(bin())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(s.pod.env(command))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn plugin");
+    if let Some(mut si) = child.stdin.take() {
+        let _ = si.write_all(conf.to_string().as_bytes());
+    }
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait plugin") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    Some(Outcome {
+        status: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+const IMDS_ALIAS: &str = "us-test-1a uste1-az9 us-test-1 m7g.large";
+
+#[test]
+fn imds_redirect_body_is_never_a_label() {
+    for mode in [Mode::Redirect, Mode::RedirectMetadata] {
+        let s = setup();
+        let server = Imds::start(&s.node, mode);
+        let cache = s.state.path.join("imds-cache.json");
+        let nothing_holds_the_body = |s: &Setup| {
+            for f in s.state.files() {
+                let text = std::fs::read_to_string(s.state.path.join(&f)).unwrap_or_default();
+                assert!(!text.contains(REDIRECT_BODY), "{f}: {text}");
+            }
+        };
+        // Not required: ADD goes on without IMDS labels.
+        let conf = s.conf("1.1.0", imds_conf(&server.endpoint(), &cache, json!({})));
+        let out = s.run("ADD", &conf).ok();
+        assert_eq!(alias(&s.pod_link()), None, "{}", out.stderr);
+        assert_eq!(alias(&s.host_link()), None);
+        assert!(!cache.exists(), "a redirect was cached");
+        nothing_holds_the_body(&s);
+        assert!(out.stderr.contains("302"), "{}", out.stderr);
+        s.run("DEL", &conf).ok();
+
+        // Required: ADD fails and changes nothing.
+        let conf = s.conf(
+            "1.1.0",
+            imds_conf(
+                &server.endpoint(),
+                &cache,
+                json!({"required": true, "failureBackoffSeconds": 0}),
+            ),
+        );
+        let before = (s.node.snapshot(), s.pod.ns.snapshot());
+        s.run("ADD", &conf).err(11);
+        assert_eq!(before, (s.node.snapshot(), s.pod.ns.snapshot()));
+        assert!(!cache.exists());
+        nothing_holds_the_body(&s);
+        assert!(
+            s.state_files()
+                .iter()
+                .all(|f| !f.contains(&s.pod.container_id))
+        );
+        assert!(server.log().len() >= 2, "{:?}", server.log());
+    }
+}
+
+#[test]
+fn imds_fifo_at_the_cache_or_failure_file_does_not_hang() {
+    let s = setup();
+    let server = Imds::start(&s.node, Mode::Normal);
+    let cache = s.state.path.join("imds-cache.json");
+    let failed = s.state.path.join("imds-cache.json.failed");
+    let conf = s.conf("1.0.0", imds_conf(&server.endpoint(), &cache, json!({})));
+    let cases: [&[&std::path::Path]; 3] = [&[&cache], &[&failed], &[&cache, &failed]];
+    for fifos in cases {
+        for p in [&cache, &failed] {
+            let _ = std::fs::remove_file(p);
+        }
+        for p in fifos {
+            nix::unistd::mkfifo(*p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        let out = run_bounded(&s, "ADD", &conf, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("ADD hung on a FIFO at {fifos:?}"))
+            .ok();
+        assert_eq!(
+            alias(&s.pod_link()).as_deref(),
+            Some(IMDS_ALIAS),
+            "{fifos:?}: {}",
+            out.stderr
+        );
+        assert!(
+            std::fs::symlink_metadata(&cache)
+                .unwrap()
+                .file_type()
+                .is_file(),
+            "{fifos:?}: the fresh answer replaced the FIFO"
+        );
+        s.run("DEL", &conf).ok();
+    }
+}
+
+#[test]
+fn imds_symlinked_cache_or_failure_file_is_not_used() {
+    let s = setup();
+    let server = Imds::start(&s.node, Mode::Normal);
+    let cache = s.state.path.join("imds-cache.json");
+    let conf = s.conf("1.0.0", imds_conf(&server.endpoint(), &cache, json!({})));
+
+    // A fresh, valid-looking cache behind a symlink.
+    let decoy = s.state.path.join("decoy-cache.json");
+    let fake = json!({"fetchedAt": unix_now(), "labels": {ZONE: "us-fake-9z"}}).to_string();
+    std::fs::write(&decoy, &fake).unwrap();
+    std::os::unix::fs::symlink(&decoy, &cache).unwrap();
+    let out = s.run("ADD", &conf).ok();
+    assert_eq!(
+        alias(&s.pod_link()).as_deref(),
+        Some(IMDS_ALIAS),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.log().len(), 5, "IMDS was asked: {:?}", server.log());
+    assert_eq!(std::fs::read_to_string(&decoy).unwrap(), fake, "decoy kept");
+    assert!(
+        !std::fs::symlink_metadata(&cache)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    s.run("DEL", &conf).ok();
+
+    // A recent failure record behind a symlink does not stop the request.
+    std::fs::remove_file(&cache).unwrap();
+    let decoy_failure = s.state.path.join("decoy-failure.json");
+    let failure = json!({"failedAt": unix_now(), "error": "decoy failure"}).to_string();
+    std::fs::write(&decoy_failure, &failure).unwrap();
+    std::os::unix::fs::symlink(&decoy_failure, s.state.path.join("imds-cache.json.failed"))
+        .unwrap();
+    let out = s.run("ADD", &conf).ok();
+    assert!(!out.stderr.contains("decoy"), "{}", out.stderr);
+    assert_eq!(
+        alias(&s.pod_link()).as_deref(),
+        Some(IMDS_ALIAS),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.log().len(), 10, "{:?}", server.log());
+    assert_eq!(std::fs::read_to_string(&decoy_failure).unwrap(), failure);
+    s.run("DEL", &conf).ok();
+}
+
+#[test]
+fn retried_add_without_the_settings_still_restores_them_on_del() {
+    let s = setup();
+    let rp0 = s.sysctl("net/ipv4/conf/eth0/rp_filter");
+    let ka0 = s.sysctl("net/ipv4/tcp_keepalive_time");
+    assert_ne!(rp0, "2");
+    assert_ne!(ka0, "600");
+    let (pod_mtu0, host_mtu0) = (u(&s.pod_link(), "mtu"), u(&s.host_link(), "mtu"));
+    let pod_q0 = u(&s.pod_link(), "txqlen");
+    assert_ne!(pod_mtu0, 1400);
+    assert_ne!(pod_q0, 2000);
+
+    let full = s.conf("1.1.0", profile_conf(json!({})));
+    s.run("ADD", &full).ok();
+    assert_eq!(u(&s.pod_link(), "mtu"), 1400);
+    assert_eq!(u(&s.host_link(), "mtu"), 1400);
+    assert_eq!(u(&s.pod_link(), "txqlen"), 2000);
+    assert_eq!(s.sysctl("net/ipv4/conf/eth0/rp_filter"), "2");
+    assert_eq!(s.sysctl("net/ipv4/tcp_keepalive_time"), "600");
+
+    // Retried with only the MTU, then with nothing but the zone: neither
+    // changes what is there, and neither forgets what was there before.
+    let mtu_only = s.conf(
+        "1.1.0",
+        json!({"labels": {ZONE: "us-test-1a"}, "profiles": [{"match": {}, "mtu": 1400}]}),
+    );
+    let bare = s.conf("1.1.0", json!({"labels": {ZONE: "us-test-1a"}}));
+    for conf in [&mtu_only, &bare] {
+        s.run("ADD", conf).ok();
+        assert_eq!(u(&s.pod_link(), "mtu"), 1400);
+        assert_eq!(u(&s.pod_link(), "txqlen"), 2000);
+        assert_eq!(s.sysctl("net/ipv4/conf/eth0/rp_filter"), "2");
+    }
+
+    s.run("DEL", &bare).ok();
+    assert_eq!(u(&s.pod_link(), "mtu"), pod_mtu0, "pod mtu restored");
+    assert_eq!(u(&s.host_link(), "mtu"), host_mtu0, "host mtu restored");
+    assert_eq!(u(&s.pod_link(), "txqlen"), pod_q0, "txqueuelen restored");
+    assert_eq!(s.sysctl("net/ipv4/conf/eth0/rp_filter"), rp0);
+    assert_eq!(s.sysctl("net/ipv4/tcp_keepalive_time"), ka0);
+    assert_eq!(alias(&s.pod_link()), None);
+    assert!(s.state_files().is_empty());
 }

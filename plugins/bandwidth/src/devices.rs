@@ -15,12 +15,67 @@ pub fn ifb_name(network: &str, container_id: &str) -> String {
     format!("bwp{hex}")
 }
 
-const ALIAS_TAG: &str = "cni-bandwidth";
+/// How many alternative names an attachment tries when the reference name
+/// is taken by another attachment (a second interface of the same pod on
+/// the same network, or a `network + id` concatenation that collides).
+pub const IFB_ALTERNATIVES: u32 = 8;
 
-/// Ownership mark written as the ifb's alias: GC deletes only ifbs whose
-/// alias names this network, never by guessing from the device name.
+/// The ifb names one attachment may use, in order: the reference name
+/// first (drop-in layout, and adoption after an upgrade), then names
+/// derived from the whole identity with separators, so they are distinct
+/// for distinct attachments and the same on every retry.
+pub fn ifb_candidates(network: &str, container_id: &str, ifname: &str) -> Vec<String> {
+    let mut names = vec![ifb_name(network, container_id)];
+    for n in 1..=IFB_ALTERNATIVES {
+        let mut h = Sha512::new();
+        for part in [network, container_id, ifname] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        h.update(n.to_be_bytes());
+        let hex: String = h
+            .finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        names.push(format!("bwp{hex}"));
+    }
+    names
+}
+
+const ALIAS_TAG: &str = "cni-bandwidth";
+/// The kernel keeps at most 255 bytes of an interface alias (IFALIASZ - 1).
+pub const MAX_ALIAS_BYTES: usize = 255;
+
+/// Ownership mark written as the ifb's alias: ADD adopts, DEL deletes and
+/// GC collects only ifbs whose alias names the attachment, never by
+/// guessing from the device name.
 pub fn ifb_alias(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{ALIAS_TAG} net={network} id={container_id} if={ifname}")
+}
+
+/// Who an existing ifb (or other link) of a candidate name belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfbOwner {
+    /// Its alias names this attachment.
+    ThisAttachment,
+    /// An ifb without an alias: made by the reference plugin (or by a
+    /// process killed between creating and marking it).
+    Unmarked,
+    /// Another attachment's, another program's, or not an ifb at all.
+    Foreign,
+}
+
+pub fn ifb_owner(link: &Link, network: &str, container_id: &str, ifname: &str) -> IfbOwner {
+    if link.kind.as_deref() != Some("ifb") {
+        return IfbOwner::Foreign;
+    }
+    match link.alias.as_deref() {
+        None | Some("") => IfbOwner::Unmarked,
+        Some(a) if a == ifb_alias(network, container_id, ifname) => IfbOwner::ThisAttachment,
+        Some(_) => IfbOwner::Foreign,
+    }
 }
 
 /// (network, container id, ifname) of an ifb we own, from its alias.
@@ -63,8 +118,13 @@ pub fn find_host_veth(
         ))
         .into());
     }
+    // The peer is matched by ifindex *and* namespace: an index alone can
+    // name another pod's veth when the container's peer lives elsewhere.
+    let pod_fd = cni_types::fsutil::open_nonblocking(netns_path)
+        .with_context(|| format!("opening {}", netns_path.display()))
+        .cni(Code::InvalidEnv, "CNI_NETNS cannot be opened")?;
     let host = nl
-        .veth_peer_of(&container)
+        .veth_peer_in(&container, std::os::fd::AsFd::as_fd(&pod_fd))
         .context("looking up the veth peer on the host")
         .cni(Code::Kernel, "cannot read host interfaces")?
         .ok_or_else(|| {
@@ -73,7 +133,7 @@ pub fn find_host_veth(
                 format!("host side of {ifname} not found"),
             )
             .with_details(format!(
-                "no veth in the host netns pairs with {ifname} (peer ifindex {:?})",
+                "no veth in the host netns pairs with {ifname} (peer ifindex {:?}) in that namespace",
                 container.peer_index
             ))
         })?;
@@ -108,6 +168,36 @@ mod tests {
         let n = ifb_name("aws-cni", "abc");
         assert_eq!(n.len(), 15);
         assert!(n.starts_with("bwp"));
+    }
+
+    #[test]
+    fn candidates_are_distinct_per_attachment_and_stable() {
+        let a = ifb_candidates("advnetA", "bc1", "eth0");
+        let b = ifb_candidates("advnet", "Abc1", "eth0");
+        // The reference name collides by construction (no separator) ...
+        assert_eq!(a[0], b[0]);
+        // ... the alternatives do not, nor for a second interface.
+        let c = ifb_candidates("advnetA", "bc1", "net1");
+        for alt in &a[1..] {
+            assert!(!b.contains(alt) && !c[1..].contains(alt), "{alt}");
+            assert_eq!(alt.len(), 15);
+        }
+        assert_eq!(a, ifb_candidates("advnetA", "bc1", "eth0"));
+        assert_eq!(a.len() as u32, IFB_ALTERNATIVES + 1);
+    }
+
+    #[test]
+    fn ownership_from_alias() {
+        let mut l = Link {
+            kind: Some("ifb".into()),
+            ..Default::default()
+        };
+        assert_eq!(ifb_owner(&l, "n", "c", "eth0"), IfbOwner::Unmarked);
+        l.alias = Some(ifb_alias("n", "c", "eth0"));
+        assert_eq!(ifb_owner(&l, "n", "c", "eth0"), IfbOwner::ThisAttachment);
+        assert_eq!(ifb_owner(&l, "n", "c", "net1"), IfbOwner::Foreign);
+        l.kind = Some("veth".into());
+        assert_eq!(ifb_owner(&l, "n", "c", "eth0"), IfbOwner::Foreign);
     }
 
     #[test]

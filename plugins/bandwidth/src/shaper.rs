@@ -14,13 +14,14 @@
 //! crash half-way through ADD.
 
 use crate::config::{BandwidthConf, EgressMode};
-use crate::devices::{ifb_alias, ifb_name};
+use crate::devices::{IfbOwner, MAX_ALIAS_BYTES, ifb_alias, ifb_candidates, ifb_name, ifb_owner};
 use crate::shaping::{Shape, shape};
 use anyhow::Context as _;
 use cni_netlink::tc::{
     ETH_P_ALL, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR, TbfSpec,
 };
 use cni_netlink::{Link, Netlink, netns};
+use cni_types::env::NetnsId;
 use cni_types::error::{CniError, Code, ResultExt};
 use cni_types::{log_info, log_warn};
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,36 @@ pub struct Installed {
     /// How egress is shaped ("ifb" or "pod"), for CHECK and operators.
     #[serde(default)]
     pub egress_mode: Option<String>,
+    /// The pod's network namespace at ADD (device and inode of its nsfs
+    /// file): DEL and CHECK act inside a namespace only when it is this one.
+    #[serde(default)]
+    pub netns: Option<NetnsId>,
+}
+
+impl Installed {
+    /// True when `netns` is the namespace this record's pod side lives in
+    /// (records of earlier versions have none: any pod namespace).
+    pub fn same_pod(&self, netns: Option<NetnsId>) -> bool {
+        self.netns.is_none() || self.netns == netns
+    }
+}
+
+/// The attachment a record or a device belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Attachment<'a> {
+    pub network: &'a str,
+    pub container_id: &'a str,
+    pub ifname: &'a str,
+}
+
+impl Attachment<'_> {
+    fn owner_of(&self, link: &Link) -> IfbOwner {
+        ifb_owner(link, self.network, self.container_id, self.ifname)
+    }
+
+    fn alias(&self) -> String {
+        ifb_alias(self.network, self.container_id, self.ifname)
+    }
 }
 
 fn spec(s: &Shape) -> TbfSpec {
@@ -123,14 +154,29 @@ pub struct AddRequest<'a> {
     pub container_id: &'a str,
     pub ifname: &'a str,
     pub netns: &'a Path,
+    pub netns_id: Option<NetnsId>,
     pub egress_mode: EgressMode,
     pub ingress: Option<Shape>,
     pub egress: Option<Shape>,
 }
 
+impl AddRequest<'_> {
+    pub fn attachment(&self) -> Attachment<'_> {
+        Attachment {
+            network: self.network,
+            container_id: self.container_id,
+            ifname: self.ifname,
+        }
+    }
+}
+
 /// Installs the layout on `host`, replacing what a previous ADD of the
 /// same attachment left (`previous`). Returns what is now installed and the
 /// ifb link (for the result). On failure, removes what this call created.
+///
+/// Everything that could refuse (a foreign root qdisc, a foreign ingress
+/// hook, no free ifb name) is decided before the first change, so a
+/// refusal leaves the node as it was.
 pub fn install(
     nl: &mut Netlink,
     host: &Link,
@@ -139,51 +185,61 @@ pub fn install(
     save: &mut dyn FnMut(&Installed) -> anyhow::Result<()>,
 ) -> anyhow::Result<(Installed, Option<Link>)> {
     let prev = previous.filter(|p| p.host_index == host.index && p.host_veth == host.name);
-    let mut inst = Installed {
+    // What was ours before this ADD decides ownership. The pod side of a
+    // record counts only in the namespace it was made in.
+    let mut owned = Installed {
         host_veth: host.name.clone(),
         host_index: host.index,
-        ingress_tbf: req.ingress.is_some() || prev.is_some_and(|p| p.ingress_tbf),
-        ifb: req
-            .egress
-            .map(|_| ifb_name(req.network, req.container_id))
-            .or_else(|| prev.and_then(|p| p.ifb.clone())),
+        ingress_tbf: prev.is_some_and(|p| p.ingress_tbf),
+        ifb: prev.and_then(|p| p.ifb.clone()),
         ingress_qdisc: prev.is_some_and(|p| p.ingress_qdisc),
         filter_prio: prev.and_then(|p| p.filter_prio),
-        pod_tbf: prev.is_some_and(|p| p.pod_tbf),
+        pod_tbf: prev.is_some_and(|p| p.pod_tbf && p.same_pod(req.netns_id)),
         egress_mode: prev.and_then(|p| p.egress_mode.clone()),
+        netns: req.netns_id,
     };
     let qdiscs = kernel(nl.qdiscs(host.index), || {
         format!("listing qdiscs of {}", host.name)
     })?;
-    // What was ours before this ADD decides ownership; the claims below only
-    // make sure a crash leaves a record of everything we may create.
-    let mut owned = inst.clone();
     adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
-    inst.ingress_qdisc = owned.ingress_qdisc;
-    inst.filter_prio = owned.filter_prio;
-    inst.ingress_tbf |= owned.ingress_tbf;
-    if owned.ifb.is_some() {
-        inst.ifb = owned.ifb.clone();
-    }
-    // Decided before anything changes, so a refusal leaves the host as it was.
     let mode = resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?;
-    match (&req.egress, mode) {
-        (Some(_), EgressMode::Pod) => inst.pod_tbf = true,
-        (Some(_), _) => {
+    if req.ingress.is_some() {
+        let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
+        refuse_foreign_root(root, owned.ingress_tbf, &host.name)?;
+    }
+    if req.egress.is_some() && mode == EgressMode::Pod {
+        let root = pod_root_qdisc(req.netns, req.ifname)?;
+        refuse_foreign_root(
+            root.as_ref(),
+            owned.pod_tbf,
+            &format!("the pod's {}", req.ifname),
+        )?;
+    }
+    let ifb = match (&req.egress, mode) {
+        (Some(_), EgressMode::Ifb | EgressMode::Auto) => Some(choose_ifb(nl, req, &owned)?),
+        _ => None,
+    };
+    // The claims: a superset of what this ADD may create, recorded before
+    // the kernel is touched, so a crash from here on leaves a state file
+    // that lets DEL find everything.
+    let mut inst = owned.clone();
+    inst.ingress_tbf |= req.ingress.is_some();
+    match (&req.egress, &ifb) {
+        (Some(_), Some(name)) => {
+            inst.ifb = Some(name.clone());
             inst.ingress_qdisc = true;
             inst.filter_prio = Some(FILTER_PRIO);
         }
+        (Some(_), None) => inst.pod_tbf = true,
         (None, _) => {}
     }
-    // One write records intent before the kernel is touched: a crash from
-    // here on leaves a state file (a superset of what exists) that lets DEL
-    // find everything.
     save(&inst)?;
     let mut undo = Vec::new();
     let plan = Plan {
         qdiscs: &qdiscs,
         mode,
         owned: &owned,
+        ifb: ifb.as_deref(),
     };
     match install_steps(nl, host, req, &plan, &mut inst, &mut undo) {
         Ok(ifb) => {
@@ -197,12 +253,88 @@ pub fn install(
     }
 }
 
+/// Only the kernel's default root (handle `0:`) is free to replace; a root
+/// qdisc with a handle was put there by someone, and is ours only when our
+/// record (or an adopted layout of this attachment) says so.
+fn refuse_foreign_root(
+    root: Option<&cni_netlink::tc::Qdisc>,
+    ours: bool,
+    device: &str,
+) -> anyhow::Result<()> {
+    let Some(r) = root else { return Ok(()) };
+    let free = r.handle == 0 || (ours && r.kind == "tbf" && r.handle == TBF_HANDLE);
+    if free {
+        return Ok(());
+    }
+    Err(
+        CniError::new(Code::Kernel, format!("{device} already has a root qdisc"))
+            .with_details(format!(
+                "a {} qdisc {:x}: we did not create is installed; refusing to replace it",
+                r.kind,
+                r.handle >> 16
+            ))
+            .into(),
+    )
+}
+
+/// The ifb this attachment uses: the one it already owns when it still
+/// is its own, else the first candidate name that is free or marked as
+/// this attachment's. A name held by another attachment (or anything
+/// else) is never adopted: two attachments sharing an ifb would rewrite
+/// each other's rate, and one's DEL would blackhole the other.
+fn choose_ifb(nl: &mut Netlink, req: &AddRequest<'_>, owned: &Installed) -> anyhow::Result<String> {
+    let who = req.attachment();
+    if who.alias().len() > MAX_ALIAS_BYTES {
+        return Err(CniError::new(
+            Code::InvalidConfig,
+            "network name and container id are too long to mark an ifb as ours",
+        )
+        .with_details(format!(
+            "the ifb's alias would be {} bytes; the kernel keeps {MAX_ALIAS_BYTES}",
+            who.alias().len()
+        ))
+        .into());
+    }
+    if let Some(name) = &owned.ifb {
+        match kernel(nl.link_by_name(name), || format!("looking up {name}"))? {
+            None => return Ok(name.clone()),
+            Some(l) if who.owner_of(&l) != IfbOwner::Foreign => return Ok(name.clone()),
+            Some(l) => log_warn!(
+                "{name} recorded for this attachment now belongs to someone else ({:?}); choosing another name",
+                l.alias
+            ),
+        }
+    }
+    let candidates = ifb_candidates(req.network, req.container_id, req.ifname);
+    for name in &candidates {
+        match kernel(nl.link_by_name(name), || format!("looking up {name}"))? {
+            None => return Ok(name.clone()),
+            Some(l) if who.owner_of(&l) == IfbOwner::ThisAttachment => return Ok(name.clone()),
+            Some(l) => log_info!(
+                "{name} is taken ({} {:?}); trying the next name",
+                l.kind.as_deref().unwrap_or("link"),
+                l.alias
+            ),
+        }
+    }
+    Err(
+        CniError::new(Code::Kernel, "no free ifb name for this attachment")
+            .with_details(format!(
+                "every candidate ({}) exists and belongs to someone else",
+                candidates.join(", ")
+            ))
+            .into(),
+    )
+}
+
 /// What `install` found and decided before the first change.
 struct Plan<'a> {
     qdiscs: &'a [cni_netlink::tc::Qdisc],
     mode: EgressMode,
     /// What the attachment owned before this ADD.
     owned: &'a Installed,
+    /// The ifb name chosen for egress (mode ifb).
+    ifb: Option<&'a str>,
 }
 
 fn install_steps(
@@ -217,21 +349,9 @@ fn install_steps(
     let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
 
     // Into the pod: root tbf on the host veth (coexists with a clsact).
+    // The root was judged free (default or ours) before anything changed.
     match &req.ingress {
         Some(s) => {
-            if let Some(r) = root.filter(|r| {
-                !(is_default_root(&r.kind) || (r.kind == "tbf" && r.handle == TBF_HANDLE))
-            }) {
-                return Err(CniError::new(
-                    Code::Kernel,
-                    format!("{} already has a root qdisc", host.name),
-                )
-                .with_details(format!(
-                    "a {} qdisc {:#x} we did not create is installed; refusing to replace it",
-                    r.kind, r.handle
-                ))
-                .into());
-            }
             if root.is_none_or(|r| r.kind != "tbf") {
                 undo.push(Undo::RootTbf(host.index));
             }
@@ -260,7 +380,7 @@ fn install_steps(
 
     // Out of the pod.
     let Some(s) = &req.egress else {
-        remove_egress(nl, host, inst)?;
+        remove_egress(nl, host, inst, &req.attachment())?;
         remove_pod_side(req.netns, req.ifname, inst)?;
         inst.egress_mode = None;
         return Ok(None);
@@ -269,8 +389,10 @@ fn install_steps(
         // Only what was ours before: the claims for ifb mode were not made.
         inst.ingress_qdisc = owned.ingress_qdisc;
         inst.filter_prio = owned.filter_prio;
-        remove_egress(nl, host, inst)?;
-        let existed = pod_tbf_present(req.netns, req.ifname)?;
+        remove_egress(nl, host, inst, &req.attachment())?;
+        let existed = owned.pod_tbf
+            && pod_root_qdisc(req.netns, req.ifname)?
+                .is_some_and(|q| q.kind == "tbf" && q.handle == TBF_HANDLE);
         netns::run_in(req.netns, || {
             let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
             let link = kernel(pn.link_by_name(req.ifname), || {
@@ -307,19 +429,25 @@ fn install_steps(
     inst.pod_tbf = owned.pod_tbf;
     remove_pod_side(req.netns, req.ifname, inst)?;
     inst.egress_mode = Some("ifb".into());
-    let name = ifb_name(req.network, req.container_id);
-    let alias = ifb_alias(req.network, req.container_id, req.ifname);
+    let name = plan
+        .ifb
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("internal: no ifb chosen for egress"))?;
+    let alias = req.attachment().alias();
     let ifb = match kernel(nl.link_by_name(&name), || format!("looking up {name}"))? {
         Some(existing) => {
-            // Left by a crashed ADD of ours, or by the reference plugin
-            // (same name scheme): adopt it, bring it in line.
-            if existing.kind.as_deref() != Some("ifb") {
-                return Err(CniError::new(
-                    Code::Kernel,
-                    format!("{name} exists and is not an ifb"),
-                )
-                .with_details(format!("kind {:?}", existing.kind))
-                .into());
+            // Ours (marked for this attachment, left by a retried or
+            // crashed ADD, or adopted from the reference plugin's layout):
+            // bring it in line. choose_ifb never hands out another's.
+            if req.attachment().owner_of(&existing) == IfbOwner::Foreign {
+                return Err(
+                    CniError::new(Code::Kernel, format!("{name} belongs to someone else"))
+                        .with_details(format!(
+                            "kind {:?}, alias {:?}",
+                            existing.kind, existing.alias
+                        ))
+                        .into(),
+                );
             }
             if existing.mtu != host.mtu {
                 kernel(nl.set_mtu(existing.index, host.mtu), || {
@@ -412,11 +540,12 @@ fn install_steps(
     Ok(Some(ifb))
 }
 
-/// An `ingress` qdisc whose redirects all go to this attachment's ifb was
-/// made for this attachment: by us before the state was lost, or by the
-/// reference plugin before an upgrade (it uses the same ifb name, prio 1
-/// and root tbf `1:`). It is adopted rather than taken for another tc
-/// user's, which would shape egress twice.
+/// An `ingress` qdisc whose redirects all go to one ifb of this attachment
+/// was made for this attachment: by us before the state was lost (the ifb
+/// carries our mark), or by the reference plugin before an upgrade (an
+/// unmarked ifb under the reference name, prio 1 and root tbf `1:`). It is
+/// adopted rather than taken for another tc user's, which would shape
+/// egress twice. An ifb marked for another attachment is never adopted.
 fn adopt_own_layout(
     nl: &mut Netlink,
     host: &Link,
@@ -430,26 +559,40 @@ fn adopt_own_layout(
     if owned.ingress_qdisc || !has_ingress {
         return Ok(());
     }
-    let name = ifb_name(req.network, req.container_id);
-    let Some(ifb) = kernel(nl.link_by_name(&name), || format!("looking up {name}"))? else {
-        return Ok(());
-    };
     let filters = kernel(nl.filters(host.index, INGRESS_HANDLE), || {
         format!("listing filters of {}", host.name)
     })?;
     let redirects: Vec<_> = filters.iter().filter(|f| !f.mirred.is_empty()).collect();
-    let all_to_our_ifb = !redirects.is_empty()
-        && redirects
-            .iter()
-            .all(|f| f.kind == "u32" && f.mirred.iter().all(|m| m.ifindex == ifb.index));
-    if all_to_our_ifb {
+    let Some(target) = redirects
+        .first()
+        .and_then(|f| f.mirred.first())
+        .map(|m| m.ifindex)
+    else {
+        return Ok(());
+    };
+    let all_to_target = redirects
+        .iter()
+        .all(|f| f.kind == "u32" && f.mirred.iter().all(|m| m.ifindex == target));
+    if !all_to_target {
+        return Ok(());
+    }
+    let Some(ifb) = kernel(nl.link_by_index(target), || format!("looking up #{target}"))? else {
+        return Ok(());
+    };
+    let ours = match req.attachment().owner_of(&ifb) {
+        IfbOwner::ThisAttachment => true,
+        IfbOwner::Unmarked => ifb.name == ifb_name(req.network, req.container_id),
+        IfbOwner::Foreign => false,
+    };
+    if ours {
         log_info!(
-            "adopting the ingress qdisc, filter and {name} on {} (made for this attachment)",
+            "adopting the ingress qdisc, filter and {} on {} (made for this attachment)",
+            ifb.name,
             host.name
         );
         owned.ingress_qdisc = true;
         owned.filter_prio = redirects.first().map(|f| f.prio);
-        owned.ifb = Some(name);
+        owned.ifb = Some(ifb.name);
         owned.ingress_tbf |= qdiscs
             .iter()
             .any(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE);
@@ -495,18 +638,17 @@ fn resolve_egress_mode(
     Ok(mode)
 }
 
-fn pod_tbf_present(ns: &Path, ifname: &str) -> anyhow::Result<bool> {
+/// The root qdisc of the container interface inside the pod, if any.
+fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink::tc::Qdisc>> {
     netns::run_in(ns, || {
         let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
         let Some(link) = kernel(pn.link_by_name(ifname), || format!("looking up {ifname}"))? else {
-            return Ok(false);
+            return Ok(None);
         };
         let qs = kernel(pn.qdiscs(link.index), || {
             format!("listing qdiscs of {ifname}")
         })?;
-        Ok(qs
-            .iter()
-            .any(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE))
+        Ok(qs.into_iter().find(|q| q.parent == TC_H_ROOT))
     })
 }
 
@@ -540,16 +682,13 @@ fn remove_pod_side(ns: &Path, ifname: &str, inst: &mut Installed) -> anyhow::Res
     Ok(())
 }
 
-/// The qdiscs a device has before anyone configures it.
-fn is_default_root(kind: &str) -> bool {
-    matches!(
-        kind,
-        "noqueue" | "pfifo_fast" | "mq" | "fq_codel" | "pfifo" | "fq"
-    )
-}
-
 /// Removes egress shaping: our filter, our ingress qdisc, our ifb.
-fn remove_egress(nl: &mut Netlink, host: &Link, inst: &mut Installed) -> anyhow::Result<()> {
+fn remove_egress(
+    nl: &mut Netlink,
+    host: &Link,
+    inst: &mut Installed,
+    who: &Attachment<'_>,
+) -> anyhow::Result<()> {
     if let Some(prio) = inst.filter_prio {
         kernel(
             nl.delete_filter(host.index, INGRESS_HANDLE, prio, ETH_P_ALL),
@@ -572,28 +711,43 @@ fn remove_egress(nl: &mut Netlink, host: &Link, inst: &mut Installed) -> anyhow:
         inst.ingress_qdisc = false;
     }
     if let Some(name) = inst.ifb.take() {
-        delete_ifb(nl, &name)?;
+        delete_owned_ifb(nl, &name, who)?;
     }
     Ok(())
 }
 
-/// Deletes an ifb by name; fine when it is already gone.
-pub fn delete_ifb(nl: &mut Netlink, name: &str) -> anyhow::Result<()> {
-    if let Some(l) = kernel(nl.link_by_name(name), || format!("looking up {name}"))?
-        && l.kind.as_deref() == Some("ifb")
-    {
-        kernel(nl.delete_link(l.index), || format!("deleting {name}"))?;
-        log_info!("deleted {name}");
+/// Deletes the ifb `name` if it is this attachment's: marked for it, or
+/// unmarked (the reference plugin's, or created and killed before the
+/// mark; the caller knows the name is this attachment's). An ifb marked
+/// for another attachment is left alone: deleting it would blackhole that
+/// pod's egress. Fine when it is already gone.
+pub fn delete_owned_ifb(nl: &mut Netlink, name: &str, who: &Attachment<'_>) -> anyhow::Result<()> {
+    let Some(l) = kernel(nl.link_by_name(name), || format!("looking up {name}"))? else {
+        return Ok(());
+    };
+    match who.owner_of(&l) {
+        IfbOwner::Foreign => {
+            log_info!(
+                "leaving {name}: it is not this attachment's ({:?})",
+                l.alias
+            );
+        }
+        IfbOwner::ThisAttachment | IfbOwner::Unmarked => {
+            kernel(nl.delete_link(l.index), || format!("deleting {name}"))?;
+            log_info!("deleted {name}");
+        }
     }
     Ok(())
 }
 
-/// Removes everything `inst` records, as far as it still exists. `pod` is
-/// the netns and container interface when DEL has them; without them a
-/// pod-side tbf goes away with the pod's netns.
+/// Removes everything `inst` records, as far as it still exists and is
+/// still ours. `pod` is the netns and container interface when DEL has
+/// them and the netns is the one recorded at ADD; without them a pod-side
+/// tbf goes away with the pod's netns.
 pub fn teardown(
     nl: &mut Netlink,
     inst: &Installed,
+    who: &Attachment<'_>,
     pod: Option<(&Path, &str)>,
 ) -> anyhow::Result<()> {
     let mut inst = inst.clone();
@@ -602,7 +756,7 @@ pub fn teardown(
     }
     // The ifb first: it alone survives the pod's veth going away.
     if let Some(name) = inst.ifb.clone() {
-        delete_ifb(nl, &name)?;
+        delete_owned_ifb(nl, &name, who)?;
     }
     if let Some(host) = recorded_host(nl, &inst)? {
         if inst.ingress_tbf {
@@ -618,7 +772,7 @@ pub fn teardown(
             }
         }
         inst.ifb = None;
-        remove_egress(nl, &host, &mut inst)?;
+        remove_egress(nl, &host, &mut inst, who)?;
     }
     Ok(())
 }
@@ -668,6 +822,14 @@ pub fn verify(
     if inst.is_none() && (req.ingress.is_some() || req.egress.is_some()) {
         return Err(mismatch("no record of an ADD for this attachment".into()));
     }
+    if let Some(i) = inst
+        && !i.same_pod(req.netns_id)
+    {
+        return Err(mismatch(format!(
+            "CNI_NETNS {} is not the network namespace ADD shaped",
+            req.netns.display()
+        )));
+    }
     if let Some(s) = &req.ingress {
         tbf_on(nl, host, s)?;
     }
@@ -682,7 +844,9 @@ pub fn verify(
         });
     }
     if let Some(s) = &req.egress {
-        let name = ifb_name(req.network, req.container_id);
+        let name = inst
+            .and_then(|i| i.ifb.clone())
+            .unwrap_or_else(|| ifb_name(req.network, req.container_id));
         let Some(ifb) = kernel(nl.link_by_name(&name), || format!("looking up {name}"))? else {
             return Err(mismatch(format!("ifb {name} is missing")));
         };

@@ -17,6 +17,10 @@ pub const DEFAULT_BUCKET_MS: u64 = 25;
 pub const L2_HEADER_BYTES: u64 = 14;
 /// The largest GSO/GRO packet the stack hands a qdisc by default.
 pub const GSO_MAX_BYTES: u64 = 65_536;
+/// The queue's floor never holds more than this much time at the rate:
+/// the pod author picks the rate, and at 1 kbit/s a 64 KiB floor queued
+/// for 536 s.
+pub const MAX_FLOOR_WAIT_MS: u64 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
@@ -42,10 +46,15 @@ pub fn shape(limit: &Limit, mtu: u32, latency_ms: u32) -> Shape {
     // plus a frame: tbf splits a 64 KiB GSO packet into frames that must all
     // fit, or TCP loses a quarter of its rate at 10 Mbit/s (measured). Below
     // ~26 Mbit/s at 25 ms that floor, not `latency_ms`, bounds the wait.
+    // The floor itself holds at most MAX_FLOOR_WAIT_MS at the rate, but
+    // always the largest packet tbf enqueues whole (one up to the burst),
+    // or every such packet would be dropped.
+    let gso_floor = GSO_MAX_BYTES + min_burst;
+    let floor = gso_floor
+        .min(rate_bytes.saturating_mul(MAX_FLOOR_WAIT_MS) / 1000)
+        .max(burst.min(gso_floor));
     let queue = rate_bytes.saturating_mul(u64::from(latency_ms)) / 1000;
-    let limit_bytes = queue
-        .max(GSO_MAX_BYTES + min_burst)
-        .min(u64::from(u32::MAX));
+    let limit_bytes = queue.max(floor).min(u64::from(u32::MAX));
     Shape {
         rate_bytes_per_sec: rate_bytes,
         burst_bytes: burst as u32,
@@ -93,6 +102,18 @@ mod tests {
         let low = shape(&lim(1_000, None), 1500, 25);
         assert_eq!(low.rate_bytes_per_sec, 125);
         assert_eq!(low.burst_bytes, 1514, "never below a full-size frame");
+        assert_eq!(
+            low.limit_bytes, 1514,
+            "one frame of queue, not 64 KiB (536 s at 1 kbit/s)"
+        );
+        let k100 = shape(&lim(100_000, None), 1500, 25);
+        assert_eq!(k100.limit_bytes, 12_500, "the floor waits at most 1 s");
+        let big_burst = shape(&lim(100_000, Some(800_000)), 1500, 25);
+        assert_eq!(
+            big_burst.limit_bytes,
+            65_536 + 1514,
+            "a GSO packet within the burst is enqueued whole: it must fit"
+        );
         let peta = shape(&lim(1_000_000_000_000_000, None), 9001, 25);
         assert_eq!(peta.rate_bytes_per_sec, 125_000_000_000_000);
         assert_eq!(peta.burst_bytes, u32::MAX);

@@ -61,7 +61,8 @@ impl Plugin for Bandwidth {
                 shaper::teardown(
                     &mut nl,
                     prev,
-                    env.netns.as_deref().map(|n| (n, env.ifname.as_str())),
+                    &attachment(&ctx.conf.name, env),
+                    pod_side(prev, env),
                 )?;
                 store
                     .remove(&env.container_id, &env.ifname)
@@ -193,7 +194,12 @@ impl Plugin for Bandwidth {
                 continue;
             }
             log_info!("gc: removing stale attachment {cid}/{ifname}");
-            shaper::teardown(&mut nl, &inst, None)?;
+            let who = shaper::Attachment {
+                network,
+                container_id: &cid,
+                ifname: &ifname,
+            };
+            shaper::teardown(&mut nl, &inst, &who, None)?;
             store
                 .remove(&cid, &ifname)
                 .cni(Code::Io, "cannot remove state")?;
@@ -211,7 +217,12 @@ impl Plugin for Bandwidth {
             };
             if net == network && !valid.contains(&(cid, ifname)) {
                 log_info!("gc: deleting stale ifb {}", l.name);
-                shaper::delete_ifb(&mut nl, &l.name)?;
+                let who = shaper::Attachment {
+                    network,
+                    container_id: cid,
+                    ifname,
+                };
+                shaper::delete_owned_ifb(&mut nl, &l.name, &who)?;
             }
         }
         Ok(())
@@ -234,6 +245,7 @@ fn plan<'a>(
         container_id: &env.container_id,
         ifname: &env.ifname,
         netns,
+        netns_id: env.netns_id,
         egress_mode: bw.egress_mode,
         ingress,
         egress,
@@ -260,18 +272,47 @@ fn load_state(store: &StateStore, env: &Env) -> Option<Installed> {
         })
 }
 
+fn attachment<'a>(network: &'a str, env: &'a Env) -> shaper::Attachment<'a> {
+    shaper::Attachment {
+        network,
+        container_id: &env.container_id,
+        ifname: &env.ifname,
+    }
+}
+
+/// The pod netns and container interface DEL may act in: only the
+/// namespace recorded at ADD (the dispatcher already dropped a CNI_NETNS
+/// that is gone or the plugin's own). Another namespace under the same
+/// path is left alone; the pod-side tbf went away with the recorded one.
+fn pod_side<'a>(inst: &Installed, env: &'a Env) -> Option<(&'a std::path::Path, &'a str)> {
+    let ns = env.netns.as_deref()?;
+    if !inst.same_pod(env.netns_id) {
+        log_warn!(
+            "CNI_NETNS {} is not the namespace ADD shaped: leaving it alone",
+            ns.display()
+        );
+        return None;
+    }
+    Some((ns, env.ifname.as_str()))
+}
+
 fn del_attachment(env: &Env, network: &str, store: StateStore) -> anyhow::Result<()> {
     let mut nl = netlink()?;
     let _lock = store
         .lock()
         .cni(Code::Io, "cannot lock the state directory")?;
-    if let Some(inst) = load_state(&store, env) {
-        let pod = env.netns.as_deref().map(|n| (n, env.ifname.as_str()));
-        shaper::teardown(&mut nl, &inst, pod)?;
+    let who = attachment(network, env);
+    match load_state(&store, env) {
+        Some(inst) => shaper::teardown(&mut nl, &inst, &who, pod_side(&inst, env))?,
+        // No record: an ifb the reference plugin left before an upgrade
+        // (unmarked, under its name), or ours marked for this attachment.
+        // One marked for another attachment is left alone.
+        None => shaper::delete_owned_ifb(
+            &mut nl,
+            &devices::ifb_name(network, &env.container_id),
+            &who,
+        )?,
     }
-    // Also an ifb left by the reference plugin or by a crash before state
-    // was written: the name is derived from the attachment alone.
-    shaper::delete_ifb(&mut nl, &devices::ifb_name(network, &env.container_id))?;
     store
         .remove(&env.container_id, &env.ifname)
         .cni(Code::Io, "cannot remove state")?;

@@ -6,6 +6,7 @@ use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::{
     RouteNetlinkMessage,
     link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+    nsid::{NsidAttribute, NsidMessage},
 };
 
 use crate::{Netlink, NlError, Result};
@@ -145,6 +146,38 @@ impl Netlink {
         Ok(self
             .link_by_index(peer)?
             .filter(|l| l.kind.as_deref() == Some("veth") && l.peer_index == Some(cont.index)))
+    }
+
+    /// The veth peer, in this socket's netns, of `cont` read inside the pod
+    /// netns open at `pod_netns`. An ifindex is only unique per namespace,
+    /// so the candidate must be a veth, point back at `cont`'s index, and
+    /// have its peer in exactly that namespace (its link-netnsid is the id
+    /// this namespace gives the pod's). Anything else is not the pod's peer.
+    pub fn veth_peer_in(&mut self, cont: &Link, pod_netns: BorrowedFd<'_>) -> Result<Option<Link>> {
+        let Some(candidate) = self.veth_peer_of(cont)? else {
+            return Ok(None);
+        };
+        let pod_nsid = self.nsid_of(pod_netns)?;
+        Ok((pod_nsid.is_some() && candidate.link_netnsid == pod_nsid).then_some(candidate))
+    }
+
+    /// The id this socket's netns has assigned to the namespace open at
+    /// `fd` (`RTM_GETNSID`); `None` when it has none.
+    pub fn nsid_of(&mut self, fd: BorrowedFd<'_>) -> Result<Option<i32>> {
+        let mut msg = NsidMessage::default();
+        msg.attributes
+            .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
+        let msgs = self.request("get nsid", RouteNetlinkMessage::GetNsId(msg), 0)?;
+        Ok(msgs
+            .into_iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewNsId(n) => n.attributes.into_iter().find_map(|a| match a {
+                    NsidAttribute::Id(id) => Some(id),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .filter(|id| *id >= 0))
     }
 
     fn get_link(&mut self, op: &str, msg: LinkMessage) -> Result<Option<Link>> {

@@ -11,7 +11,9 @@ use std::{
 };
 
 use anyhow::Context;
+use cni_types::env::NetnsId;
 use nix::sched::{CloneFlags, setns};
+use std::io::Write as _;
 
 /// Restores the thread's original netns when dropped, so every exit path
 /// (including `?` and panics) leaves the pod namespace.
@@ -44,7 +46,9 @@ impl Drop for NetnsGuard {
         }
         if let Err(e) = setns(self.orig.as_fd(), CloneFlags::CLONE_NEWNET) {
             // Carrying on would run host-side work inside the pod netns.
-            eprintln!(
+            // (writeln, not eprintln: a closed stderr must not panic here.)
+            let _ = writeln!(
+                std::io::stderr(),
                 "fatal: cannot return from netns {} to the original netns: {e}",
                 self.target.display()
             );
@@ -67,12 +71,23 @@ fn current_thread_netns() -> anyhow::Result<File> {
 /// Enters the netns at `path` (e.g. `/var/run/netns/x` or
 /// `/proc/<pid>/ns/net`) for the current thread only; the returned guard
 /// switches back. On error the thread has not moved.
+///
+/// Only a pod's namespace is ever entered: the thread's own is refused, so
+/// pod work (sysctls, the container interface's qdiscs) can never land on
+/// the node whatever path a caller passes. The path is opened without
+/// blocking, so a FIFO cannot hang the plugin.
 pub fn enter(path: &Path) -> anyhow::Result<NetnsGuard> {
     let orig = current_thread_netns().context("failed to open the current netns")?;
-    let target =
-        File::open(path).with_context(|| format!("failed to open netns {}", path.display()))?;
+    let target = cni_types::fsutil::open_nonblocking(path)
+        .with_context(|| format!("failed to open netns {}", path.display()))?;
     cni_types::env::check_netns_fd(&target)
         .with_context(|| format!("{} is not a network namespace", path.display()))?;
+    if NetnsId::of_file(&target)? == NetnsId::of_file(&orig)? {
+        anyhow::bail!(
+            "{} is this process's own network namespace, not a pod's",
+            path.display()
+        );
+    }
     setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("failed to enter netns {}", path.display()))?;
     Ok(NetnsGuard {
@@ -94,7 +109,7 @@ pub fn run_in<T>(path: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::
 /// True when `path` is a network namespace, so a plugin can reject a
 /// `CNI_NETNS` that is a regular file (or another namespace type) up front.
 pub fn is_netns(path: &Path) -> bool {
-    File::open(path)
+    cni_types::fsutil::open_nonblocking(path)
         .map(|f| cni_types::env::check_netns_fd(&f).is_ok())
         .unwrap_or(false)
 }
@@ -199,6 +214,11 @@ mod tests {
         assert!(!is_netns(Path::new("/proc/self/ns/mnt")));
         assert!(!is_netns(Path::new("/proc/self/status")));
         assert!(!is_netns(Path::new("/nonexistent/netns")));
+        let own = enter(Path::new("/proc/thread-self/ns/net")).unwrap_err();
+        assert!(
+            format!("{own:#}").contains("own network namespace"),
+            "{own:#}"
+        );
         for p in [
             "/proc/self/status",
             "/proc/self/ns/mnt",
@@ -225,6 +245,14 @@ mod tests {
         let b_inside = run_in(&other.path, || Ok(Netlink::new()?.link_by_name("mv1")?)).unwrap();
         let b_inside = b_inside.unwrap();
         assert_eq!(a2.peer_index, Some(b_inside.index));
+        // From the other side: found only through the namespace it is in.
+        let pod_fd = File::open(&other.path).unwrap();
+        let peer = nl.veth_peer_in(&b_inside, pod_fd.as_fd()).unwrap();
+        assert_eq!(peer.map(|l| l.index), Some(a.index));
+        let third = OtherNetns::spawn();
+        let third_fd = File::open(&third.path).unwrap();
+        assert_eq!(nl.veth_peer_in(&b_inside, third_fd.as_fd()).unwrap(), None);
+        third.finish();
         other.finish();
     }
 }

@@ -11,7 +11,7 @@ use cni_types::state::StateStore;
 use cni_types::{CniResult, Code, Context, Env, GcContext, NetConf, ResultExt, log_info, log_warn};
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// What the configuration and labels ask for this attachment.
@@ -59,23 +59,6 @@ fn desired(cfg: &Config, env: &Env, labels: &Labels) -> anyhow::Result<Desired> 
         txqlen: settings.txqueuelen,
         sysctls,
     })
-}
-
-/// Refuses a CNI_NETNS that is the plugin's own netns: sysctls written
-/// there would change the node.
-fn refuse_own_netns(path: &Path) -> anyhow::Result<()> {
-    let own = std::fs::metadata("/proc/thread-self/ns/net");
-    let target = std::fs::metadata(path);
-    if let (Ok(a), Ok(b)) = (own, target)
-        && a.ino() == b.ino()
-        && a.dev() == b.dev()
-    {
-        return fail(
-            Code::InvalidEnv,
-            "CNI_NETNS is the plugin's own network namespace, not a pod's",
-        );
-    }
-    Ok(())
 }
 
 fn normalize(v: &str) -> String {
@@ -135,11 +118,75 @@ fn check_mtu(link: &Link, mtu: u32, side: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses to raise `link`'s MTU above the bucket of a tbf its packets go
+/// through (its own root tbf, or the root tbf of an ifb its ingress hook
+/// redirects to): tbf drops every packet larger than its burst, so the pod
+/// would silently receive or send nothing at full size. That happens when
+/// `bandwidth` runs before this plugin and sized the burst for the old MTU;
+/// interface settings must settle before shaping.
+fn refuse_mtu_over_tbf(nl: &mut Netlink, link: &Link, mtu: u32, side: &str) -> anyhow::Result<()> {
+    use cni_netlink::tc::{INGRESS_HANDLE, TC_H_INGRESS, TC_H_ROOT, ticks_to_burst};
+    if mtu <= link.mtu {
+        return Ok(());
+    }
+    let root_tbf = |nl: &mut Netlink, index: u32| -> anyhow::Result<Option<u64>> {
+        let qs = nl.qdiscs(index).cni(Code::Kernel, "cannot list qdiscs")?;
+        Ok(qs
+            .iter()
+            .find(|q| q.parent == TC_H_ROOT && q.kind == "tbf")
+            .and_then(|q| q.tbf)
+            .map(|p| ticks_to_burst(p.rate_bytes_per_sec, p.buffer_ticks)))
+    };
+    let mut shaped: Vec<(String, u64)> = Vec::new();
+    if let Some(b) = root_tbf(nl, link.index)? {
+        shaped.push((link.name.clone(), b));
+    }
+    let qs = nl
+        .qdiscs(link.index)
+        .cni(Code::Kernel, "cannot list qdiscs")?;
+    if qs
+        .iter()
+        .any(|q| q.parent == TC_H_INGRESS && q.kind == "ingress")
+    {
+        let filters = nl
+            .filters(link.index, INGRESS_HANDLE)
+            .cni(Code::Kernel, "cannot list filters")?;
+        for m in filters.iter().flat_map(|f| &f.mirred) {
+            if let Some(target) = nl
+                .link_by_index(m.ifindex)
+                .cni(Code::Kernel, "cannot look up a redirect target")?
+                && let Some(b) = root_tbf(nl, target.index)?
+            {
+                shaped.push((target.name, b));
+            }
+        }
+    }
+    // A frame is the MTU plus the Ethernet header, which tbf counts; the
+    // dumped bucket is rounded to scheduler ticks, so allow a byte or two.
+    let frame = u64::from(mtu) + 14;
+    if let Some((dev, burst)) = shaped.iter().find(|(_, b)| b + 2 < frame) {
+        return Err(CniError::new(
+            Code::InvalidConfig,
+            format!(
+                "mtu {mtu} on the {side} interface {} would exceed the burst of the tbf on {dev}",
+                link.name
+            ),
+        )
+        .with_details(format!(
+            "the tbf's bucket holds {burst} bytes and drops every frame larger than that; \
+             run topology-label before bandwidth in the conflist so shaping is sized for the final MTU"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Finds the host end of the container's veth (in the plugin's netns).
 /// `None` (with a warning) when the container interface is not a veth.
 fn find_host_veth(
     host_nl: &mut Netlink,
     cont: &Link,
+    netns_path: &Path,
     prev: Option<&CniResult>,
 ) -> anyhow::Result<Option<Link>> {
     if cont.kind.as_deref() != Some("veth") {
@@ -166,8 +213,14 @@ fn find_host_veth(
                 .collect()
         })
         .unwrap_or_default();
+    // Matched by ifindex *and* the peer's namespace: an index alone can
+    // name another pod's veth when the container's peer lives elsewhere.
+    let pod_fd = cni_types::fsutil::open_nonblocking(netns_path)
+        .cni_with(Code::InvalidEnv, || {
+            format!("cannot open {}", netns_path.display())
+        })?;
     match host_nl
-        .veth_peer_of(cont)
+        .veth_peer_in(cont, std::os::fd::AsFd::as_fd(&pod_fd))
         .cni(Code::Kernel, "cannot look up the host veth")?
     {
         Some(l) => {
@@ -185,7 +238,7 @@ fn find_host_veth(
             "the host side of the container's veth was not found",
         )
         .with_details(format!(
-            "{} has peer ifindex {peer}, which is not its veth peer in this namespace",
+            "{} has peer ifindex {peer}, but no veth of this namespace with that index pairs with it in the pod's namespace",
             cont.name
         ))
         .into()),
@@ -238,13 +291,16 @@ fn inspect(
         }
         Ok((nl, cont, now))
     })?;
+    let mut pod_nl = pod_nl;
     if let Some(mtu) = want.mtu {
         check_mtu(&cont, mtu, "container")?;
+        refuse_mtu_over_tbf(&mut pod_nl, &cont, mtu, "container")?;
     }
     let mut host_nl = Netlink::new().cni(Code::Kernel, "cannot open netlink")?;
-    let host = find_host_veth(&mut host_nl, &cont, prev)?;
+    let host = find_host_veth(&mut host_nl, &cont, netns_path, prev)?;
     if let (Some(mtu), Some(h)) = (want.mtu, &host) {
         check_mtu(h, mtu, "host")?;
+        refuse_mtu_over_tbf(&mut host_nl, h, mtu, "host")?;
     }
     Ok(Inspection {
         pod_nl,
@@ -269,10 +325,33 @@ fn inherit<T: Clone + PartialEq>(
     }
 }
 
+/// Keeps a field an earlier ADD set and this one does not (`set` is
+/// `None`): its `set` and `prev` are carried over so DEL can still put the
+/// previous value back, as long as the link still carries what was set
+/// (then applying it again changes nothing). When it no longer does,
+/// someone else changed it since, and DEL would leave it alone anyway.
+fn keep<T: Clone + PartialEq>(
+    set: &mut Option<T>,
+    prev: &mut Option<T>,
+    old: Option<&LinkState>,
+    field: impl Fn(&LinkValues) -> Option<T>,
+    current: T,
+) {
+    if set.is_some() {
+        return;
+    }
+    if let Some(o) = old
+        && field(&o.set).as_ref() == Some(&current)
+    {
+        *set = field(&o.set);
+        *prev = field(&o.prev);
+    }
+}
+
 fn link_state(link: &Link, set: LinkValues, old: Option<&LinkState>) -> LinkState {
     let old = old.filter(|o| o.index == link.index && o.name == link.name);
     let cur_alias = link.alias.clone().unwrap_or_default();
-    let prev = LinkValues {
+    let mut prev = LinkValues {
         alias: set
             .alias
             .as_ref()
@@ -280,12 +359,67 @@ fn link_state(link: &Link, set: LinkValues, old: Option<&LinkState>) -> LinkStat
         mtu: set.mtu.map(|_| inherit(old, |v| v.mtu, link.mtu)),
         txqlen: set.txqlen.map(|_| inherit(old, |v| v.txqlen, link.txqlen)),
     };
+    let mut set = set;
+    keep(
+        &mut set.alias,
+        &mut prev.alias,
+        old,
+        |v| v.alias.clone(),
+        cur_alias,
+    );
+    keep(&mut set.mtu, &mut prev.mtu, old, |v| v.mtu, link.mtu);
+    keep(
+        &mut set.txqlen,
+        &mut prev.txqlen,
+        old,
+        |v| v.txqlen,
+        link.txqlen,
+    );
     LinkState {
         index: link.index,
         name: link.name.clone(),
         prev,
         set,
     }
+}
+
+/// The sysctl entries: the desired ones (`now` holds their current values,
+/// in the same order), each with the previous value an earlier ADD saved
+/// when the sysctl still holds what that ADD set, else the current one; and
+/// the kept ones: everything an earlier ADD changed that is no longer
+/// desired, carried over unchanged so DEL can still put it back.
+fn plan_sysctls(
+    want: &[(SysctlKey, String)],
+    now: &[String],
+    old: Option<&State>,
+) -> (Vec<SysctlState>, Vec<SysctlState>) {
+    let old_entries: Vec<&SysctlState> = old
+        .map(|o| o.sysctls.iter().chain(&o.kept_sysctls).collect())
+        .unwrap_or_default();
+    let desired = want
+        .iter()
+        .zip(now)
+        .map(|((key, value), now)| {
+            let prev = old_entries
+                .iter()
+                .find(|s| s.key == key.components)
+                .filter(|s| normalize(&s.set) == normalize(now))
+                .map_or_else(|| now.clone(), |s| s.prev.clone());
+            SysctlState {
+                key: key.components.clone(),
+                prev,
+                set: value.clone(),
+            }
+        })
+        .collect();
+    let mut kept: Vec<SysctlState> = Vec::new();
+    for s in old_entries {
+        if !want.iter().any(|(k, _)| k.components == s.key) && !kept.iter().any(|k| k.key == s.key)
+        {
+            kept.push(s.clone());
+        }
+    }
+    (desired, kept)
 }
 
 fn plan(ctx: &Context, want: &Desired, insp: &Inspection, old: Option<&State>) -> State {
@@ -300,6 +434,7 @@ fn plan(ctx: &Context, want: &Desired, insp: &Inspection, old: Option<&State>) -
     );
     let mut st = State::new(cont);
     st.netns = ctx.env.netns.as_ref().map(|p| p.display().to_string());
+    st.netns_id = ctx.env.netns_id;
     st.host = insp.host.as_ref().map(|h| {
         link_state(
             h,
@@ -311,17 +446,7 @@ fn plan(ctx: &Context, want: &Desired, insp: &Inspection, old: Option<&State>) -
             old.and_then(|o| o.host.as_ref()),
         )
     });
-    for ((key, value), now) in want.sysctls.iter().zip(&insp.sysctl_now) {
-        let prev = old
-            .and_then(|o| o.sysctls.iter().find(|s| s.key == key.components))
-            .filter(|s| normalize(&s.set) == normalize(now))
-            .map_or_else(|| now.clone(), |s| s.prev.clone());
-        st.sysctls.push(SysctlState {
-            key: key.components.clone(),
-            prev,
-            set: value.clone(),
-        });
-    }
+    (st.sysctls, st.kept_sysctls) = plan_sysctls(&want.sysctls, &insp.sysctl_now, old);
     st
 }
 
@@ -415,7 +540,7 @@ fn restore(st: &State, ifname: &str, netns_path: Option<&Path>) {
             {
                 restore_link(&mut nl, &st.container, "container");
             }
-            for s in &st.sysctls {
+            for s in st.sysctls.iter().chain(&st.kept_sysctls) {
                 let key = SysctlKey {
                     components: s.key.clone(),
                 };
@@ -477,7 +602,6 @@ pub fn add(ctx: &Context) -> anyhow::Result<CniResult> {
         .netns
         .clone()
         .ok_or_else(|| CniError::new(Code::InvalidEnv, "CNI_NETNS is not set"))?;
-    refuse_own_netns(&netns_path)?;
     let labels = pod_labels(&cfg, &ctx.conf)?;
     let want = desired(&cfg, &ctx.env, &labels)?;
     // Labels (perhaps IMDS) are resolved before taking the lock.
@@ -534,7 +658,21 @@ fn del_attachment(raw: &serde_json::Value, network: &str, env: &Env) -> anyhow::
     }
     let _lock = lock(&store)?;
     match load_state(&store, env) {
-        Ok(Some(st)) => restore(&st, &env.ifname, env.netns.as_deref()),
+        Ok(Some(st)) => {
+            // The pod side only in the namespace ADD worked in (the
+            // dispatcher already dropped one that is gone or the node's).
+            let pod = env.netns.as_deref().filter(|ns| {
+                let same = st.netns_id.is_none() || st.netns_id == env.netns_id;
+                if !same {
+                    log_warn!(
+                        "CNI_NETNS {} is not the namespace ADD labelled: leaving it alone",
+                        ns.display()
+                    );
+                }
+                same
+            });
+            restore(&st, &env.ifname, pod)
+        }
         // Nothing to restore, but an ADD killed before its first rename may
         // have left a temp file that removing the state sweeps away.
         Ok(None) => {}
@@ -559,6 +697,15 @@ pub fn check(ctx: &Context) -> anyhow::Result<()> {
             "no saved state for this attachment: ADD did not run or DEL already did",
         );
     };
+    if st.netns_id.is_some() && st.netns_id != ctx.env.netns_id {
+        return fail(
+            Code::CheckMismatch,
+            format!(
+                "CNI_NETNS {} is not the network namespace ADD labelled",
+                netns_path.display()
+            ),
+        );
+    }
     let mut diffs: Vec<String> = Vec::new();
     let compare_link = |diffs: &mut Vec<String>, side: &str, l: &Link, txq: bool| {
         if let Some(a) = &want.alias
@@ -671,4 +818,118 @@ pub fn gc(ctx: &GcContext) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(alias: Option<&str>, mtu: Option<u32>, txqlen: Option<u32>) -> LinkValues {
+        LinkValues {
+            alias: alias.map(str::to_string),
+            mtu,
+            txqlen,
+        }
+    }
+
+    fn link(mtu: u32, txqlen: u32, alias: Option<&str>) -> Link {
+        Link {
+            index: 7,
+            name: "eth0".into(),
+            mtu,
+            txqlen,
+            alias: alias.map(str::to_string),
+            ..Link::default()
+        }
+    }
+
+    /// What a first ADD with alias, mtu 1400 and txqueuelen 2000 saved.
+    fn first_add() -> LinkState {
+        LinkState {
+            index: 7,
+            name: "eth0".into(),
+            prev: values(Some(""), Some(1500), Some(1000)),
+            set: values(Some("a"), Some(1400), Some(2000)),
+        }
+    }
+
+    #[test]
+    fn retried_add_keeps_what_it_no_longer_sets() {
+        let old = first_add();
+        let live = link(1400, 2000, Some("a"));
+        // Nothing set any more: everything stays recorded.
+        let st = link_state(&live, LinkValues::default(), Some(&old));
+        assert_eq!(st, old);
+        // Still set: inherited as before; only the alias is new.
+        let st = link_state(&live, values(Some("b"), Some(1400), None), Some(&old));
+        assert_eq!(st.set, values(Some("b"), Some(1400), Some(2000)));
+        assert_eq!(st.prev, values(Some(""), Some(1500), Some(1000)));
+        // A value someone else changed since is not ours to restore.
+        let st = link_state(
+            &link(1450, 2000, Some("a")),
+            LinkValues::default(),
+            Some(&old),
+        );
+        assert_eq!(st.set, values(Some("a"), None, Some(2000)));
+        assert_eq!(st.prev, values(Some(""), None, Some(1000)));
+        // Another link (same name, new index): nothing carried.
+        let mut other = link(1400, 2000, Some("a"));
+        other.index = 8;
+        let st = link_state(&other, LinkValues::default(), Some(&old));
+        assert_eq!(
+            (st.set, st.prev),
+            (LinkValues::default(), LinkValues::default())
+        );
+        // No earlier ADD: nothing carried.
+        let st = link_state(&live, values(None, Some(1300), None), None);
+        assert_eq!(st.set, values(None, Some(1300), None));
+        assert_eq!(st.prev, values(None, Some(1400), None));
+    }
+
+    fn key(s: &str) -> SysctlKey {
+        SysctlKey {
+            components: s.split('.').map(str::to_string).collect(),
+        }
+    }
+
+    fn sysctl(k: &str, prev: &str, set: &str) -> SysctlState {
+        SysctlState {
+            key: key(k).components,
+            prev: prev.into(),
+            set: set.into(),
+        }
+    }
+
+    #[test]
+    fn sysctls_no_longer_desired_are_kept_until_desired_again() {
+        const RP: &str = "net.ipv4.conf.eth0.rp_filter";
+        const KA: &str = "net.ipv4.tcp_keepalive_time";
+        let mut old = State::new(first_add());
+        old.sysctls = vec![sysctl(RP, "0", "2"), sysctl(KA, "7200", "600")];
+
+        // Only the keepalive is still desired (with a new value).
+        let (desired, kept) = plan_sysctls(&[(key(KA), "300".into())], &["600".into()], Some(&old));
+        assert_eq!(desired, vec![sysctl(KA, "7200", "300")]);
+        assert_eq!(kept, vec![sysctl(RP, "0", "2")]);
+
+        // Nothing desired: both kept, through any number of retries.
+        let mut second = State::new(first_add());
+        (second.sysctls, second.kept_sysctls) = (desired, kept);
+        let (desired, kept) = plan_sysctls(&[], &[], Some(&second));
+        assert!(desired.is_empty());
+        assert_eq!(kept, vec![sysctl(KA, "7200", "300"), sysctl(RP, "0", "2")]);
+
+        // Desired again while it still holds what was set: the original
+        // previous value is inherited, and it is no longer only kept.
+        let mut third = State::new(first_add());
+        third.kept_sysctls = kept;
+        let (desired, kept) = plan_sysctls(&[(key(RP), "1".into())], &["2".into()], Some(&third));
+        assert_eq!(desired, vec![sysctl(RP, "0", "1")]);
+        assert_eq!(kept, vec![sysctl(KA, "7200", "300")]);
+
+        // No earlier ADD: the current value is the previous one.
+        let (desired, kept) = plan_sysctls(&[(key(RP), "1".into())], &["0".into()], None);
+        assert_eq!(desired, vec![sysctl(RP, "0", "1")]);
+        assert!(kept.is_empty());
+    }
 }

@@ -284,7 +284,10 @@ fn parse_profile(i: usize, p: RawProfile, allow: Option<&[Pattern]>) -> anyhow::
 /// printable ASCII, no whitespace; values: `[A-Za-z0-9._-]`, at most 63).
 pub fn check_label(key: &str, value: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > 317 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("{key:?} is not a valid label key"));
+        return Err(format!(
+            "{} is not a valid label key",
+            cni_types::error::excerpt(key)
+        ));
     }
     if value.len() > 63
         || !value
@@ -292,7 +295,8 @@ pub fn check_label(key: &str, value: &str) -> Result<(), String> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
         return Err(format!(
-            "{key}: {value:?} is not a valid label value (at most 63 of [A-Za-z0-9._-])"
+            "{key}: {} is not a valid label value (at most 63 of [A-Za-z0-9._-])",
+            cni_types::error::excerpt(value)
         ));
     }
     Ok(())
@@ -303,7 +307,10 @@ fn check_sysctl_value(v: &str) -> Result<(), String> {
         return Err(format!("value longer than {MAX_SYSCTL_VALUE} bytes"));
     }
     if v.chars().any(|c| c == '\n' || c == '\r' || c == '\0') {
-        return Err(format!("value {v:?} contains a newline or NUL"));
+        return Err(format!(
+            "value {} contains a newline or NUL",
+            cni_types::error::excerpt(v)
+        ));
     }
     Ok(())
 }

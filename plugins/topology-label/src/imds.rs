@@ -48,11 +48,45 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn read_cache(path: &Path) -> Option<Cache> {
+/// Reads one of our small files (the cache, the failure record), at most
+/// `MAX_CACHE_BYTES`: never through a symlink, and only a regular file, so a
+/// FIFO or a device there cannot block or feed the plugin. `None` when
+/// missing, refused or unreadable.
+fn read_small_file(path: &Path) -> Option<String> {
+    use nix::libc::{O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK};
     use std::io::Read;
-    let f = std::fs::File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log_warn!("ignoring {}: {e}", path.display());
+            return None;
+        }
+    };
+    // fstat of what was opened, not a second lookup of the path.
+    match f.metadata() {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => {
+            log_warn!("ignoring {}: not a regular file", path.display());
+            return None;
+        }
+        Err(e) => {
+            log_warn!("ignoring {}: {e}", path.display());
+            return None;
+        }
+    }
     let mut text = String::new();
     f.take(MAX_CACHE_BYTES).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn read_cache(path: &Path) -> Option<Cache> {
+    let text = read_small_file(path)?;
     match serde_json::from_str::<Cache>(&text) {
         Ok(c) if c.labels.iter().all(|(k, v)| check_label(k, v).is_ok()) => Some(c),
         Ok(_) | Err(_) => {
@@ -78,13 +112,10 @@ fn failure_file(conf: &ImdsConf) -> std::path::PathBuf {
 
 /// A failure recent enough that asking again would only wait out the timeout.
 fn recent_failure(conf: &ImdsConf, now: u64) -> Option<Failure> {
-    use std::io::Read;
     if conf.failure_backoff.is_zero() {
         return None;
     }
-    let f = std::fs::File::open(failure_file(conf)).ok()?;
-    let mut text = String::new();
-    f.take(MAX_CACHE_BYTES).read_to_string(&mut text).ok()?;
+    let text = read_small_file(&failure_file(conf))?;
     let failure: Failure = serde_json::from_str(&text).ok()?;
     let age = now.checked_sub(failure.failed_at)?;
     (age < conf.failure_backoff.as_secs()).then_some(failure)
@@ -174,6 +205,13 @@ pub fn fetch(conf: &ImdsConf) -> anyhow::Result<Labels> {
         .header(TOKEN_TTL_HEADER, TOKEN_TTL_SECONDS)
         .send_empty()
         .with_context(|| format!("IMDS token request PUT {url}"))?;
+    // Redirects are not followed and come back as `Ok`: only a 200 answers.
+    if resp.status() != 200 {
+        bail!(
+            "IMDS token request PUT {url}: unexpected status {}",
+            resp.status().as_u16()
+        );
+    }
     let token = resp
         .body_mut()
         .with_config()
@@ -196,7 +234,8 @@ pub fn fetch(conf: &ImdsConf) -> anyhow::Result<Labels> {
             .header(TOKEN_HEADER, &token)
             .call();
         let mut resp = match res {
-            Ok(r) => r,
+            Ok(r) if r.status() == 200 => r,
+            Ok(r) => bail!("IMDS GET {url}: unexpected status {}", r.status().as_u16()),
             Err(ureq::Error::StatusCode(404)) if !must => continue,
             Err(e) => return Err(anyhow!(e)).with_context(|| format!("IMDS GET {url}")),
         };

@@ -51,11 +51,19 @@ pub struct State {
     pub version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The pod netns's identity at ADD: DEL and CHECK act inside a
+    /// namespace only when it is this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_id: Option<cni_types::env::NetnsId>,
     pub container: LinkState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<LinkState>,
     #[serde(default)]
     pub sysctls: Vec<SysctlState>,
+    /// Sysctls an earlier ADD of this attachment changed that the current
+    /// configuration no longer sets: not applied, only restored by DEL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_sysctls: Vec<SysctlState>,
 }
 
 impl State {
@@ -63,9 +71,11 @@ impl State {
         State {
             version: STATE_VERSION,
             netns: None,
+            netns_id: None,
             container,
             host: None,
             sysctls: Vec::new(),
+            kept_sysctls: Vec::new(),
         }
     }
 }
@@ -116,6 +126,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn state_without_kept_sysctls_still_loads() {
+        let old = r#"{"version":1,"container":{"index":2,"name":"eth0","prev":{"mtu":1500},"set":{"mtu":1400}},
+            "sysctls":[{"key":["net","ipv4","tcp_keepalive_time"],"prev":"7200","set":"600"}]}"#;
+        let st: State = serde_json::from_str(old).unwrap();
+        assert!(st.kept_sysctls.is_empty());
+        assert_eq!(st.sysctls.len(), 1);
+        // And nothing new is written while there is nothing kept.
+        assert!(!serde_json::to_string(&st).unwrap().contains("kept"));
+    }
 
     #[test]
     fn atomic_write_replaces_symlink_and_is_0600() {
