@@ -150,7 +150,7 @@ mkdir -p "$WORK"/{ours,ref,cache,state,in,hf,iperf,rss,scale}
 for b in bandwidth topology-label vpc-cni-sim; do ln -s "$REL/$b" "$WORK/ours/$b"; done
 for b in topology-label vpc-cni-sim; do ln -s "$REL/$b" "$WORK/ref/$b"; done
 ln -s "$REFBW" "$WORK/ref/bandwidth"
-# The example chain (vpc-cni-sim -> bandwidth -> topology-label) with state in
+# The example chain (vpc-cni-sim -> topology-label -> bandwidth) with state in
 # the temp dir and a /16 pool for the scale run; and the main plugin alone,
 # whose result is the prevResult of the invocation benchmarks.
 # State on tmpfs, as the plugins' default /run/cni/<plugin> is on EKS nodes
@@ -366,7 +366,7 @@ stripped() { file -b "$1" | grep -q 'not stripped' && echo "not stripped" || ech
 linked() { file -b "$1" | grep -oE 'static-pie linked|statically linked|dynamically linked' || echo "?"; }
 
 # --- 3-5. traffic ----------------------------------------------------------------------
-# Pods wired by the whole chain (vpc-cni-sim -> bandwidth -> topology-label);
+# Pods wired by the whole chain (vpc-cni-sim -> topology-label -> bandwidth);
 # for the reference runs the CNI path has the Go bandwidth under the same name.
 ip netns add "$PFX-client"
 CLIENT_IP=$(cni add "$CONF" client "$PFX-client" client "$WORK/ours" '{}' | pod_ip)
@@ -521,7 +521,7 @@ scale() { # scale PHASE PARALLELISM
     log "  $ph (x$par): ADD total ${SC[$ph,add_total]} s, pods 1-10 median ${SC[$ph,first]} ms, last 10 ${SC[$ph,last]} ms; DEL total ${SC[$ph,del_total]} s; failures ${SC[$ph,add_fail]}/${SC[$ph,del_fail]}; leaks (ifb link qdisc state cache netns) ${SC[$ph,leaks]}"
 }
 quiet "scale"
-log "scale: $PODS pods sequential, then $PODS fresh pods 2-way parallel (vpc-cni-sim -> bandwidth 100M -> topology-label)"
+log "scale: $PODS pods sequential, then $PODS fresh pods 2-way parallel (vpc-cni-sim -> topology-label -> bandwidth 100M)"
 scale s 1
 scale p 2
 SCALE_ERRS=$(wc -l < "$BENCH_ERR")
@@ -785,7 +785,7 @@ reference's queue is rate x latency + burst.
 ## 6. Scale: $PODS pods on one node
 
 Each pod: \`ip netns add\` (not timed), then \`cni-run add\` of the whole chain
-(vpc-cni-sim -> our bandwidth -> topology-label) with containerd's capability for
+(vpc-cni-sim -> topology-label -> our bandwidth) with containerd's capability for
 100M both ways (so every pod gets a root tbf, an ingress qdisc, a filter and an ifb).
 ADD latency = the \`cni-run\` call (runtime + 3 plugins), timed with bash's
 \`EPOCHREALTIME\` inside the node netns. Sequential: one pod at a time; parallel: \`xargs -P2\`

@@ -5,7 +5,7 @@
 //! u32::MAX bursts, pod annotations, port mappings; containerd's CNI_ARGS;
 //! a second DEL with no netns). The chain is
 //! conflist-examples/single-node-sim-portmap.conflist:
-//! `vpc-cni-sim` -> reference `portmap` -> `bandwidth` -> `topology-label`,
+//! `vpc-cni-sim` -> reference `portmap` -> `topology-label` -> `bandwidth`,
 //! run inside a private "node" netns with two simulated pods.
 //!
 //! Also: every conflist example loads with libcni, the README's jq commands

@@ -234,13 +234,13 @@ fn patches_the_aws_node_sample() {
             "aws-cni",
             "egress-cni",
             "portmap",
-            "bandwidth-rs",
-            "topology-label"
+            "topology-label",
+            "bandwidth-rs"
         ]
     );
-    assert_eq!(plugins[3]["capabilities"], json!({"bandwidth": true}));
+    assert_eq!(plugins[4]["capabilities"], json!({"bandwidth": true}));
     assert_eq!(
-        plugins[4]["capabilities"],
+        plugins[3]["capabilities"],
         json!({"io.kubernetes.cri.pod-annotations": true})
     );
     assert_eq!(mode(&node.conf), 0o644);
@@ -284,8 +284,8 @@ fn enable_bandwidth_plugin_variant_is_replaced() {
             "aws-cni",
             "egress-cni",
             "portmap",
-            "bandwidth-rs",
-            "topology-label"
+            "topology-label",
+            "bandwidth-rs"
         ]
     );
     let shaping: Vec<&Value> = new["plugins"]
@@ -296,7 +296,7 @@ fn enable_bandwidth_plugin_variant_is_replaced() {
         .collect();
     assert_eq!(shaping.len(), 1, "one shaping entry: {new}");
     // The replaced entry is kept inside ours, for uninstall.
-    assert_eq!(new["plugins"][3]["x-cni-rs-replaced"], orig["plugins"][3]);
+    assert_eq!(new["plugins"][4]["x-cni-rs-replaced"], orig["plugins"][3]);
     assert_eq!(
         new["plugins"].as_array().unwrap()[..3],
         orig["plugins"].as_array().unwrap()[..3]
@@ -393,12 +393,12 @@ fn flags_land_in_the_entries() {
     ]));
     let c = node.conf_json();
     assert_eq!(
-        c["plugins"][3],
+        c["plugins"][4],
         json!({"type": "bandwidth-rs", "capabilities": {"bandwidth": true},
                "runtimeBurst": "honor", "latencyMs": 50, "egressMode": "pod"})
     );
     assert_eq!(
-        c["plugins"][4],
+        c["plugins"][3],
         json!({"type": "topology-label",
                "capabilities": {"io.kubernetes.cri.pod-annotations": true},
                "labelsFile": "/etc/eks/labels.json", "imds": {"enabled": true},
@@ -409,16 +409,17 @@ fn flags_land_in_the_entries() {
     ok(node.install(&["--egress-mode", "ifb"]));
     let c = node.conf_json();
     assert_eq!(types(&c).len(), 5);
-    assert_eq!(c["plugins"][3]["egressMode"], "ifb");
-    assert_eq!(c["plugins"][3]["latencyMs"], 25);
-    assert_eq!(c["plugins"][3]["runtimeBurst"], "cap");
+    assert_eq!(c["plugins"][4]["egressMode"], "ifb");
+    assert_eq!(c["plugins"][4]["latencyMs"], 25);
+    assert_eq!(c["plugins"][4]["runtimeBurst"], "cap");
     assert_eq!(
-        c["plugins"][4],
+        c["plugins"][3],
         json!({"type": "topology-label",
                "capabilities": {"io.kubernetes.cri.pod-annotations": true},
                "labelsFile": "/etc/cni/topology-labels.json"})
     );
-    // Ours keep their places if something was appended after them.
+    // Ours keep their places if something was appended after them
+    // (topology-label always right before bandwidth-rs).
     let mut moved = c.clone();
     moved["plugins"]
         .as_array_mut()
@@ -433,12 +434,12 @@ fn flags_land_in_the_entries() {
             "aws-cni",
             "egress-cni",
             "portmap",
-            "bandwidth-rs",
             "topology-label",
+            "bandwidth-rs",
             "tuning"
         ]
     );
-    assert!(c["plugins"][4].get("labelsFile").is_none(), "{c}");
+    assert!(c["plugins"][3].get("labelsFile").is_none(), "{c}");
 
     // --no-topology-label: only bandwidth-rs.
     ok(node.install(&["--no-topology-label"]));
@@ -995,7 +996,7 @@ fn patched_conflist_runs_the_chain() {
     let mut conf = node.conf_json();
     assert_eq!(
         types(&conf),
-        ["vpc-cni-sim", "bandwidth-rs", "topology-label"]
+        ["vpc-cni-sim", "topology-label", "bandwidth-rs"]
     );
     // Plugin state goes to temp dirs, never this machine's /var/lib/cni.
     for p in conf["plugins"].as_array_mut().unwrap()[1..].iter_mut() {
