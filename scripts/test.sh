@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need_apt=()
-for pair in ip:iproute2 tc:iproute2 iperf3:iperf3 jq:jq ss:iproute2 sha512sum:coreutils go:golang-go iptables:iptables \
+for pair in ip:iproute2 tc:iproute2 iperf3:iperf3 ping:iputils-ping jq:jq ss:iproute2 sha512sum:coreutils go:golang-go iptables:iptables \
     inotifywait:inotify-tools unshare:util-linux shellcheck:shellcheck; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done

@@ -619,3 +619,74 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// How [`run_plugin_within`] wires the plugin's stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stderr {
+    Captured,
+    /// `/dev/full`: every write fails with ENOSPC.
+    Full,
+}
+
+/// Like [`run_plugin`], but a plugin that has not finished after `limit`
+/// is killed and `None` returned: a hung verb fails its test instead of
+/// hanging the suite.
+pub fn run_plugin_within(
+    bin: &Path,
+    netns: Option<&Netns>,
+    env: &[(String, String)],
+    stdin: &[u8],
+    limit: std::time::Duration,
+    stderr: Stderr,
+) -> Option<Outcome> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let err = match stderr {
+        Stderr::Captured => Stdio::piped(),
+        Stderr::Full => Stdio::from(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        ),
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .expect("spawn plugin");
+    if let Some(mut si) = child.stdin.take() {
+        let _ = si.write_all(stdin);
+    }
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let out = child.wait_with_output().expect("wait plugin");
+    Some(Outcome {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}

@@ -153,9 +153,20 @@ impl Plugin for Bandwidth {
         }
         let env = &ctx.env;
         let store = store(&bw, &ctx.conf.name);
+        let inst: Option<Installed> = load_state(&store, env);
+        // Another namespace under CNI_NETNS is a mismatch before anything
+        // is looked up in it.
+        if let Some(i) = &inst
+            && !i.same_pod(env.netns_id)
+        {
+            return Err(CniError::new(
+                Code::CheckMismatch,
+                "CNI_NETNS is not the network namespace ADD shaped",
+            )
+            .into());
+        }
         let mut nl = netlink()?;
         let (host, req) = plan(ctx, &bw, &mut nl, &prev)?;
-        let inst: Option<Installed> = load_state(&store, env);
         shaper::verify(&mut nl, &host, &req, inst.as_ref())
     }
 

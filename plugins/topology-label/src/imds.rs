@@ -53,36 +53,14 @@ fn now_secs() -> u64 {
 /// FIFO or a device there cannot block or feed the plugin. `None` when
 /// missing, refused or unreadable.
 fn read_small_file(path: &Path) -> Option<String> {
-    use nix::libc::{O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK};
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+    match cni_types::fsutil::read_bounded(path, MAX_CACHE_BYTES) {
+        Ok(Some(bytes)) => String::from_utf8(bytes).ok(),
+        Ok(None) => None,
         Err(e) => {
             log_warn!("ignoring {}: {e}", path.display());
-            return None;
-        }
-    };
-    // fstat of what was opened, not a second lookup of the path.
-    match f.metadata() {
-        Ok(m) if m.file_type().is_file() => {}
-        Ok(_) => {
-            log_warn!("ignoring {}: not a regular file", path.display());
-            return None;
-        }
-        Err(e) => {
-            log_warn!("ignoring {}: {e}", path.display());
-            return None;
+            None
         }
     }
-    let mut text = String::new();
-    f.take(MAX_CACHE_BYTES).read_to_string(&mut text).ok()?;
-    Some(text)
 }
 
 fn read_cache(path: &Path) -> Option<Cache> {

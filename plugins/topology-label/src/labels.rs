@@ -9,8 +9,6 @@ use crate::imds;
 use cni_types::error::{CniError, Code};
 use cni_types::{NetConf, ResultExt, log_warn};
 use serde_json::Value;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 
 /// The runtimeConfig key containerd fills with the pod's annotations.
 pub const ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
@@ -31,26 +29,18 @@ pub fn own_arch() -> Option<&'static str> {
 
 /// Reads `labelsFile`: a JSON object of strings. A missing file is no labels.
 pub fn read_labels_file(path: &std::path::Path) -> anyhow::Result<Labels> {
-    // The operator's file, but never through a symlink at its last component.
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Labels::new()),
+    // The operator's file, but never through a symlink at its last
+    // component, and never blocking on a FIFO. One byte over the limit is
+    // read so that an oversized file is reported as such.
+    let bytes = match cni_types::fsutil::read_bounded(path, MAX_LABELS_FILE + 1) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Labels::new()),
         Err(e) => {
             return Err(e).cni_with(Code::Io, || {
                 format!("cannot read labelsFile {}", path.display())
             });
         }
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_LABELS_FILE + 1)
-        .read_to_end(&mut bytes)
-        .cni_with(Code::Io, || {
-            format!("cannot read labelsFile {}", path.display())
-        })?;
     let malformed = |why: String| -> anyhow::Error {
         CniError::new(
             Code::InvalidConfig,
