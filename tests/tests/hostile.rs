@@ -153,16 +153,42 @@ fn soak_fifty_pods_with_gc() {
     let pods: Vec<Arc<Pod>> = (0..50)
         .map(|_| Arc::new(Pod::new(&node).unwrap()))
         .collect();
+    // One multi-interface pod: a second attachment (net1) on the same
+    // network with the same container id, as Multus-style pods have.
+    let net1_host = unique("vn");
+    node.ip(&[
+        "link",
+        "add",
+        &net1_host,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "net1",
+        "netns",
+        &pods[0].ns.name,
+    ])
+    .unwrap();
+    node.ip(&["link", "set", &net1_host, "up"]).unwrap();
+    pods[0]
+        .ns
+        .ip(&["addr", "add", "10.251.1.2/24", "dev", "net1"])
+        .unwrap();
+    pods[0].ns.ip(&["link", "set", "net1", "up"]).unwrap();
+    let net1_prev = json!({"cniVersion": "1.1.0",
+        "interfaces": [{"name": net1_host}, {"name": "net1", "sandbox": pods[0].ns.path_str()}],
+        "ips": [{"interface": 1, "address": "10.251.1.2/24"}]});
     // The runtime: ADD/DEL run under a shared lock, GC under an exclusive
     // one, and GC's valid list is the set of attachments ADDed and not DELed.
     let runtime = Arc::new(RwLock::new(()));
-    let live: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
+    let live: Arc<Mutex<HashSet<(String, String)>>> = Arc::new(Mutex::new(HashSet::new()));
     let failures: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let cycles = Arc::new(Mutex::new(0u64));
     let mut threads = Vec::new();
-    for pod in &pods {
+    for (i, pod) in pods.iter().enumerate() {
         let (node, pod, bws, tls) = (node.clone(), pod.clone(), bws.clone(), tls.clone());
+        let net1_prev = (i == 0).then(|| net1_prev.clone());
         let (runtime, live, failures, cycles) = (
             runtime.clone(),
             live.clone(),
@@ -170,44 +196,67 @@ fn soak_fifty_pods_with_gc() {
             cycles.clone(),
         );
         threads.push(std::thread::spawn(move || {
-            let (bw, tl) = (bw_conf(&pod, &bws), tl_conf(&pod, &tls));
-            let run = |p: &str, verb: &str, c: &Value| {
+            // (ifname, bandwidth config, topology-label config) per attachment.
+            let mut atts = vec![("eth0", bw_conf(&pod, &bws), tl_conf(&pod, &tls))];
+            if let Some(prev) = &net1_prev {
+                let (mut bw, mut tl) = (bw_conf(&pod, &bws), tl_conf(&pod, &tls));
+                bw["prevResult"] = prev.clone();
+                tl["prevResult"] = prev.clone();
+                atts.push(("net1", bw, tl));
+            }
+            let run = |p: &str, verb: &str, ifname: &str, c: &Value| {
                 run_plugin(
                     &plugin_bin(p),
                     Some(&node),
-                    &pod.env(verb),
+                    &with_env(pod.env(verb), "CNI_IFNAME", ifname),
                     c.to_string().as_bytes(),
                 )
             };
             let fail = |what: String| failures.lock().unwrap().push(what);
+            let id = |ifname: &str| (pod.container_id.clone(), ifname.to_string());
             while Instant::now() < deadline {
                 {
                     let _g = runtime.read().unwrap();
-                    live.lock().unwrap().insert(pod.container_id.clone());
-                    for (p, c) in [("bandwidth", &bw), ("topology-label", &tl)] {
-                        let o = run(p, "ADD", c);
-                        if o.status != 0 {
-                            fail(format!("{p} ADD {}: {}", pod.container_id, o.stdout));
+                    for (ifname, bw, tl) in &atts {
+                        live.lock().unwrap().insert(id(ifname));
+                        for (p, c) in [("bandwidth", bw), ("topology-label", tl)] {
+                            let o = run(p, "ADD", ifname, c);
+                            if o.status != 0 {
+                                fail(format!(
+                                    "{p} ADD {} {ifname}: {}",
+                                    pod.container_id, o.stdout
+                                ));
+                            }
                         }
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
-                for (p, c) in [("bandwidth", &bw), ("topology-label", &tl)] {
-                    let _g = runtime.read().unwrap();
-                    let o = run(p, "CHECK", c);
-                    if o.status != 0 {
-                        fail(format!("{p} CHECK {}: {}", pod.container_id, o.stdout));
+                for (ifname, bw, tl) in &atts {
+                    for (p, c) in [("bandwidth", bw), ("topology-label", tl)] {
+                        let _g = runtime.read().unwrap();
+                        let o = run(p, "CHECK", ifname, c);
+                        if o.status != 0 {
+                            fail(format!(
+                                "{p} CHECK {} {ifname}: {}",
+                                pod.container_id, o.stdout
+                            ));
+                        }
                     }
                 }
                 {
                     let _g = runtime.read().unwrap();
-                    for (p, c) in [("topology-label", &tl), ("bandwidth", &bw)] {
-                        let o = run(p, "DEL", c);
-                        if o.status != 0 {
-                            fail(format!("{p} DEL {}: {}", pod.container_id, o.stdout));
+                    for (ifname, bw, tl) in atts.iter().rev() {
+                        for (p, c) in [("topology-label", tl), ("bandwidth", bw)] {
+                            let o = run(p, "DEL", ifname, c);
+                            if o.status != 0 {
+                                fail(format!(
+                                    "{p} DEL {} {ifname}: {}",
+                                    pod.container_id, o.stdout
+                                ));
+                            }
                         }
+                        live.lock().unwrap().remove(&id(ifname));
                     }
-                    live.lock().unwrap().remove(&pod.container_id);
                 }
                 *cycles.lock().unwrap() += 1;
             }
@@ -231,7 +280,7 @@ fn soak_fifty_pods_with_gc() {
                         .lock()
                         .unwrap()
                         .iter()
-                        .map(|id| json!({"containerID": id, "ifname": "eth0"}))
+                        .map(|(id, ifname)| json!({"containerID": id, "ifname": ifname}))
                         .collect();
                     for (p, dir) in [("bandwidth", &bws), ("topology-label", &tls)] {
                         let c = json!({"cniVersion": "1.1.0", "name": "hostile-net", "type": p, "stateDir": dir.str(), "cni.dev/valid-attachments": valid});
@@ -276,6 +325,11 @@ fn soak_fifty_pods_with_gc() {
     for pod in &pods {
         leaks.extend(no_leaks(&node, pod, &[&bws, &tls]));
     }
+    for kind in ["tbf", "ingress"] {
+        if node.qdisc(&net1_host, kind).is_some() {
+            leaks.push(format!("{kind} on {net1_host} (net1)"));
+        }
+    }
     assert!(leaks.is_empty(), "leaks: {leaks:?}");
 }
 
@@ -293,7 +347,7 @@ fn del_sweeps_the_temp_file_of_a_killed_first_write() {
         let state = TempDir::new("crtmp");
         let conf = conf_of(&pod, &state);
         let tmp = state.path.join(format!(
-            "hostile-net+{}+eth0.tmp.999999999",
+            "hostile-net+{}+eth0.json.tmp.999999999",
             pod.container_id
         ));
         std::fs::write(&tmp, b"{\"half\":").unwrap();
