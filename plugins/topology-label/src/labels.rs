@@ -30,11 +30,19 @@ pub fn own_arch() -> Option<&'static str> {
 /// Reads `labelsFile`: a JSON object of strings. A missing file is no labels.
 pub fn read_labels_file(path: &std::path::Path) -> anyhow::Result<Labels> {
     // The operator's file, but never through a symlink at its last
-    // component, and never blocking on a FIFO. One byte over the limit is
-    // read so that an oversized file is reported as such.
-    let bytes = match cni_types::fsutil::read_bounded(path, MAX_LABELS_FILE + 1) {
+    // component, and never blocking on a FIFO.
+    let bytes = match cni_types::fsutil::read_bounded(path, MAX_LABELS_FILE) {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(Labels::new()),
+        // Too large: the file's content is wrong, not the I/O.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                format!("malformed labelsFile {}", path.display()),
+            )
+            .with_details(format!("larger than {MAX_LABELS_FILE} bytes"))
+            .into());
+        }
         Err(e) => {
             return Err(e).cni_with(Code::Io, || {
                 format!("cannot read labelsFile {}", path.display())
