@@ -767,49 +767,18 @@ fn imds_slow_answer_hits_the_timeout() {
     s.run("DEL", &conf).ok();
 }
 
-/// Runs the plugin like `Setup::run`, but gives up after `limit`: the
-/// process is killed and `None` returned (a hung plugin fails the test
-/// instead of hanging it).
+/// Runs the plugin like `Setup::run`, but gives up after `limit` (the
+/// harness's bounded runner): a hung plugin fails the test instead of
+/// hanging it.
 fn run_bounded(s: &Setup, command: &str, conf: &Value, limit: Duration) -> Option<Outcome> {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &s.node.name])
-        .arg(bin())
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(s.pod.env(command))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn plugin");
-    if let Some(mut si) = child.stdin.take() {
-        let _ = si.write_all(conf.to_string().as_bytes());
-    }
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait plugin") {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut stdout);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
-    Some(Outcome {
-        status: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-    })
+    run_plugin_within(
+        &bin(),
+        Some(&s.node),
+        &s.pod.env(command),
+        conf.to_string().as_bytes(),
+        limit,
+        Stderr::Captured,
+    )
 }
 
 fn unix_now() -> u64 {
