@@ -6,12 +6,14 @@
 //! leaves the old or the new file, never half of one), opened without
 //! following symlinks or blocking on a FIFO, bounded in size when read.
 //!
-//! The file name is an injective encoding of the identity (each part
-//! percent-escaped, `+` between them), so two attachments never share a
-//! file; names that would pass the 255-byte limit use a hash of the
-//! identity instead. The identity is also stored in the file and checked on
-//! load. Files written by earlier versions (parts sanitised to `_`) are
-//! still found, and removed only when their stored identity matches.
+//! The file name is an injective encoding of the owner (the plugin) and
+//! the identity (each part percent-escaped, `+` between them), so two
+//! attachments never share a file, and neither do two plugins pointed at
+//! one `stateDir`; names that would pass the 255-byte limit use a hash
+//! instead. Owner and identity are also stored in the file and checked on
+//! load. Files written by earlier versions (no owner, parts sanitised to
+//! `_`) are still found, and removed only when their stored identity
+//! matches.
 //! A per-directory `flock` serialises ADD/DEL/GC of one plugin on a node,
 //! so GC never judges an attachment while an ADD is half-way.
 
@@ -28,6 +30,9 @@ const MAX_STATE_BYTES: u64 = 64 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct Envelope<T> {
+    /// The plugin that wrote the file (absent in earlier versions' files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     network: String,
     #[serde(rename = "containerID")]
     container_id: String,
@@ -54,6 +59,7 @@ pub struct Listing<T> {
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
+    owner: String,
     network: String,
 }
 
@@ -79,10 +85,11 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// The file name of one attachment's state.
-fn file_name(network: &str, container_id: &str, ifname: &str) -> String {
+/// The file name of one attachment's state, for one owner.
+fn file_name(owner: &str, network: &str, container_id: &str, ifname: &str) -> String {
     let name = format!(
-        "{}+{}+{}.json",
+        "{}+{}+{}+{}.json",
+        escape(owner),
         escape(network),
         escape(container_id),
         escape(ifname)
@@ -98,7 +105,7 @@ fn file_name(network: &str, container_id: &str, ifname: &str) -> String {
         h.update(part.as_bytes());
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    format!("~{hex}.json")
+    format!("{}+~{hex}.json", escape(owner))
 }
 
 /// The temp file a writer renames into place: `<file>.tmp.<pid>`.
@@ -126,9 +133,11 @@ fn sanitize(s: &str) -> String {
 }
 
 impl StateStore {
-    pub fn new(dir: impl Into<PathBuf>, network: &str) -> StateStore {
+    /// The states `owner` (the plugin's name) keeps for `network` in `dir`.
+    pub fn new(dir: impl Into<PathBuf>, owner: &str, network: &str) -> StateStore {
         StateStore {
             dir: dir.into(),
+            owner: owner.to_string(),
             network: network.to_string(),
         }
     }
@@ -137,9 +146,12 @@ impl StateStore {
         &self.dir
     }
 
+    fn file_name(&self, container_id: &str, ifname: &str) -> String {
+        file_name(&self.owner, &self.network, container_id, ifname)
+    }
+
     fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
-        self.dir
-            .join(file_name(&self.network, container_id, ifname))
+        self.dir.join(self.file_name(container_id, ifname))
     }
 
     fn legacy_path(&self, container_id: &str, ifname: &str) -> PathBuf {
@@ -181,13 +193,14 @@ impl StateStore {
     pub fn save<T: Serialize>(&self, container_id: &str, ifname: &str, data: &T) -> Result<()> {
         self.ensure_dir()?;
         let env = Envelope {
+            owner: Some(self.owner.clone()),
             network: self.network.clone(),
             container_id: container_id.to_string(),
             ifname: ifname.to_string(),
             data,
         };
         let bytes = serde_json::to_vec_pretty(&env).context("encoding state")?;
-        let file = file_name(&self.network, container_id, ifname);
+        let file = self.file_name(container_id, ifname);
         let path = self.dir.join(&file);
         let tmp = self.dir.join(temp_name(&file, std::process::id()));
         let _ = fs::remove_file(&tmp);
@@ -218,8 +231,14 @@ impl StateStore {
         Ok(Some(env))
     }
 
+    /// Written by this owner (or by an earlier version, which wrote no
+    /// owner) for this network.
+    fn is_ours<T>(&self, e: &Envelope<T>) -> bool {
+        e.network == self.network && e.owner.as_ref().is_none_or(|o| *o == self.owner)
+    }
+
     fn is_identity<T>(&self, e: &Envelope<T>, container_id: &str, ifname: &str) -> bool {
-        e.network == self.network && e.container_id == container_id && e.ifname == ifname
+        self.is_ours(e) && e.container_id == container_id && e.ifname == ifname
     }
 
     /// The saved state, `None` when there is none (or it belongs to another identity).
@@ -244,7 +263,7 @@ impl StateStore {
     /// this attachment's files: its state, its own writers' temp files, and
     /// a file of an earlier version whose stored identity is this one.
     pub fn remove(&self, container_id: &str, ifname: &str) -> Result<()> {
-        let file = file_name(&self.network, container_id, ifname);
+        let file = self.file_name(container_id, ifname);
         let path = self.dir.join(&file);
         // A writer killed between create and rename leaves its temp file:
         // exactly `<file>.tmp.<pid>`, never a prefix match (`eth0` must not
@@ -298,25 +317,45 @@ impl StateStore {
             }
             Err(e) => return Err(e).with_context(|| format!("listing {}", self.dir.display())),
         };
-        // Every state file is read and judged by the identity inside (the
-        // name alone cannot say which network a hashed name belongs to).
+        // Every state file is read and judged by the owner and identity
+        // inside (a hashed name does not say which network it is for).
+        // Files of another plugin sharing the directory are skipped, never
+        // reported or touched.
+        let own_prefix = format!("{}+", escape(&self.owner));
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
             }
+            let mine_by_name = name.starts_with(&own_prefix);
             if !name.ends_with(".json") {
-                Self::remove_orphan_temp(&name, &entry.path());
+                // Ours, or an earlier version's (`<name>.tmp.<pid>`).
+                if mine_by_name || !name.contains(".json.tmp.") {
+                    Self::remove_orphan_temp(&name, &entry.path());
+                }
                 continue;
             }
-            match Self::read_envelope::<T>(&entry.path()) {
-                Ok(Some(e)) if e.network == self.network => found.push(Saved {
-                    container_id: e.container_id,
-                    ifname: e.ifname,
-                    data: e.data,
+            let envelope = match Self::read_envelope::<serde_json::Value>(&entry.path()) {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(_) => {
+                    if mine_by_name {
+                        broken.push(entry.path());
+                    }
+                    continue;
+                }
+            };
+            if !self.is_ours(&envelope) {
+                continue;
+            }
+            match serde_json::from_value::<T>(envelope.data) {
+                Ok(data) => found.push(Saved {
+                    container_id: envelope.container_id,
+                    ifname: envelope.ifname,
+                    data,
                 }),
-                Ok(_) => {}
-                Err(_) => broken.push(entry.path()),
+                Err(_) if mine_by_name => broken.push(entry.path()),
+                Err(_) => {}
             }
         }
         Ok(Listing { found, broken })
@@ -341,8 +380,8 @@ mod tests {
     #[test]
     fn save_load_list_remove() {
         let dir = tmpdir();
-        let s = StateStore::new(&dir, "net/1");
-        let other = StateStore::new(&dir, "net-2");
+        let s = StateStore::new(&dir, "p", "net/1");
+        let other = StateStore::new(&dir, "p", "net-2");
         s.save("c1", "eth0", &42u32).unwrap();
         other.save("c1", "eth0", &7u32).unwrap();
         assert_eq!(s.load::<u32>("c1", "eth0").unwrap(), Some(42));
@@ -369,14 +408,14 @@ mod tests {
     #[test]
     fn temp_files_of_killed_writers_are_cleaned() {
         let dir = tmpdir();
-        let s = StateStore::new(&dir, "n");
+        let s = StateStore::new(&dir, "p", "n");
         s.save("c", "eth0", &1u32).unwrap();
         s.save("d", "eth0", &1u32).unwrap();
-        let stale = dir.join("n+c+eth0.json.tmp.999999999");
+        let stale = dir.join("p+n+c+eth0.json.tmp.999999999");
         fs::write(&stale, b"{").unwrap();
-        let orphan = dir.join("n+d+eth0.json.tmp.999999998");
+        let orphan = dir.join("p+n+d+eth0.json.tmp.999999998");
         fs::write(&orphan, b"{").unwrap();
-        let live = dir.join(format!("n+d+eth0.json.tmp.{}", std::process::id()));
+        let live = dir.join(format!("p+n+d+eth0.json.tmp.{}", std::process::id()));
         fs::write(&live, b"{").unwrap();
         s.remove("c", "eth0").unwrap();
         assert!(!stale.exists());
@@ -392,7 +431,7 @@ mod tests {
     #[test]
     fn names_are_injective_and_removal_touches_only_this_attachment() {
         let dir = tmpdir();
-        let s = StateStore::new(&dir, "n");
+        let s = StateStore::new(&dir, "p", "n");
         // Sanitising mapped these to one file: the second overwrote the first.
         s.save("c", "n+1", &1u32).unwrap();
         s.save("c", "n,1", &2u32).unwrap();
@@ -413,10 +452,30 @@ mod tests {
     }
 
     #[test]
+    fn two_plugins_in_one_directory_keep_their_own_files() {
+        let dir = tmpdir();
+        let a = StateStore::new(&dir, "bandwidth", "n");
+        let b = StateStore::new(&dir, "topology-label", "n");
+        a.save("c", "eth0", &1u32).unwrap();
+        b.save("c", "eth0", &"two".to_string()).unwrap();
+        assert_eq!(a.load::<u32>("c", "eth0").unwrap(), Some(1));
+        assert_eq!(b.load::<String>("c", "eth0").unwrap(), Some("two".into()));
+        let listing = a.list::<u32>().unwrap();
+        assert_eq!(listing.found.len(), 1);
+        assert!(
+            listing.broken.is_empty(),
+            "the other plugin's file is not broken"
+        );
+        b.remove("c", "eth0").unwrap();
+        assert_eq!(a.load::<u32>("c", "eth0").unwrap(), Some(1));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn long_identities_fit_a_file_name() {
         let dir = tmpdir();
         let net = "n".repeat(300);
-        let s = StateStore::new(&dir, &net);
+        let s = StateStore::new(&dir, "p", &net);
         let id = "c".repeat(250);
         s.save(&id, "eth0", &1u32).unwrap();
         s.save(&id, "eth1", &2u32).unwrap();
@@ -432,9 +491,10 @@ mod tests {
     fn files_of_earlier_versions_are_found_by_identity() {
         let dir = tmpdir();
         fs::create_dir_all(&dir).unwrap();
-        let s = StateStore::new(&dir, "n");
+        let s = StateStore::new(&dir, "p", "n");
         let write_legacy = |ifname: &str, data: u32| {
             let env = Envelope {
+                owner: None,
                 network: "n".to_string(),
                 container_id: "c".to_string(),
                 ifname: ifname.to_string(),
@@ -461,7 +521,7 @@ mod tests {
     fn fifos_do_not_block() {
         let dir = tmpdir();
         fs::create_dir_all(&dir).unwrap();
-        let s = StateStore::new(&dir, "n");
+        let s = StateStore::new(&dir, "p", "n");
         let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
         nix::unistd::mkfifo(&s.path("c", "eth0"), mode).unwrap();
         assert!(s.load::<u32>("c", "eth0").is_err());
@@ -473,7 +533,7 @@ mod tests {
     #[test]
     fn symlinks_are_not_followed() {
         let dir = tmpdir();
-        let s = StateStore::new(&dir, "n");
+        let s = StateStore::new(&dir, "p", "n");
         s.save("c", "eth0", &1u32).unwrap();
         let p = s.path("c", "eth0");
         fs::remove_file(&p).unwrap();

@@ -347,7 +347,7 @@ fn del_sweeps_the_temp_file_of_a_killed_first_write() {
         let state = TempDir::new("crtmp");
         let conf = conf_of(&pod, &state);
         let tmp = state.path.join(format!(
-            "hostile-net+{}+eth0.json.tmp.999999999",
+            "{plugin}+hostile-net+{}+eth0.json.tmp.999999999",
             pod.container_id
         ));
         std::fs::write(&tmp, b"{\"half\":").unwrap();

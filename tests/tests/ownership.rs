@@ -744,3 +744,26 @@ fn huge_annotation_is_not_echoed() {
         out.stderr.len()
     );
 }
+
+/// Both plugins pointed at one `stateDir` wrote the same file name for an
+/// attachment: topology-label's DEL removed bandwidth's record.
+#[test]
+fn one_state_dir_for_both_plugins() {
+    let w = world();
+    let cb = conf("bandwidth", NET, &w.pod, &w.state, egress(8_000_000));
+    let ct = conf(
+        "topology-label",
+        NET,
+        &w.pod,
+        &w.state,
+        json!({"labels": {ZONE: "us-test-1a"}, "alias": "{zone}"}),
+    );
+    run(&tl(), &w.node, &w.pod.env("ADD"), &ct).ok();
+    run(&bw(), &w.node, &w.pod.env("ADD"), &cb).ok();
+    assert_eq!(w.state.files().len(), 2, "{:?}", w.state.files());
+    run(&tl(), &w.node, &w.pod.env("DEL"), &ct).ok();
+    run(&bw(), &w.node, &w.pod.env("CHECK"), &cb).ok();
+    run(&bw(), &w.node, &w.pod.env("DEL"), &cb).ok();
+    assert!(ifbs(&w.node).is_empty(), "{:?}", ifbs(&w.node));
+    assert!(w.state.files().is_empty(), "{:?}", w.state.files());
+}

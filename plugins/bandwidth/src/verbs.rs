@@ -24,7 +24,7 @@ fn netlink() -> anyhow::Result<Netlink> {
 }
 
 fn store(conf: &BandwidthConf, network: &str) -> StateStore {
-    StateStore::new(&conf.state_dir, network)
+    StateStore::new(&conf.state_dir, Bandwidth::NAME, network)
 }
 
 fn chained_prev(conf: &NetConf) -> anyhow::Result<CniResult> {
@@ -127,7 +127,7 @@ impl Plugin for Bandwidth {
         del_attachment(
             &ctx.env,
             &ctx.conf.name,
-            StateStore::new(state_dir, &ctx.conf.name),
+            StateStore::new(state_dir, Self::NAME, &ctx.conf.name),
         )
     }
 
@@ -142,7 +142,7 @@ impl Plugin for Bandwidth {
         let dir = raw
             .map(state_dir_of)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        del_attachment(env, name, StateStore::new(dir, name))
+        del_attachment(env, name, StateStore::new(dir, Self::NAME, name))
     }
 
     fn check(&self, ctx: &Context) -> anyhow::Result<()> {

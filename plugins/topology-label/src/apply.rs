@@ -14,6 +14,9 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// The owner name of this plugin's state files.
+const STATE_OWNER: &str = "topology-label";
+
 /// What the configuration and labels ask for this attachment.
 #[derive(Debug)]
 struct Desired {
@@ -605,7 +608,7 @@ pub fn add(ctx: &Context) -> anyhow::Result<CniResult> {
     let labels = pod_labels(&cfg, &ctx.conf)?;
     let want = desired(&cfg, &ctx.env, &labels)?;
     // Labels (perhaps IMDS) are resolved before taking the lock.
-    let store = StateStore::new(&cfg.state_dir, &cfg.network);
+    let store = StateStore::new(&cfg.state_dir, STATE_OWNER, &cfg.network);
     let _lock = lock(&store)?;
     let mut insp = inspect(&ctx.env, &netns_path, &want, prev.as_ref())?;
     let old = load_state(&store, &ctx.env).unwrap_or_else(|e| {
@@ -652,7 +655,7 @@ pub fn del_best_effort(env: &Env, raw: Option<&serde_json::Value>) -> anyhow::Re
 }
 
 fn del_attachment(raw: &serde_json::Value, network: &str, env: &Env) -> anyhow::Result<()> {
-    let store = StateStore::new(config::state_dir_of(raw), network);
+    let store = StateStore::new(config::state_dir_of(raw), STATE_OWNER, network);
     if !store.dir().exists() {
         return Ok(());
     }
@@ -690,7 +693,7 @@ pub fn check(ctx: &Context) -> anyhow::Result<()> {
         .ok_or_else(|| CniError::new(Code::InvalidEnv, "CNI_NETNS is not set"))?;
     let labels = pod_labels(&cfg, &ctx.conf)?;
     let want = desired(&cfg, &ctx.env, &labels)?;
-    let store = StateStore::new(&cfg.state_dir, &cfg.network);
+    let store = StateStore::new(&cfg.state_dir, STATE_OWNER, &cfg.network);
     let Some(st) = load_state(&store, &ctx.env)? else {
         return fail(
             Code::CheckMismatch,
@@ -793,7 +796,11 @@ pub fn status(conf: &NetConf) -> anyhow::Result<()> {
 }
 
 pub fn gc(ctx: &GcContext) -> anyhow::Result<()> {
-    let store = StateStore::new(config::state_dir_of(&ctx.conf.raw), &ctx.conf.name);
+    let store = StateStore::new(
+        config::state_dir_of(&ctx.conf.raw),
+        STATE_OWNER,
+        &ctx.conf.name,
+    );
     if !store.dir().exists() {
         return Ok(());
     }

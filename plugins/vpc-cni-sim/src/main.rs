@@ -76,7 +76,7 @@ fn parse(ctx_conf: &cni_types::NetConf) -> anyhow::Result<Parsed> {
         mtu,
         prefix: c.veth_prefix,
         pool,
-        store: StateStore::new(dir, &ctx_conf.name),
+        store: StateStore::new(dir, "vpc-cni-sim", &ctx_conf.name),
     })
 }
 
@@ -241,7 +241,7 @@ impl Plugin for Sim {
                 let dir = get("stateDir").unwrap_or_else(|| DEFAULT_STATE_DIR.into());
                 (
                     get("vethPrefix").unwrap_or_else(default_prefix),
-                    StateStore::new(dir, &ctx.conf.name),
+                    StateStore::new(dir, "vpc-cni-sim", &ctx.conf.name),
                 )
             }
         };
