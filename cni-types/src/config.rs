@@ -178,6 +178,12 @@ pub fn validate_network_name(name: &str) -> Result<(), CniError> {
     )
 }
 
+/// The network name of a raw document (empty when absent or not a string),
+/// for DEL when the config as a whole no longer parses.
+pub fn raw_network_name(raw: &Value) -> &str {
+    raw.get("name").and_then(Value::as_str).unwrap_or_default()
+}
+
 /// One attachment a runtime still considers live (GC input).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 pub struct Attachment {

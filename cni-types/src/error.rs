@@ -88,6 +88,41 @@ fn cut_details(mut s: String) -> String {
     s
 }
 
+/// For verbs that must try everything (GC, teardown of many objects):
+/// each step's failure is recorded and the work goes on; the failures are
+/// reported together at the end, under one code.
+#[derive(Debug, Default)]
+pub struct Failures(Vec<String>);
+
+impl Failures {
+    /// Records `r`'s error (with `what` it was about); true when it succeeded.
+    pub fn record<T>(&mut self, what: impl fmt::Display, r: anyhow::Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                crate::log_warn!("{what}: {e:#}");
+                self.0.push(format!("{what}: {e:#}"));
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok` when nothing failed, else one error listing every failure.
+    pub fn finish(self, code: Code, msg: &str) -> anyhow::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let n = self.0.len();
+        Err(CniError::new(code, format!("{msg} ({n} failed)"))
+            .with_details(self.0.join("; "))
+            .into())
+    }
+}
+
 /// A CNI error as it is printed on stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CniError {
@@ -229,6 +264,24 @@ mod tests {
         assert_eq!(cni.code.number(), 100);
         assert_eq!(cni.msg, "boom");
         assert_eq!(cni.details, "");
+    }
+
+    #[test]
+    fn failures_are_collected_and_reported_together() {
+        let mut f = Failures::default();
+        assert_eq!(f.record("one", Ok::<_, anyhow::Error>(1)), Some(1));
+        assert!(
+            f.record("two", Err::<(), _>(anyhow::anyhow!("boom")))
+                .is_none()
+        );
+        assert!(
+            f.record("three", Err::<(), _>(anyhow::anyhow!("bang")))
+                .is_none()
+        );
+        let e = CniError::from_anyhow(&f.finish(Code::Kernel, "gc").unwrap_err());
+        assert_eq!(e.msg, "gc (2 failed)");
+        assert!(e.details.contains("two: boom") && e.details.contains("three: bang"));
+        assert!(Failures::default().finish(Code::Kernel, "gc").is_ok());
     }
 
     #[test]

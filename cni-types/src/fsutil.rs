@@ -77,6 +77,66 @@ pub fn read_bounded(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
+/// How far a write must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A killed process leaves the old or the new file (rename is atomic);
+    /// enough for records of kernel objects, which a reboot removes too.
+    ProcessCrash,
+    /// Also a power loss: the data is fsynced before the rename (caches
+    /// that outlive a reboot).
+    PowerLoss,
+}
+
+/// The temp file a writer of `file` renames into place: `<file>.tmp.<pid>`
+/// in the same directory, so a killed writer's leftover can be recognised
+/// (and swept) by exactly this name.
+pub fn temp_name(file: &str, pid: u32) -> String {
+    format!("{file}.tmp.{pid}")
+}
+
+/// Writes `bytes` to `path` atomically: a 0600 temp file next to it
+/// (created exclusively, never through a symlink), then a rename over
+/// `path` (which replaces a symlink or FIFO there rather than following
+/// it). The directory is created 0700 when missing. On an error the temp
+/// file is removed; a killed writer leaves it for its owner to sweep.
+pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no directory"))?;
+    let file = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
+        .to_string_lossy()
+        .into_owned();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(temp_name(&file, std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let res = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        if durability == Durability::PowerLoss {
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +166,39 @@ mod tests {
         assert!(read_bounded(&link, 100).is_err());
         assert_eq!(read_bounded(&d.join("absent"), 10).unwrap(), None);
         assert!(read_bounded(&d, 10).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_replaces_symlink_and_fifo_and_is_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tmpdir("atomic");
+        let p = d.join("sub").join("cache.json");
+        write_atomic(&p, b"one", Durability::PowerLoss).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_file(&p).unwrap();
+        let target = d.join("target");
+        std::fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        write_atomic(&p, b"two", Durability::ProcessCrash).unwrap();
+        assert!(
+            !std::fs::symlink_metadata(&p)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        std::fs::remove_file(&p).unwrap();
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        write_atomic(&p, b"three", Durability::ProcessCrash).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"three");
+        assert_eq!(
+            std::fs::read_dir(p.parent().unwrap()).unwrap().count(),
+            1,
+            "no temp left"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

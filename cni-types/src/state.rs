@@ -21,9 +21,19 @@ use anyhow::{Context as _, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// The state directory named by a raw config's `stateDir` when it is an
+/// absolute path, else `default`. DEL uses it when the rest of the config
+/// no longer validates, so it can still clean up.
+pub fn state_dir_in(raw: &serde_json::Value, default: &str) -> PathBuf {
+    raw.get("stateDir")
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| s.starts_with('/'))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default))
+}
 
 /// A state file is a few hundred bytes; anything larger is not ours.
 const MAX_STATE_BYTES: u64 = 64 * 1024;
@@ -108,10 +118,7 @@ fn file_name(owner: &str, network: &str, container_id: &str, ifname: &str) -> St
     format!("{}+~{hex}.json", escape(owner))
 }
 
-/// The temp file a writer renames into place: `<file>.tmp.<pid>`.
-fn temp_name(file: &str, pid: u32) -> String {
-    format!("{file}.tmp.{pid}")
-}
+use crate::fsutil::temp_name;
 
 /// The writer pid of a temp file name, for any state file.
 fn temp_writer(name: &str) -> Option<u32> {
@@ -202,22 +209,11 @@ impl StateStore {
         let bytes = serde_json::to_vec_pretty(&env).context("encoding state")?;
         let file = self.file_name(container_id, ifname);
         let path = self.dir.join(&file);
-        let tmp = self.dir.join(temp_name(&file, std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
         // No fsync: a state file describes kernel objects (qdiscs, ifbs)
         // that do not survive a reboot either; rename is atomic against a
         // crashed process, which is the failure that matters here.
-        f.write_all(&bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
-        Ok(())
+        crate::fsutil::write_atomic(&path, &bytes, crate::fsutil::Durability::ProcessCrash)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     fn read_envelope<T: DeserializeOwned>(path: &Path) -> Result<Option<Envelope<T>>> {

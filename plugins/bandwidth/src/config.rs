@@ -46,8 +46,10 @@ pub enum RuntimeBurst {
     Honor,
 }
 
-/// Where egress (out of the pod) is shaped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where egress (out of the pod) is shaped. Recorded in the state file as
+/// `"ifb"` / `"pod"` (the mode that was applied, never `auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EgressMode {
     /// `pod` when the host veth already has a `clsact`/`ingress` qdisc we
     /// did not create (a network policy agent's), else `ifb`.

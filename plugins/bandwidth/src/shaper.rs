@@ -47,9 +47,9 @@ pub struct Installed {
     /// Root tbf `1:` on the container interface (egress mode "pod") is ours.
     #[serde(default)]
     pub pod_tbf: bool,
-    /// How egress is shaped ("ifb" or "pod"), for CHECK and operators.
+    /// How egress is shaped (`ifb` or `pod`), for CHECK and operators.
     #[serde(default)]
-    pub egress_mode: Option<String>,
+    pub egress_mode: Option<EgressMode>,
     /// The pod's network namespace at ADD (device and inode of its nsfs
     /// file): DEL and CHECK act inside a namespace only when it is this one.
     #[serde(default)]
@@ -195,7 +195,7 @@ pub fn install(
         ingress_qdisc: prev.is_some_and(|p| p.ingress_qdisc),
         filter_prio: prev.and_then(|p| p.filter_prio),
         pod_tbf: prev.is_some_and(|p| p.pod_tbf && p.same_pod(req.netns_id)),
-        egress_mode: prev.and_then(|p| p.egress_mode.clone()),
+        egress_mode: prev.and_then(|p| p.egress_mode),
         netns: req.netns_id,
     };
     let qdiscs = kernel(nl.qdiscs(host.index), || {
@@ -204,7 +204,7 @@ pub fn install(
     adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
     let mode = resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?;
     if req.ingress.is_some() {
-        let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
+        let root = qdiscs.iter().find(|q| q.is_root());
         refuse_foreign_root(root, owned.ingress_tbf, &host.name)?;
     }
     if req.egress.is_some() && mode == EgressMode::Pod {
@@ -262,7 +262,7 @@ fn refuse_foreign_root(
     device: &str,
 ) -> anyhow::Result<()> {
     let Some(r) = root else { return Ok(()) };
-    let free = r.handle == 0 || (ours && r.kind == "tbf" && r.handle == TBF_HANDLE);
+    let free = r.is_default_root() || (ours && r.is_root_tbf());
     if free {
         return Ok(());
     }
@@ -346,13 +346,13 @@ fn install_steps(
     undo: &mut Vec<Undo>,
 ) -> anyhow::Result<Option<Link>> {
     let (qdiscs, mode, owned) = (plan.qdiscs, plan.mode, plan.owned);
-    let root = qdiscs.iter().find(|q| q.parent == TC_H_ROOT);
+    let root = qdiscs.iter().find(|q| q.is_root());
 
     // Into the pod: root tbf on the host veth (coexists with a clsact).
     // The root was judged free (default or ours) before anything changed.
     match &req.ingress {
         Some(s) => {
-            if root.is_none_or(|r| r.kind != "tbf") {
+            if root.is_none_or(|r| !r.is_root_tbf()) {
                 undo.push(Undo::RootTbf(host.index));
             }
             kernel(nl.replace_root_tbf(host.index, &spec(s)), || {
@@ -368,8 +368,7 @@ fn install_steps(
             );
         }
         None => {
-            if owned.ingress_tbf && root.is_some_and(|r| r.kind == "tbf" && r.handle == TBF_HANDLE)
-            {
+            if owned.ingress_tbf && root.is_some_and(|r| r.is_root_tbf()) {
                 kernel(nl.delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE), || {
                     format!("removing tbf from {}", host.name)
                 })?;
@@ -391,8 +390,7 @@ fn install_steps(
         inst.filter_prio = owned.filter_prio;
         remove_egress(nl, host, inst, &req.attachment())?;
         let existed = owned.pod_tbf
-            && pod_root_qdisc(req.netns, req.ifname)?
-                .is_some_and(|q| q.kind == "tbf" && q.handle == TBF_HANDLE);
+            && pod_root_qdisc(req.netns, req.ifname)?.is_some_and(|q| q.is_root_tbf());
         netns::run_in(req.netns, || {
             let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
             let link = kernel(pn.link_by_name(req.ifname), || {
@@ -415,7 +413,7 @@ fn install_steps(
             ));
         }
         inst.pod_tbf = true;
-        inst.egress_mode = Some("pod".into());
+        inst.egress_mode = Some(EgressMode::Pod);
         log_info!(
             "egress (mode pod): tbf rate {}B/s burst {}B limit {}B on {} inside the pod",
             s.rate_bytes_per_sec,
@@ -428,7 +426,7 @@ fn install_steps(
     // Mode ifb: ingress qdisc + redirect + tbf on the ifb.
     inst.pod_tbf = owned.pod_tbf;
     remove_pod_side(req.netns, req.ifname, inst)?;
-    inst.egress_mode = Some("ifb".into());
+    inst.egress_mode = Some(EgressMode::Ifb);
     let name = plan
         .ifb
         .map(str::to_string)
@@ -474,7 +472,7 @@ fn install_steps(
     };
     inst.ifb = Some(name.clone());
 
-    match qdiscs.iter().find(|q| q.parent == TC_H_INGRESS) {
+    match qdiscs.iter().find(|q| q.on_ingress_hook()) {
         None => {
             kernel(nl.add_ingress_qdisc(host.index), || {
                 format!("adding ingress qdisc to {}", host.name)
@@ -482,7 +480,7 @@ fn install_steps(
             undo.push(Undo::IngressQdisc(host.index));
             inst.ingress_qdisc = true;
         }
-        Some(q) if q.kind == "ingress" && owned.ingress_qdisc => {}
+        Some(q) if q.is_ingress() && owned.ingress_qdisc => {}
         Some(q) => {
             return Err(CniError::new(
                 Code::Kernel,
@@ -553,9 +551,7 @@ fn adopt_own_layout(
     qdiscs: &[cni_netlink::tc::Qdisc],
     owned: &mut Installed,
 ) -> anyhow::Result<()> {
-    let has_ingress = qdiscs
-        .iter()
-        .any(|q| q.parent == TC_H_INGRESS && q.kind == "ingress");
+    let has_ingress = qdiscs.iter().any(|q| q.is_ingress());
     if owned.ingress_qdisc || !has_ingress {
         return Ok(());
     }
@@ -593,9 +589,7 @@ fn adopt_own_layout(
         owned.ingress_qdisc = true;
         owned.filter_prio = redirects.first().map(|f| f.prio);
         owned.ifb = Some(ifb.name);
-        owned.ingress_tbf |= qdiscs
-            .iter()
-            .any(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE);
+        owned.ingress_tbf |= qdiscs.iter().any(|q| q.is_root_tbf());
     }
     Ok(())
 }
@@ -611,7 +605,7 @@ fn resolve_egress_mode(
 ) -> anyhow::Result<EgressMode> {
     let foreign = qdiscs
         .iter()
-        .find(|q| q.parent == TC_H_INGRESS && !(q.kind == "ingress" && ingress_qdisc_is_ours));
+        .find(|q| q.on_ingress_hook() && !(q.is_ingress() && ingress_qdisc_is_ours));
     let mode = match (req.egress_mode, foreign) {
         (EgressMode::Ifb, Some(q)) if req.egress.is_some() => {
             return Err(CniError::new(
@@ -648,7 +642,7 @@ fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink:
         let qs = kernel(pn.qdiscs(link.index), || {
             format!("listing qdiscs of {ifname}")
         })?;
-        Ok(qs.into_iter().find(|q| q.parent == TC_H_ROOT))
+        Ok(qs.into_iter().find(|q| q.is_root()))
     })
 }
 
@@ -662,10 +656,7 @@ fn remove_pod_tbf(ns: &Path, ifname: &str) -> anyhow::Result<()> {
         let qs = kernel(pn.qdiscs(link.index), || {
             format!("listing qdiscs of {ifname}")
         })?;
-        if qs
-            .iter()
-            .any(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE)
-        {
+        if qs.iter().any(|q| q.is_root_tbf()) {
             kernel(pn.delete_qdisc(link.index, TC_H_ROOT, TBF_HANDLE), || {
                 format!("removing tbf from the pod's {ifname}")
             })?;
@@ -701,7 +692,7 @@ fn remove_egress(
             format!("listing qdiscs of {}", host.name)
         })?
         .iter()
-        .any(|q| q.parent == TC_H_INGRESS && q.kind == "ingress");
+        .any(|q| q.is_ingress());
         if ours {
             kernel(
                 nl.delete_qdisc(host.index, TC_H_INGRESS, INGRESS_HANDLE),
@@ -764,7 +755,7 @@ pub fn teardown(
                 format!("listing qdiscs of {}", host.name)
             })?
             .iter()
-            .any(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE);
+            .any(|q| q.is_root_tbf());
             if ours {
                 kernel(nl.delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE), || {
                     format!("removing tbf from {}", host.name)
@@ -789,10 +780,7 @@ pub fn verify(
         let qs = kernel(nl.qdiscs(link.index), || {
             format!("listing qdiscs of {}", link.name)
         })?;
-        let Some(q) = qs
-            .iter()
-            .find(|q| q.parent == TC_H_ROOT && q.kind == "tbf" && q.handle == TBF_HANDLE)
-        else {
+        let Some(q) = qs.iter().find(|q| q.is_root_tbf()) else {
             return Err(mismatch(format!("{}: root tbf 1: is missing", link.name)));
         };
         let Some(p) = q.tbf else {
@@ -833,7 +821,7 @@ pub fn verify(
     if let Some(s) = &req.ingress {
         tbf_on(nl, host, s)?;
     }
-    if let (Some(s), Some("pod")) = (&req.egress, inst.and_then(|i| i.egress_mode.as_deref())) {
+    if let (Some(s), Some(EgressMode::Pod)) = (&req.egress, inst.and_then(|i| i.egress_mode)) {
         return netns::run_in(req.netns, || {
             let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
             let link = kernel(pn.link_by_name(req.ifname), || {
@@ -854,10 +842,7 @@ pub fn verify(
         let qs = kernel(nl.qdiscs(host.index), || {
             format!("listing qdiscs of {}", host.name)
         })?;
-        if !qs
-            .iter()
-            .any(|q| q.parent == TC_H_INGRESS && q.kind == "ingress")
-        {
+        if !qs.iter().any(|q| q.is_ingress()) {
             return Err(mismatch(format!("{}: ingress qdisc is missing", host.name)));
         }
         let fs = kernel(nl.filters(host.index, INGRESS_HANDLE), || {

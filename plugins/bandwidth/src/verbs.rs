@@ -5,7 +5,7 @@ use crate::devices;
 use crate::shaper::{self, AddRequest, Installed};
 use anyhow::Context as _;
 use cni_netlink::{Link, Netlink};
-use cni_types::error::{CniError, Code, ResultExt};
+use cni_types::error::{CniError, Code, Failures, ResultExt};
 use cni_types::result::Interface;
 use cni_types::skel::{Context, GcContext, Plugin, pass_through};
 use cni_types::state::StateStore;
@@ -133,8 +133,7 @@ impl Plugin for Bandwidth {
 
     fn del_best_effort(&self, env: &Env, raw: Option<&Value>) -> anyhow::Result<()> {
         let name = raw
-            .and_then(|r| r.get("name"))
-            .and_then(Value::as_str)
+            .map(cni_types::config::raw_network_name)
             .unwrap_or_default();
         if name.is_empty() {
             return Ok(());
@@ -199,6 +198,9 @@ impl Plugin for Bandwidth {
         for path in &listing.broken {
             log_warn!("ignoring unreadable state file {}", path.display());
         }
+        // Every stale attachment is tried; one failure does not keep the
+        // others (or the ifb sweep) from being collected.
+        let mut failures = Failures::default();
         for saved in listing.found {
             let (cid, ifname, inst) = (saved.container_id, saved.ifname, saved.data);
             if valid.contains(&(cid.as_str(), ifname.as_str())) {
@@ -210,13 +212,21 @@ impl Plugin for Bandwidth {
                 container_id: &cid,
                 ifname: &ifname,
             };
-            shaper::teardown(&mut nl, &inst, &who, None)?;
-            store
-                .remove(&cid, &ifname)
-                .cni(Code::Io, "cannot remove state")?;
+            let what = format!("attachment {cid}/{ifname}");
+            if failures
+                .record(&what, shaper::teardown(&mut nl, &inst, &who, None))
+                .is_some()
+            {
+                failures.record(
+                    &what,
+                    store
+                        .remove(&cid, &ifname)
+                        .cni(Code::Io, "cannot remove state"),
+                );
+            }
         }
         // ifbs marked as ours for this network whose attachment is gone
-        // (for example state lost with a wiped /var/lib).
+        // (for example state lost with a wiped /run).
         let links = nl
             .links()
             .context("listing links")
@@ -233,10 +243,13 @@ impl Plugin for Bandwidth {
                     container_id: cid,
                     ifname,
                 };
-                shaper::delete_owned_ifb(&mut nl, &l.name, &who)?;
+                failures.record(
+                    format!("ifb {}", l.name),
+                    shaper::delete_owned_ifb(&mut nl, &l.name, &who),
+                );
             }
         }
-        Ok(())
+        failures.finish(Code::Kernel, "garbage collection incomplete")
     }
 }
 
@@ -265,11 +278,7 @@ fn plan<'a>(
 }
 
 fn state_dir_of(raw: &Value) -> PathBuf {
-    raw.get("stateDir")
-        .and_then(Value::as_str)
-        .filter(|s| s.starts_with('/'))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+    cni_types::state::state_dir_in(raw, DEFAULT_STATE_DIR)
 }
 
 /// A state file we cannot read is treated as absent (and reported): DEL

@@ -74,22 +74,12 @@ impl NlError {
     }
 
     /// True when the object (link, qdisc, filter) does not exist, so cleanup
-    /// paths (CNI DEL) can treat it as already done.
-    ///
-    /// The kernel reports missing objects as `ENODEV` (link), `ENOENT`
-    /// (qdisc/filter), and `EINVAL` when a qdisc/filter delete names a parent
-    /// or handle that is not there; the `EINVAL` case is only considered for
-    /// delete requests, where it cannot mean a malformed request of ours.
+    /// paths (CNI DEL) can treat it as already done: the kernel reports
+    /// missing objects as `ENODEV` (link) or `ENOENT` (qdisc/filter). A tc
+    /// delete that names a missing parent or handle answers `EINVAL`;
+    /// [`Netlink::request_delete`] decides that case on the request's type.
     pub fn is_not_found(&self) -> bool {
-        match self.errno() {
-            Some(libc::ENODEV) | Some(libc::ENOENT) => true,
-            Some(libc::EINVAL) => matches!(
-                self,
-                NlError::Kernel { op, .. }
-                    if op.starts_with("delete qdisc") || op.starts_with("delete filter")
-            ),
-            _ => false,
-        }
+        matches!(self.errno(), Some(libc::ENODEV) | Some(libc::ENOENT))
     }
 
     /// True on `EEXIST`, so idempotent callers can distinguish "already
@@ -182,16 +172,23 @@ impl Netlink {
     }
 
     /// Like [`Netlink::request`] but absorbs "not found" into `Ok(false)`,
-    /// for delete paths that must be idempotent.
+    /// for delete paths that must be idempotent. For a qdisc or filter
+    /// delete, `EINVAL` also means "not there" (a parent or handle that does
+    /// not exist); the request's type decides, never the operation's text.
     pub(crate) fn request_delete(
         &mut self,
         op: &str,
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<bool> {
+        let tc_object = matches!(
+            msg,
+            RouteNetlinkMessage::DelQueueDiscipline(_) | RouteNetlinkMessage::DelTrafficFilter(_)
+        );
         match self.request(op, msg, flags) {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
+            Err(e) if tc_object && e.errno() == Some(libc::EINVAL) => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -101,6 +101,34 @@ pub struct Qdisc {
     pub tbf: Option<TbfParams>,
 }
 
+impl Qdisc {
+    /// The device's root qdisc (egress).
+    pub fn is_root(&self) -> bool {
+        self.parent == TC_H_ROOT
+    }
+
+    /// The kernel's default root (handle `0:`): nobody installed it, so
+    /// anyone may replace it.
+    pub fn is_default_root(&self) -> bool {
+        self.is_root() && self.handle == 0
+    }
+
+    /// A root tbf with handle `1:`, the layout ours and the reference's use.
+    pub fn is_root_tbf(&self) -> bool {
+        self.is_root() && self.kind == "tbf" && self.handle == TBF_HANDLE
+    }
+
+    /// An `ingress` qdisc (not a `clsact`, which sits on the same hook).
+    pub fn is_ingress(&self) -> bool {
+        self.parent == TC_H_INGRESS && self.kind == "ingress"
+    }
+
+    /// Anything on the ingress hook (`ingress` or `clsact`).
+    pub fn on_ingress_hook(&self) -> bool {
+        self.parent == TC_H_INGRESS
+    }
+}
+
 /// One filter from a dump (u32 dumps also list their hash tables, which have
 /// no actions).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -644,10 +644,7 @@ pub fn del(ctx: &Context) -> anyhow::Result<()> {
 
 pub fn del_best_effort(env: &Env, raw: Option<&serde_json::Value>) -> anyhow::Result<()> {
     let Some(raw) = raw else { return Ok(()) };
-    let name = raw
-        .get("name")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("");
+    let name = cni_types::config::raw_network_name(raw);
     if env.container_id.is_empty() || env.ifname.is_empty() {
         return Ok(());
     }
@@ -811,6 +808,8 @@ pub fn gc(ctx: &GcContext) -> anyhow::Result<()> {
     for path in &listing.broken {
         log_warn!("GC: leaving unreadable state file {}", path.display());
     }
+    // Every stale record is tried; failures are reported together.
+    let mut failures = cni_types::error::Failures::default();
     for saved in listing.found {
         let (container_id, ifname) = (saved.container_id, saved.ifname);
         let live = ctx
@@ -819,12 +818,15 @@ pub fn gc(ctx: &GcContext) -> anyhow::Result<()> {
             .any(|a| a.container_id == container_id && a.ifname == ifname);
         if !live {
             log_info!("GC: removing state of {container_id} {ifname}");
-            if let Err(e) = store.remove(&container_id, &ifname) {
-                log_warn!("GC: {e:#}");
-            }
+            failures.record(
+                format!("state of {container_id}/{ifname}"),
+                store
+                    .remove(&container_id, &ifname)
+                    .cni(Code::Io, "cannot remove saved state"),
+            );
         }
     }
-    Ok(())
+    failures.finish(Code::Io, "garbage collection incomplete")
 }
 
 #[cfg(test)]

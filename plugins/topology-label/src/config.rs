@@ -193,14 +193,10 @@ impl Config {
     }
 }
 
-/// Only the state directory and network name, for DEL when the rest of the
+/// Only the state directory, for DEL and GC when the rest of the
 /// configuration is unusable.
 pub fn state_dir_of(raw: &serde_json::Value) -> PathBuf {
-    raw.get("stateDir")
-        .and_then(serde_json::Value::as_str)
-        .filter(|s| s.starts_with('/'))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+    cni_types::state::state_dir_in(raw, DEFAULT_STATE_DIR)
 }
 
 fn parse_imds(i: RawImds, state_dir: &std::path::Path) -> anyhow::Result<ImdsConf> {

@@ -9,8 +9,8 @@
 //! pod waits out the timeout, not every pod.
 
 use crate::config::{INSTANCE_TYPE, ImdsConf, Labels, REGION, ZONE, ZONE_ID, check_label};
-use crate::state::write_atomic;
 use anyhow::{Context as _, anyhow, bail};
+use cni_types::fsutil::{Durability, write_atomic};
 use cni_types::{log_debug, log_warn};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -124,7 +124,7 @@ pub fn labels(conf: &ImdsConf) -> anyhow::Result<Labels> {
                 error: format!("{e:#}"),
             };
             let bytes = serde_json::to_vec(&failure).unwrap_or_default();
-            if let Err(we) = write_atomic(&failure_file(conf), &bytes) {
+            if let Err(we) = write_atomic(&failure_file(conf), &bytes, Durability::PowerLoss) {
                 log_warn!("cannot record the IMDS failure: {we:#}");
             }
         }),
@@ -137,7 +137,7 @@ pub fn labels(conf: &ImdsConf) -> anyhow::Result<Labels> {
                 labels: labels.clone(),
             };
             let bytes = serde_json::to_vec(&cache).unwrap_or_default();
-            if let Err(e) = write_atomic(&conf.cache_file, &bytes) {
+            if let Err(e) = write_atomic(&conf.cache_file, &bytes, Durability::PowerLoss) {
                 log_warn!(
                     "cannot write IMDS cache {}: {e:#}",
                     conf.cache_file.display()
