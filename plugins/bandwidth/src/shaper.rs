@@ -90,17 +90,12 @@ fn spec(s: &Shape) -> TbfSpec {
     }
 }
 
-fn kernel<T>(r: cni_netlink::Result<T>, what: impl FnOnce() -> String) -> anyhow::Result<T> {
-    r.with_context(what)
-        .cni(Code::Kernel, "netlink request failed")
-}
-
 /// The host veth recorded in `inst`, if it still exists under the same
 /// index and name (an index can be reused by a new pod).
 fn recorded_host(nl: &mut Netlink, inst: &Installed) -> anyhow::Result<Option<Link>> {
-    let link = kernel(nl.link_by_index(inst.host_index), || {
-        format!("looking up {}", inst.host_veth)
-    })?;
+    let link = nl
+        .link_by_index(inst.host_index)
+        .cni_with(Code::Kernel, || format!("looking up {}", inst.host_veth))?;
     Ok(link.filter(|l| l.name == inst.host_veth))
 }
 
@@ -198,9 +193,9 @@ pub fn install(
         egress_mode: prev.and_then(|p| p.egress_mode),
         netns: req.netns_id,
     };
-    let qdiscs = kernel(nl.qdiscs(host.index), || {
-        format!("listing qdiscs of {}", host.name)
-    })?;
+    let qdiscs = nl
+        .qdiscs(host.index)
+        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
     adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
     let mode = resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?;
     if req.ingress.is_some() {
@@ -296,7 +291,10 @@ fn choose_ifb(nl: &mut Netlink, req: &AddRequest<'_>, owned: &Installed) -> anyh
         .into());
     }
     if let Some(name) = &owned.ifb {
-        match kernel(nl.link_by_name(name), || format!("looking up {name}"))? {
+        match nl
+            .link_by_name(name)
+            .cni_with(Code::Kernel, || format!("looking up {name}"))?
+        {
             None => return Ok(name.clone()),
             Some(l) if who.owner_of(&l) != IfbOwner::Foreign => return Ok(name.clone()),
             Some(l) => log_warn!(
@@ -307,7 +305,10 @@ fn choose_ifb(nl: &mut Netlink, req: &AddRequest<'_>, owned: &Installed) -> anyh
     }
     let candidates = ifb_candidates(req.network, req.container_id, req.ifname);
     for name in &candidates {
-        match kernel(nl.link_by_name(name), || format!("looking up {name}"))? {
+        match nl
+            .link_by_name(name)
+            .cni_with(Code::Kernel, || format!("looking up {name}"))?
+        {
             None => return Ok(name.clone()),
             Some(l) if who.owner_of(&l) == IfbOwner::ThisAttachment => return Ok(name.clone()),
             Some(l) => log_info!(
@@ -337,6 +338,17 @@ struct Plan<'a> {
     ifb: Option<&'a str>,
 }
 
+/// One change step after another: each records what to undo, so a
+/// failure part-way removes exactly what this ADD created.
+struct Steps<'a, 'n> {
+    nl: &'n mut Netlink,
+    host: &'a Link,
+    req: &'a AddRequest<'a>,
+    plan: &'a Plan<'a>,
+    inst: &'n mut Installed,
+    undo: &'n mut Vec<Undo>,
+}
+
 fn install_steps(
     nl: &mut Netlink,
     host: &Link,
@@ -345,75 +357,101 @@ fn install_steps(
     inst: &mut Installed,
     undo: &mut Vec<Undo>,
 ) -> anyhow::Result<Option<Link>> {
-    let (qdiscs, mode, owned) = (plan.qdiscs, plan.mode, plan.owned);
-    let root = qdiscs.iter().find(|q| q.is_root());
+    let mut steps = Steps {
+        nl,
+        host,
+        req,
+        plan,
+        inst,
+        undo,
+    };
+    steps.ingress()?;
+    match (&req.egress, plan.mode) {
+        (None, _) => {
+            steps.no_egress()?;
+            Ok(None)
+        }
+        (Some(s), EgressMode::Pod) => {
+            steps.egress_in_pod(s)?;
+            Ok(None)
+        }
+        (Some(s), _) => steps.egress_through_ifb(s).map(Some),
+    }
+}
 
-    // Into the pod: root tbf on the host veth (coexists with a clsact).
-    // The root was judged free (default or ours) before anything changed.
-    match &req.ingress {
-        Some(s) => {
-            if root.is_none_or(|r| !r.is_root_tbf()) {
-                undo.push(Undo::RootTbf(host.index));
-            }
-            kernel(nl.replace_root_tbf(host.index, &spec(s)), || {
-                format!("installing tbf on {}", host.name)
-            })?;
-            inst.ingress_tbf = true;
-            log_info!(
-                "ingress: tbf rate {}B/s burst {}B limit {}B on {}",
-                s.rate_bytes_per_sec,
-                s.burst_bytes,
-                s.limit_bytes,
-                host.name
-            );
-        }
-        None => {
+impl Steps<'_, '_> {
+    /// Into the pod: root tbf on the host veth (coexists with a clsact).
+    /// The root was judged free (default or ours) before anything changed.
+    fn ingress(&mut self) -> anyhow::Result<()> {
+        let (host, owned) = (self.host, self.plan.owned);
+        let root = self.plan.qdiscs.iter().find(|q| q.is_root());
+        let Some(s) = &self.req.ingress else {
             if owned.ingress_tbf && root.is_some_and(|r| r.is_root_tbf()) {
-                kernel(nl.delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE), || {
-                    format!("removing tbf from {}", host.name)
-                })?;
+                self.nl
+                    .delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE)
+                    .cni_with(Code::Kernel, || format!("removing tbf from {}", host.name))?;
             }
-            inst.ingress_tbf = false;
+            self.inst.ingress_tbf = false;
+            return Ok(());
+        };
+        if root.is_none_or(|r| !r.is_root_tbf()) {
+            self.undo.push(Undo::RootTbf(host.index));
         }
+        self.nl
+            .replace_root_tbf(host.index, &spec(s))
+            .cni_with(Code::Kernel, || format!("installing tbf on {}", host.name))?;
+        self.inst.ingress_tbf = true;
+        log_info!(
+            "ingress: tbf rate {}B/s burst {}B limit {}B on {}",
+            s.rate_bytes_per_sec,
+            s.burst_bytes,
+            s.limit_bytes,
+            host.name
+        );
+        Ok(())
     }
 
-    // Out of the pod.
-    let Some(s) = &req.egress else {
-        remove_egress(nl, host, inst, &req.attachment())?;
-        remove_pod_side(req.netns, req.ifname, inst)?;
-        inst.egress_mode = None;
-        return Ok(None);
-    };
-    if mode == EgressMode::Pod {
+    /// Egress no longer shaped: what an earlier ADD made for it goes.
+    fn no_egress(&mut self) -> anyhow::Result<()> {
+        remove_egress(self.nl, self.host, self.inst, &self.req.attachment())?;
+        remove_pod_side(self.req.netns, self.req.ifname, self.inst)?;
+        self.inst.egress_mode = None;
+        Ok(())
+    }
+
+    /// Out of the pod, mode pod: root tbf on the container interface.
+    fn egress_in_pod(&mut self, s: &Shape) -> anyhow::Result<()> {
+        let (req, owned) = (self.req, self.plan.owned);
         // Only what was ours before: the claims for ifb mode were not made.
-        inst.ingress_qdisc = owned.ingress_qdisc;
-        inst.filter_prio = owned.filter_prio;
-        remove_egress(nl, host, inst, &req.attachment())?;
+        self.inst.ingress_qdisc = owned.ingress_qdisc;
+        self.inst.filter_prio = owned.filter_prio;
+        remove_egress(self.nl, self.host, self.inst, &req.attachment())?;
         let existed = owned.pod_tbf
             && pod_root_qdisc(req.netns, req.ifname)?.is_some_and(|q| q.is_root_tbf());
         netns::run_in(req.netns, || {
             let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
-            let link = kernel(pn.link_by_name(req.ifname), || {
-                format!("looking up {}", req.ifname)
-            })?
-            .ok_or_else(|| {
-                CniError::new(
-                    Code::InterfaceNotFound,
-                    format!("{} vanished from the pod", req.ifname),
-                )
-            })?;
-            kernel(pn.replace_root_tbf(link.index, &spec(s)), || {
-                format!("installing tbf on the pod's {}", req.ifname)
-            })
+            let link = pn
+                .link_by_name(req.ifname)
+                .cni_with(Code::Kernel, || format!("looking up {}", req.ifname))?
+                .ok_or_else(|| {
+                    CniError::new(
+                        Code::InterfaceNotFound,
+                        format!("{} vanished from the pod", req.ifname),
+                    )
+                })?;
+            pn.replace_root_tbf(link.index, &spec(s))
+                .cni_with(Code::Kernel, || {
+                    format!("installing tbf on the pod's {}", req.ifname)
+                })
         })?;
         if !existed {
-            undo.push(Undo::PodTbf(
+            self.undo.push(Undo::PodTbf(
                 req.netns.to_path_buf(),
                 req.ifname.to_string(),
             ));
         }
-        inst.pod_tbf = true;
-        inst.egress_mode = Some(EgressMode::Pod);
+        self.inst.pod_tbf = true;
+        self.inst.egress_mode = Some(EgressMode::Pod);
         log_info!(
             "egress (mode pod): tbf rate {}B/s burst {}B limit {}B on {} inside the pod",
             s.rate_bytes_per_sec,
@@ -421,87 +459,126 @@ fn install_steps(
             s.limit_bytes,
             req.ifname
         );
-        return Ok(None);
+        Ok(())
     }
-    // Mode ifb: ingress qdisc + redirect + tbf on the ifb.
-    inst.pod_tbf = owned.pod_tbf;
-    remove_pod_side(req.netns, req.ifname, inst)?;
-    inst.egress_mode = Some(EgressMode::Ifb);
-    let name = plan
-        .ifb
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("internal: no ifb chosen for egress"))?;
-    let alias = req.attachment().alias();
-    let ifb = match kernel(nl.link_by_name(&name), || format!("looking up {name}"))? {
-        Some(existing) => {
-            // Ours (marked for this attachment, left by a retried or
-            // crashed ADD, or adopted from the reference plugin's layout):
-            // bring it in line. choose_ifb never hands out another's.
-            if req.attachment().owner_of(&existing) == IfbOwner::Foreign {
-                return Err(
-                    CniError::new(Code::Kernel, format!("{name} belongs to someone else"))
-                        .with_details(format!(
-                            "kind {:?}, alias {:?}",
-                            existing.kind, existing.alias
-                        ))
-                        .into(),
-                );
-            }
-            if existing.mtu != host.mtu {
-                kernel(nl.set_mtu(existing.index, host.mtu), || {
-                    format!("setting mtu of {name}")
-                })?;
-            }
-            if existing.alias.as_deref() != Some(alias.as_str()) {
-                kernel(nl.set_alias(existing.index, &alias), || {
-                    format!("marking {name}")
-                })?;
-            }
-            if !existing.up {
-                kernel(nl.set_up(existing.index), || format!("bringing up {name}"))?;
-            }
-            existing
-        }
-        None => {
-            let l = kernel(nl.create_ifb(&name, host.mtu, Some(&alias)), || {
-                format!("creating ifb {name}")
-            })?;
-            undo.push(Undo::Link(l.index));
-            l
-        }
-    };
-    inst.ifb = Some(name.clone());
 
-    match qdiscs.iter().find(|q| q.on_ingress_hook()) {
-        None => {
-            kernel(nl.add_ingress_qdisc(host.index), || {
-                format!("adding ingress qdisc to {}", host.name)
-            })?;
-            undo.push(Undo::IngressQdisc(host.index));
-            inst.ingress_qdisc = true;
+    /// Out of the pod, mode ifb: the ifb, the ingress qdisc, the redirect,
+    /// and the tbf on the ifb.
+    fn egress_through_ifb(&mut self, s: &Shape) -> anyhow::Result<Link> {
+        self.inst.pod_tbf = self.plan.owned.pod_tbf;
+        remove_pod_side(self.req.netns, self.req.ifname, self.inst)?;
+        self.inst.egress_mode = Some(EgressMode::Ifb);
+        let ifb = self.ifb_link()?;
+        self.inst.ifb = Some(ifb.name.clone());
+        self.ingress_qdisc()?;
+        self.redirect_to(&ifb)?;
+        self.nl
+            .replace_root_tbf(ifb.index, &spec(s))
+            .cni_with(Code::Kernel, || format!("installing tbf on {}", ifb.name))?;
+        log_info!(
+            "egress: tbf rate {}B/s burst {}B limit {}B on {} (from {})",
+            s.rate_bytes_per_sec,
+            s.burst_bytes,
+            s.limit_bytes,
+            ifb.name,
+            self.host.name
+        );
+        Ok(ifb)
+    }
+
+    /// The chosen ifb: created, or (ours: marked for this attachment, left
+    /// by a retried or crashed ADD, or adopted from the reference plugin's
+    /// layout) brought in line. choose_ifb never hands out another's.
+    fn ifb_link(&mut self) -> anyhow::Result<Link> {
+        let host = self.host;
+        let who = self.req.attachment();
+        let name = self
+            .plan
+            .ifb
+            .ok_or_else(|| anyhow::anyhow!("internal: no ifb chosen for egress"))?;
+        let alias = who.alias();
+        let existing = self
+            .nl
+            .link_by_name(name)
+            .cni_with(Code::Kernel, || format!("looking up {name}"))?;
+        let Some(existing) = existing else {
+            let l = self
+                .nl
+                .create_ifb(name, host.mtu, Some(&alias))
+                .cni_with(Code::Kernel, || format!("creating ifb {name}"))?;
+            self.undo.push(Undo::Link(l.index));
+            return Ok(l);
+        };
+        if who.owner_of(&existing) == IfbOwner::Foreign {
+            return Err(
+                CniError::new(Code::Kernel, format!("{name} belongs to someone else"))
+                    .with_details(format!(
+                        "kind {:?}, alias {:?}",
+                        existing.kind, existing.alias
+                    ))
+                    .into(),
+            );
         }
-        Some(q) if q.is_ingress() && owned.ingress_qdisc => {}
-        Some(q) => {
-            return Err(CniError::new(
+        if existing.mtu != host.mtu {
+            self.nl
+                .set_mtu(existing.index, host.mtu)
+                .cni_with(Code::Kernel, || format!("setting mtu of {name}"))?;
+        }
+        if existing.alias.as_deref() != Some(alias.as_str()) {
+            self.nl
+                .set_alias(existing.index, &alias)
+                .cni_with(Code::Kernel, || format!("marking {name}"))?;
+        }
+        if !existing.up {
+            self.nl
+                .set_up(existing.index)
+                .cni_with(Code::Kernel, || format!("bringing up {name}"))?;
+        }
+        Ok(existing)
+    }
+
+    /// The `ingress` qdisc on the host veth: ours, or added now.
+    fn ingress_qdisc(&mut self) -> anyhow::Result<()> {
+        let host = self.host;
+        match self.plan.qdiscs.iter().find(|q| q.on_ingress_hook()) {
+            None => {
+                self.nl
+                    .add_ingress_qdisc(host.index)
+                    .cni_with(Code::Kernel, || {
+                        format!("adding ingress qdisc to {}", host.name)
+                    })?;
+                self.undo.push(Undo::IngressQdisc(host.index));
+                self.inst.ingress_qdisc = true;
+                Ok(())
+            }
+            Some(q) if q.is_ingress() && self.plan.owned.ingress_qdisc => Ok(()),
+            Some(q) => Err(CniError::new(
                 Code::Kernel,
                 format!("{} already has a {} qdisc that we did not create", host.name, q.kind),
             )
             .with_details("another tc user (for example the VPC CNI network policy agent) owns ffff:; egress shaping through an ifb would bypass or break it")
-            .into());
+            .into()),
         }
     }
 
-    let filters = kernel(nl.filters(host.index, INGRESS_HANDLE), || {
-        format!("listing filters of {}", host.name)
-    })?;
-    let at_prio: Vec<_> = filters.iter().filter(|f| f.prio == FILTER_PRIO).collect();
-    let ours_ok = at_prio.iter().any(|f| {
-        f.kind == "u32"
-            && f.mirred
-                .iter()
-                .any(|m| m.action == TCA_EGRESS_REDIR && m.ifindex == ifb.index)
-    });
-    if !ours_ok {
+    /// Our match-all redirect at FILTER_PRIO to `ifb`; a stale one of ours
+    /// is replaced, a foreign filter at that prio refused.
+    fn redirect_to(&mut self, ifb: &Link) -> anyhow::Result<()> {
+        let (host, owned) = (self.host, self.plan.owned);
+        let filters = self
+            .nl
+            .filters(host.index, INGRESS_HANDLE)
+            .cni_with(Code::Kernel, || format!("listing filters of {}", host.name))?;
+        let at_prio: Vec<_> = filters.iter().filter(|f| f.prio == FILTER_PRIO).collect();
+        let ours_ok = at_prio.iter().any(|f| {
+            f.kind == "u32"
+                && f.mirred
+                    .iter()
+                    .any(|m| m.action == TCA_EGRESS_REDIR && m.ifindex == ifb.index)
+        });
+        if ours_ok {
+            return Ok(());
+        }
         if !at_prio.is_empty() {
             if owned.filter_prio != Some(FILTER_PRIO) {
                 return Err(CniError::new(
@@ -511,31 +588,20 @@ fn install_steps(
                 .into());
             }
             // Our own stale filter (redirecting to an ifb that was re-created).
-            kernel(
-                nl.delete_filter(host.index, INGRESS_HANDLE, FILTER_PRIO, ETH_P_ALL),
-                || "removing stale filter".into(),
-            )?;
+            self.nl
+                .delete_filter(host.index, INGRESS_HANDLE, FILTER_PRIO, ETH_P_ALL)
+                .cni_with(Code::Kernel, || "removing stale filter")?;
         }
-        kernel(
-            nl.add_u32_redirect_all(host.index, INGRESS_HANDLE, FILTER_PRIO, ifb.index),
-            || format!("redirecting {} to {name}", host.name),
-        )?;
+        self.nl
+            .add_u32_redirect_all(host.index, INGRESS_HANDLE, FILTER_PRIO, ifb.index)
+            .cni_with(Code::Kernel, || {
+                format!("redirecting {} to {}", host.name, ifb.name)
+            })?;
         if owned.filter_prio.is_none() {
-            undo.push(Undo::Filter(host.index));
+            self.undo.push(Undo::Filter(host.index));
         }
+        Ok(())
     }
-
-    kernel(nl.replace_root_tbf(ifb.index, &spec(s)), || {
-        format!("installing tbf on {name}")
-    })?;
-    log_info!(
-        "egress: tbf rate {}B/s burst {}B limit {}B on {name} (from {})",
-        s.rate_bytes_per_sec,
-        s.burst_bytes,
-        s.limit_bytes,
-        host.name
-    );
-    Ok(Some(ifb))
 }
 
 /// An `ingress` qdisc whose redirects all go to one ifb of this attachment
@@ -555,9 +621,9 @@ fn adopt_own_layout(
     if owned.ingress_qdisc || !has_ingress {
         return Ok(());
     }
-    let filters = kernel(nl.filters(host.index, INGRESS_HANDLE), || {
-        format!("listing filters of {}", host.name)
-    })?;
+    let filters = nl
+        .filters(host.index, INGRESS_HANDLE)
+        .cni_with(Code::Kernel, || format!("listing filters of {}", host.name))?;
     let redirects: Vec<_> = filters.iter().filter(|f| !f.mirred.is_empty()).collect();
     let Some(target) = redirects
         .first()
@@ -572,7 +638,10 @@ fn adopt_own_layout(
     if !all_to_target {
         return Ok(());
     }
-    let Some(ifb) = kernel(nl.link_by_index(target), || format!("looking up #{target}"))? else {
+    let Some(ifb) = nl
+        .link_by_index(target)
+        .cni_with(Code::Kernel, || format!("looking up #{target}"))?
+    else {
         return Ok(());
     };
     let ours = match req.attachment().owner_of(&ifb) {
@@ -636,12 +705,15 @@ fn resolve_egress_mode(
 fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink::tc::Qdisc>> {
     netns::run_in(ns, || {
         let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
-        let Some(link) = kernel(pn.link_by_name(ifname), || format!("looking up {ifname}"))? else {
+        let Some(link) = pn
+            .link_by_name(ifname)
+            .cni_with(Code::Kernel, || format!("looking up {ifname}"))?
+        else {
             return Ok(None);
         };
-        let qs = kernel(pn.qdiscs(link.index), || {
-            format!("listing qdiscs of {ifname}")
-        })?;
+        let qs = pn
+            .qdiscs(link.index)
+            .cni_with(Code::Kernel, || format!("listing qdiscs of {ifname}"))?;
         Ok(qs.into_iter().find(|q| q.is_root()))
     })
 }
@@ -650,16 +722,20 @@ fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink:
 fn remove_pod_tbf(ns: &Path, ifname: &str) -> anyhow::Result<()> {
     netns::run_in(ns, || {
         let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
-        let Some(link) = kernel(pn.link_by_name(ifname), || format!("looking up {ifname}"))? else {
+        let Some(link) = pn
+            .link_by_name(ifname)
+            .cni_with(Code::Kernel, || format!("looking up {ifname}"))?
+        else {
             return Ok(());
         };
-        let qs = kernel(pn.qdiscs(link.index), || {
-            format!("listing qdiscs of {ifname}")
-        })?;
+        let qs = pn
+            .qdiscs(link.index)
+            .cni_with(Code::Kernel, || format!("listing qdiscs of {ifname}"))?;
         if qs.iter().any(|q| q.is_root_tbf()) {
-            kernel(pn.delete_qdisc(link.index, TC_H_ROOT, TBF_HANDLE), || {
-                format!("removing tbf from the pod's {ifname}")
-            })?;
+            pn.delete_qdisc(link.index, TC_H_ROOT, TBF_HANDLE)
+                .cni_with(Code::Kernel, || {
+                    format!("removing tbf from the pod's {ifname}")
+                })?;
         }
         Ok(())
     })
@@ -681,23 +757,23 @@ fn remove_egress(
     who: &Attachment<'_>,
 ) -> anyhow::Result<()> {
     if let Some(prio) = inst.filter_prio {
-        kernel(
-            nl.delete_filter(host.index, INGRESS_HANDLE, prio, ETH_P_ALL),
-            || format!("removing filter from {}", host.name),
-        )?;
+        nl.delete_filter(host.index, INGRESS_HANDLE, prio, ETH_P_ALL)
+            .cni_with(Code::Kernel, || {
+                format!("removing filter from {}", host.name)
+            })?;
         inst.filter_prio = None;
     }
     if inst.ingress_qdisc {
-        let ours = kernel(nl.qdiscs(host.index), || {
-            format!("listing qdiscs of {}", host.name)
-        })?
-        .iter()
-        .any(|q| q.is_ingress());
+        let ours = nl
+            .qdiscs(host.index)
+            .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?
+            .iter()
+            .any(|q| q.is_ingress());
         if ours {
-            kernel(
-                nl.delete_qdisc(host.index, TC_H_INGRESS, INGRESS_HANDLE),
-                || format!("removing ingress qdisc from {}", host.name),
-            )?;
+            nl.delete_qdisc(host.index, TC_H_INGRESS, INGRESS_HANDLE)
+                .cni_with(Code::Kernel, || {
+                    format!("removing ingress qdisc from {}", host.name)
+                })?;
         }
         inst.ingress_qdisc = false;
     }
@@ -713,7 +789,10 @@ fn remove_egress(
 /// for another attachment is left alone: deleting it would blackhole that
 /// pod's egress. Fine when it is already gone.
 pub fn delete_owned_ifb(nl: &mut Netlink, name: &str, who: &Attachment<'_>) -> anyhow::Result<()> {
-    let Some(l) = kernel(nl.link_by_name(name), || format!("looking up {name}"))? else {
+    let Some(l) = nl
+        .link_by_name(name)
+        .cni_with(Code::Kernel, || format!("looking up {name}"))?
+    else {
         return Ok(());
     };
     match who.owner_of(&l) {
@@ -724,7 +803,8 @@ pub fn delete_owned_ifb(nl: &mut Netlink, name: &str, who: &Attachment<'_>) -> a
             );
         }
         IfbOwner::ThisAttachment | IfbOwner::Unmarked => {
-            kernel(nl.delete_link(l.index), || format!("deleting {name}"))?;
+            nl.delete_link(l.index)
+                .cni_with(Code::Kernel, || format!("deleting {name}"))?;
             log_info!("deleted {name}");
         }
     }
@@ -751,19 +831,107 @@ pub fn teardown(
     }
     if let Some(host) = recorded_host(nl, &inst)? {
         if inst.ingress_tbf {
-            let ours = kernel(nl.qdiscs(host.index), || {
-                format!("listing qdiscs of {}", host.name)
-            })?
-            .iter()
-            .any(|q| q.is_root_tbf());
+            let ours = nl
+                .qdiscs(host.index)
+                .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?
+                .iter()
+                .any(|q| q.is_root_tbf());
             if ours {
-                kernel(nl.delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE), || {
-                    format!("removing tbf from {}", host.name)
-                })?;
+                nl.delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE)
+                    .cni_with(Code::Kernel, || format!("removing tbf from {}", host.name))?;
             }
         }
         inst.ifb = None;
         remove_egress(nl, &host, &mut inst, who)?;
+    }
+    Ok(())
+}
+
+fn mismatch(m: String) -> anyhow::Error {
+    CniError::new(Code::CheckMismatch, m).into()
+}
+
+/// The tbf parameters as dumped against the shape asked for: the first
+/// difference, if any (pure, for CHECK).
+fn tbf_difference(device: &str, q: Option<&cni_netlink::tc::Qdisc>, s: &Shape) -> Option<String> {
+    let Some(q) = q else {
+        return Some(format!("{device}: root tbf 1: is missing"));
+    };
+    let Some(p) = q.tbf else {
+        return Some(format!("{device}: tbf options unreadable"));
+    };
+    let want = spec(s);
+    if p.rate_bytes_per_sec != want.rate_bytes_per_sec {
+        return Some(format!(
+            "{device}: tbf rate is {} B/s, expected {}",
+            p.rate_bytes_per_sec, want.rate_bytes_per_sec
+        ));
+    }
+    if p.limit_bytes != want.limit_bytes {
+        return Some(format!(
+            "{device}: tbf limit is {} B, expected {}",
+            p.limit_bytes, want.limit_bytes
+        ));
+    }
+    if !p.matches(&want) {
+        return Some(format!(
+            "{device}: tbf burst differs from {} B",
+            want.burst_bytes
+        ));
+    }
+    None
+}
+
+/// CHECK of one device's root tbf.
+fn check_tbf(nl: &mut Netlink, link: &Link, s: &Shape) -> anyhow::Result<()> {
+    let qs = nl
+        .qdiscs(link.index)
+        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", link.name))?;
+    match tbf_difference(&link.name, qs.iter().find(|q| q.is_root_tbf()), s) {
+        Some(m) => Err(mismatch(m)),
+        None => Ok(()),
+    }
+}
+
+/// CHECK of the ifb layout: the ifb's tbf, the host veth's ingress qdisc
+/// and the redirect to the recorded ifb.
+fn check_ifb_egress(nl: &mut Netlink, host: &Link, name: &str, s: &Shape) -> anyhow::Result<()> {
+    let Some(ifb) = nl
+        .link_by_name(name)
+        .cni_with(Code::Kernel, || format!("looking up {name}"))?
+    else {
+        return Err(mismatch(format!("ifb {name} is missing")));
+    };
+    check_tbf(nl, &ifb, s)?;
+    let qs = nl
+        .qdiscs(host.index)
+        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
+    if !qs.iter().any(|q| q.is_ingress()) {
+        return Err(mismatch(format!("{}: ingress qdisc is missing", host.name)));
+    }
+    let fs = nl
+        .filters(host.index, INGRESS_HANDLE)
+        .cni_with(Code::Kernel, || format!("listing filters of {}", host.name))?;
+    let redirect = fs
+        .iter()
+        .find(|f| f.prio == FILTER_PRIO && f.kind == "u32" && !f.mirred.is_empty());
+    let Some(f) = redirect else {
+        return Err(mismatch(format!(
+            "{}: redirect filter to {name} is missing",
+            host.name
+        )));
+    };
+    if !f
+        .mirred
+        .iter()
+        .any(|m| m.action == TCA_EGRESS_REDIR && m.ifindex == ifb.index)
+    {
+        return Err(mismatch(format!(
+            "{}: filter redirects to ifindex {:?}, expected {name} ({})",
+            host.name,
+            f.mirred.iter().map(|m| m.ifindex).collect::<Vec<_>>(),
+            ifb.index
+        )));
     }
     Ok(())
 }
@@ -775,38 +943,6 @@ pub fn verify(
     req: &AddRequest<'_>,
     inst: Option<&Installed>,
 ) -> anyhow::Result<()> {
-    let mismatch = |m: String| -> anyhow::Error { CniError::new(Code::CheckMismatch, m).into() };
-    let tbf_on = |nl: &mut Netlink, link: &Link, s: &Shape| -> anyhow::Result<()> {
-        let qs = kernel(nl.qdiscs(link.index), || {
-            format!("listing qdiscs of {}", link.name)
-        })?;
-        let Some(q) = qs.iter().find(|q| q.is_root_tbf()) else {
-            return Err(mismatch(format!("{}: root tbf 1: is missing", link.name)));
-        };
-        let Some(p) = q.tbf else {
-            return Err(mismatch(format!("{}: tbf options unreadable", link.name)));
-        };
-        let want = spec(s);
-        if p.rate_bytes_per_sec != want.rate_bytes_per_sec {
-            return Err(mismatch(format!(
-                "{}: tbf rate is {} B/s, expected {}",
-                link.name, p.rate_bytes_per_sec, want.rate_bytes_per_sec
-            )));
-        }
-        if p.limit_bytes != want.limit_bytes {
-            return Err(mismatch(format!(
-                "{}: tbf limit is {} B, expected {}",
-                link.name, p.limit_bytes, want.limit_bytes
-            )));
-        }
-        if !p.matches(&want) {
-            return Err(mismatch(format!(
-                "{}: tbf burst differs from {} B",
-                link.name, want.burst_bytes
-            )));
-        }
-        Ok(())
-    };
     if inst.is_none() && (req.ingress.is_some() || req.egress.is_some()) {
         return Err(mismatch("no record of an ADD for this attachment".into()));
     }
@@ -819,56 +955,124 @@ pub fn verify(
         )));
     }
     if let Some(s) = &req.ingress {
-        tbf_on(nl, host, s)?;
+        check_tbf(nl, host, s)?;
     }
-    if let (Some(s), Some(EgressMode::Pod)) = (&req.egress, inst.and_then(|i| i.egress_mode)) {
+    let Some(s) = &req.egress else {
+        return Ok(());
+    };
+    if inst.and_then(|i| i.egress_mode) == Some(EgressMode::Pod) {
         return netns::run_in(req.netns, || {
             let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
-            let link = kernel(pn.link_by_name(req.ifname), || {
-                format!("looking up {}", req.ifname)
-            })?
-            .ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
-            tbf_on(&mut pn, &link, s)
+            let link = pn
+                .link_by_name(req.ifname)
+                .cni_with(Code::Kernel, || format!("looking up {}", req.ifname))?
+                .ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
+            check_tbf(&mut pn, &link, s)
         });
     }
-    if let Some(s) = &req.egress {
-        let name = inst
-            .and_then(|i| i.ifb.clone())
-            .unwrap_or_else(|| ifb_name(req.network, req.container_id));
-        let Some(ifb) = kernel(nl.link_by_name(&name), || format!("looking up {name}"))? else {
-            return Err(mismatch(format!("ifb {name} is missing")));
-        };
-        tbf_on(nl, &ifb, s)?;
-        let qs = kernel(nl.qdiscs(host.index), || {
-            format!("listing qdiscs of {}", host.name)
-        })?;
-        if !qs.iter().any(|q| q.is_ingress()) {
-            return Err(mismatch(format!("{}: ingress qdisc is missing", host.name)));
-        }
-        let fs = kernel(nl.filters(host.index, INGRESS_HANDLE), || {
-            format!("listing filters of {}", host.name)
-        })?;
-        let redirect = fs
-            .iter()
-            .find(|f| f.prio == FILTER_PRIO && f.kind == "u32" && !f.mirred.is_empty());
-        let Some(f) = redirect else {
-            return Err(mismatch(format!(
-                "{}: redirect filter to {name} is missing",
-                host.name
-            )));
-        };
-        if !f
-            .mirred
-            .iter()
-            .any(|m| m.action == TCA_EGRESS_REDIR && m.ifindex == ifb.index)
-        {
-            return Err(mismatch(format!(
-                "{}: filter redirects to ifindex {:?}, expected {name} ({})",
-                host.name,
-                f.mirred.iter().map(|m| m.ifindex).collect::<Vec<_>>(),
-                ifb.index
-            )));
+    let name = inst
+        .and_then(|i| i.ifb.clone())
+        .unwrap_or_else(|| ifb_name(req.network, req.container_id));
+    check_ifb_egress(nl, host, &name, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni_netlink::tc::{Qdisc, TbfParams};
+
+    fn qdisc(kind: &str, parent: u32, handle: u32) -> Qdisc {
+        Qdisc {
+            ifindex: 7,
+            handle,
+            parent,
+            kind: kind.into(),
+            tbf: None,
         }
     }
-    Ok(())
+
+    fn req(mode: EgressMode, egress: bool) -> AddRequest<'static> {
+        let s = Shape {
+            rate_bytes_per_sec: 1_000_000,
+            burst_bytes: 10_000,
+            limit_bytes: 70_000,
+            burst_raised_to_mtu: false,
+        };
+        AddRequest {
+            network: "n",
+            container_id: "c",
+            ifname: "eth0",
+            netns: Path::new("/nonexistent"),
+            netns_id: None,
+            egress_mode: mode,
+            ingress: None,
+            egress: egress.then_some(s),
+        }
+    }
+
+    #[test]
+    fn only_the_default_root_or_our_own_tbf_is_free() {
+        let default = qdisc("noqueue", TC_H_ROOT, 0);
+        let pfifo = qdisc("pfifo", TC_H_ROOT, 0x5_0000);
+        let tbf = qdisc("tbf", TC_H_ROOT, TBF_HANDLE);
+        assert!(refuse_foreign_root(None, false, "d").is_ok());
+        assert!(refuse_foreign_root(Some(&default), false, "d").is_ok());
+        assert!(refuse_foreign_root(Some(&pfifo), true, "d").is_err());
+        assert!(
+            refuse_foreign_root(Some(&tbf), false, "d").is_err(),
+            "a tbf 1: we have no record of is someone's"
+        );
+        assert!(refuse_foreign_root(Some(&tbf), true, "d").is_ok());
+    }
+
+    #[test]
+    fn egress_mode_follows_the_ingress_hook() {
+        let host = Link::default();
+        let clsact = [qdisc("clsact", TC_H_INGRESS, INGRESS_HANDLE)];
+        let ingress = [qdisc("ingress", TC_H_INGRESS, INGRESS_HANDLE)];
+        let mode = |m, e, qs: &[Qdisc], ours| resolve_egress_mode(&req(m, e), &host, qs, ours);
+        assert_eq!(
+            mode(EgressMode::Auto, true, &[], false).unwrap(),
+            EgressMode::Ifb
+        );
+        assert_eq!(
+            mode(EgressMode::Auto, true, &clsact, false).unwrap(),
+            EgressMode::Pod
+        );
+        assert_eq!(
+            mode(EgressMode::Auto, true, &ingress, true).unwrap(),
+            EgressMode::Ifb,
+            "our own ingress qdisc is no reason to move"
+        );
+        let err = mode(EgressMode::Ifb, true, &clsact, false).unwrap_err();
+        assert_eq!(CniError::from_anyhow(&err).code, Code::InvalidConfig);
+        assert_eq!(
+            mode(EgressMode::Ifb, false, &clsact, false).unwrap(),
+            EgressMode::Ifb,
+            "no egress limit, nothing to refuse"
+        );
+        assert_eq!(
+            mode(EgressMode::Pod, true, &[], false).unwrap(),
+            EgressMode::Pod
+        );
+    }
+
+    #[test]
+    fn tbf_differences_are_named() {
+        let s = req(EgressMode::Ifb, true).egress.unwrap();
+        assert!(tbf_difference("d", None, &s).unwrap().contains("missing"));
+        let mut q = qdisc("tbf", TC_H_ROOT, TBF_HANDLE);
+        q.tbf = Some(TbfParams {
+            rate_bytes_per_sec: 2_000_000,
+            limit_bytes: 70_000,
+            buffer_ticks: 0,
+        });
+        assert!(tbf_difference("d", Some(&q), &s).unwrap().contains("rate"));
+        q.tbf = Some(TbfParams {
+            rate_bytes_per_sec: 1_000_000,
+            limit_bytes: 1,
+            buffer_ticks: 0,
+        });
+        assert!(tbf_difference("d", Some(&q), &s).unwrap().contains("limit"));
+    }
 }
