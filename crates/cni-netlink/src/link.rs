@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::{
     RouteNetlinkMessage,
-    link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+    link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     nsid::{NsidAttribute, NsidMessage},
 };
 
@@ -228,7 +228,9 @@ impl Netlink {
 
     /// Creates a veth pair with both ends in the current netns, for tests
     /// and simulators that need a realistic pod interface.
+    #[cfg(any(test, feature = "testing"))]
     pub fn create_veth(&mut self, name: &str, peer: &str) -> Result<()> {
+        use netlink_packet_route::link::{InfoData, InfoVeth};
         let mut peer_msg = LinkMessage::default();
         peer_msg
             .attributes
@@ -249,6 +251,7 @@ impl Netlink {
 
     /// Moves an interface into the netns referred to by `fd` (e.g. one end of
     /// a veth into a pod).
+    #[cfg(any(test, feature = "testing"))]
     pub fn move_link_to_netns_fd(&mut self, index: u32, fd: BorrowedFd<'_>) -> Result<()> {
         let mut msg = link_msg(index);
         msg.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
@@ -298,6 +301,7 @@ impl Netlink {
     }
 
     /// Renames an interface (the kernel requires it to be down).
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
         let mut msg = link_msg(index);
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
@@ -305,6 +309,7 @@ impl Netlink {
     }
 
     /// Returns the interface's MAC, for callers that need only that.
+    #[cfg(any(test, feature = "testing"))]
     pub fn link_mac(&mut self, index: u32) -> Result<Option<[u8; 6]>> {
         Ok(self.link_by_index(index)?.and_then(|l| l.mac))
     }

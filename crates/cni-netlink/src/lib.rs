@@ -17,6 +17,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::libc;
 
+/// Addresses, routes and neighbours: only the simulator wires pods.
+#[cfg(any(test, feature = "testing"))]
 mod addr;
 mod link;
 pub mod netns;

@@ -30,6 +30,7 @@ pub const TCA_EGRESS_REDIR: i32 = 1;
 /// `ETH_P_ALL`: a filter protocol matching every frame.
 pub const ETH_P_ALL: u16 = 0x0003;
 /// `ETH_P_IP`: a filter protocol matching IPv4 only.
+#[cfg(any(test, feature = "testing"))]
 pub const ETH_P_IP: u16 = 0x0800;
 
 const TCA_OPTIONS: u16 = 2;
@@ -43,6 +44,7 @@ const TBF_QOPT_LEN: usize = 36;
 const PSCHED_SHIFT: u32 = 6;
 const NSEC_PER_SEC: u128 = 1_000_000_000;
 /// `IPPROTO_TCP`.
+#[cfg(any(test, feature = "testing"))]
 const IPPROTO_TCP: u32 = 6;
 
 /// What a caller wants a tbf to enforce, in the units the CNI config uses.
@@ -438,6 +440,7 @@ impl Netlink {
     }
 
     /// Adds a clsact qdisc, standing in for a foreign policy agent in tests.
+    #[cfg(any(test, feature = "testing"))]
     pub fn add_clsact_qdisc(&mut self, index: u32) -> Result<()> {
         self.add_ingress_like(index, "clsact")
     }
@@ -507,6 +510,7 @@ impl Netlink {
     /// Redirects IPv4 TCP packets to `dport` (assuming a 20-byte IP header,
     /// like `tc ... match ip dport`) to `target_ifindex`; tests use it as a
     /// foreign "policy" filter.
+    #[cfg(any(test, feature = "testing"))]
     pub fn add_u32_redirect_tcp_dport(
         &mut self,
         index: u32,
