@@ -9,12 +9,17 @@
 //!    the pod annotations through the `bandwidth` capability.
 //!
 //! `"precedence": "runtime"` flips that: a pod's annotations win over the
-//! node default in the static block. Keys match case-insensitively
-//! (containerd sends `IngressRate`, CRI-O `ingressRate`), as Go's JSON does.
+//! node default in the static block. The four rate keys and the
+//! `runtimeConfig` key match case-insensitively (containerd sends
+//! `IngressRate`, CRI-O `ingressRate`), as Go's JSON does; our own knobs
+//! (`precedence`, `runtimeBurst`, `egressMode`, `latencyMs`, `stateDir`)
+//! are exact.
 
 use cni_types::NetConf;
 use cni_types::error::{CniError, Code};
-use serde_json::{Map, Value};
+use serde::de::{Deserialize, Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+use std::fmt;
 use std::path::PathBuf;
 
 /// Rates below this are not a useful shaping target and below tbf's
@@ -93,47 +98,135 @@ fn invalid(msg: impl Into<String>, details: impl Into<String>) -> CniError {
     CniError::new(Code::InvalidConfig, msg).with_details(details)
 }
 
-/// The four rate keys found in one JSON object, matched case-insensitively.
-#[derive(Debug, Default, Clone, Copy)]
-struct Block {
+/// The four rate keys of one JSON object. Its `Deserialize` matches the keys
+/// in any case, because Go runtimes and plugins do and users copy either
+/// spelling; other keys are ignored, as the block shares its object with
+/// the rest of the config.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct RateBlock {
     ingress_rate: Option<u64>,
     ingress_burst: Option<u64>,
     egress_rate: Option<u64>,
     egress_burst: Option<u64>,
 }
 
-impl Block {
-    fn read(obj: &Map<String, Value>, what: &str) -> Result<Block, CniError> {
-        let mut b = Block::default();
-        for (key, value) in obj {
-            let slot = match key.to_ascii_lowercase().as_str() {
-                "ingressrate" => &mut b.ingress_rate,
-                "ingressburst" => &mut b.ingress_burst,
-                "egressrate" => &mut b.egress_rate,
-                "egressburst" => &mut b.egress_burst,
-                _ => continue,
+impl<'de> Deserialize<'de> for RateBlock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RateBlockVisitor)
+    }
+}
+
+struct RateBlockVisitor;
+
+impl<'de> Visitor<'de> for RateBlockVisitor {
+    type Value = RateBlock;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object with ingressRate/ingressBurst/egressRate/egressBurst")
+    }
+
+    /// When one key comes in several cases, the last non-null one in map
+    /// order wins, and a bad value in any of them is an error: a `null`
+    /// means "not set", never "clear what another spelling set".
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RateBlock, A::Error> {
+        let mut b = RateBlock::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let slot = if key.eq_ignore_ascii_case("ingressRate") {
+                &mut b.ingress_rate
+            } else if key.eq_ignore_ascii_case("ingressBurst") {
+                &mut b.ingress_burst
+            } else if key.eq_ignore_ascii_case("egressRate") {
+                &mut b.egress_rate
+            } else if key.eq_ignore_ascii_case("egressBurst") {
+                &mut b.egress_burst
+            } else {
+                // Skipped unread: the top-level object can carry a large prevResult.
+                map.next_value::<IgnoredAny>()?;
+                continue;
             };
+            // Read as a Value, not a u64, so that the error can quote what
+            // was sent and a null can be told apart from a bad value.
+            let value = map.next_value::<Value>()?;
             if value.is_null() {
                 continue;
             }
             let n = value.as_u64().ok_or_else(|| {
-                invalid(
-                    format!("invalid {key}"),
-                    format!(
-                        "{what}.{key} must be a non-negative integer (bits or bits/s), got {value}"
-                    ),
-                )
+                A::Error::custom(format!(
+                    "{key} must be a non-negative integer (bits or bits/s), got {value}"
+                ))
             })?;
             *slot = Some(n);
         }
         Ok(b)
     }
+}
+
+impl RateBlock {
+    /// `value` must be an object; `what` says where it is, for the error.
+    fn read(value: &Value, what: &str) -> Result<RateBlock, CniError> {
+        RateBlock::deserialize(value)
+            .map_err(|e| invalid("invalid bandwidth rate", format!("{what}.{e}")))
+    }
 
     fn is_empty(&self) -> bool {
-        self.ingress_rate.is_none()
-            && self.ingress_burst.is_none()
-            && self.egress_rate.is_none()
-            && self.egress_burst.is_none()
+        *self == RateBlock::default()
+    }
+
+    /// Both directions' limits, validated.
+    fn limits(&self, sentinel_is_unset: bool) -> Result<(Option<Limit>, Option<Limit>), CniError> {
+        let ingress = direction(
+            "ingress",
+            self.ingress_rate,
+            self.ingress_burst,
+            sentinel_is_unset,
+        )?;
+        let egress = direction(
+            "egress",
+            self.egress_rate,
+            self.egress_burst,
+            sentinel_is_unset,
+        )?;
+        Ok((ingress, egress))
+    }
+}
+
+/// The rate keys at the top level of the plugin config.
+fn static_block(raw: &Value) -> Result<RateBlock, CniError> {
+    if raw.is_object() {
+        RateBlock::read(raw, "config")
+    } else {
+        Ok(RateBlock::default())
+    }
+}
+
+/// `runtimeConfig.bandwidth`, as the runtime filled it from the pod's
+/// annotations.
+fn runtime_block(conf: &NetConf) -> Result<RateBlock, CniError> {
+    match conf.runtime_config_entry("bandwidth") {
+        None | Some(Value::Null) => Ok(RateBlock::default()),
+        Some(obj @ Value::Object(_)) => RateBlock::read(obj, "runtimeConfig.bandwidth"),
+        Some(other) => Err(invalid(
+            "invalid runtimeConfig.bandwidth",
+            format!("runtimeConfig.bandwidth must be an object, got {other}"),
+        )),
+    }
+}
+
+/// The block that applies is taken whole, never merged key by key, as in
+/// the reference plugin (see the module doc).
+fn choose(
+    static_block: RateBlock,
+    runtime_block: RateBlock,
+    precedence: Precedence,
+) -> (RateBlock, Source) {
+    match (
+        static_block.is_empty(),
+        runtime_block.is_empty(),
+        precedence,
+    ) {
+        (true, true, _) => (RateBlock::default(), Source::None),
+        (false, true, _) | (false, false, Precedence::Static) => (static_block, Source::Static),
+        (true, false, _) | (false, false, Precedence::Runtime) => (runtime_block, Source::Runtime),
     }
 }
 
@@ -215,99 +308,83 @@ where
     }
 }
 
+fn parse_runtime_burst(raw: &Value) -> Result<RuntimeBurst, CniError> {
+    parse_enum(
+        raw,
+        "runtimeBurst",
+        RuntimeBurst::Cap,
+        &[("cap", RuntimeBurst::Cap), ("honor", RuntimeBurst::Honor)],
+    )
+}
+
+fn parse_precedence(raw: &Value) -> Result<Precedence, CniError> {
+    parse_enum(
+        raw,
+        "precedence",
+        Precedence::Static,
+        &[
+            ("static", Precedence::Static),
+            ("runtime", Precedence::Runtime),
+        ],
+    )
+}
+
+fn parse_egress_mode(raw: &Value) -> Result<EgressMode, CniError> {
+    parse_enum(
+        raw,
+        "egressMode",
+        EgressMode::Auto,
+        &[
+            ("auto", EgressMode::Auto),
+            ("ifb", EgressMode::Ifb),
+            ("pod", EgressMode::Pod),
+        ],
+    )
+}
+
+fn parse_latency_ms(raw: &Value) -> Result<u32, CniError> {
+    match raw.get("latencyMs") {
+        None | Some(Value::Null) => Ok(DEFAULT_LATENCY_MS),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=60_000).contains(n))
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                invalid(
+                    "invalid latencyMs",
+                    format!("latencyMs must be 1..=60000, got {v}"),
+                )
+            }),
+    }
+}
+
+fn parse_state_dir(raw: &Value) -> Result<PathBuf, CniError> {
+    match raw.get("stateDir") {
+        None | Some(Value::Null) => Ok(PathBuf::from(DEFAULT_STATE_DIR)),
+        Some(Value::String(s)) if s.starts_with('/') => Ok(PathBuf::from(s)),
+        Some(v) => Err(invalid(
+            "invalid stateDir",
+            format!("stateDir must be an absolute path, got {v}"),
+        )),
+    }
+}
+
 impl BandwidthConf {
     pub fn parse(conf: &NetConf) -> Result<BandwidthConf, CniError> {
         let raw = &conf.raw;
-        let runtime_burst = parse_enum(
-            raw,
-            "runtimeBurst",
-            RuntimeBurst::Cap,
-            &[("cap", RuntimeBurst::Cap), ("honor", RuntimeBurst::Honor)],
-        )?;
-        let precedence = parse_enum(
-            raw,
-            "precedence",
-            Precedence::Static,
-            &[
-                ("static", Precedence::Static),
-                ("runtime", Precedence::Runtime),
-            ],
-        )?;
-        let egress_mode = parse_enum(
-            raw,
-            "egressMode",
-            EgressMode::Auto,
-            &[
-                ("auto", EgressMode::Auto),
-                ("ifb", EgressMode::Ifb),
-                ("pod", EgressMode::Pod),
-            ],
-        )?;
-        let latency_ms = match raw.get("latencyMs") {
-            None | Some(Value::Null) => DEFAULT_LATENCY_MS,
-            Some(v) => v
-                .as_u64()
-                .filter(|n| (1..=60_000).contains(n))
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| {
-                    invalid(
-                        "invalid latencyMs",
-                        format!("latencyMs must be 1..=60000, got {v}"),
-                    )
-                })?,
-        };
-        let state_dir = match raw.get("stateDir") {
-            None | Some(Value::Null) => PathBuf::from(DEFAULT_STATE_DIR),
-            Some(Value::String(s)) if s.starts_with('/') => PathBuf::from(s),
-            Some(v) => {
-                return Err(invalid(
-                    "invalid stateDir",
-                    format!("stateDir must be an absolute path, got {v}"),
-                ));
-            }
-        };
-
-        let static_block = match raw.as_object() {
-            Some(obj) => Block::read(obj, "config")?,
-            None => Block::default(),
-        };
-        let runtime_block = match conf.runtime_config_entry("bandwidth") {
-            None | Some(Value::Null) => Block::default(),
-            Some(Value::Object(obj)) => Block::read(obj, "runtimeConfig.bandwidth")?,
-            Some(other) => {
-                return Err(invalid(
-                    "invalid runtimeConfig.bandwidth",
-                    format!("runtimeConfig.bandwidth must be an object, got {other}"),
-                ));
-            }
-        };
-        let (block, source) = match (
-            static_block.is_empty(),
-            runtime_block.is_empty(),
-            precedence,
-        ) {
-            (true, true, _) => (Block::default(), Source::None),
-            (false, true, _) | (false, false, Precedence::Static) => (static_block, Source::Static),
-            (true, false, _) | (false, false, Precedence::Runtime) => {
-                (runtime_block, Source::Runtime)
-            }
-        };
+        let runtime_burst = parse_runtime_burst(raw)?;
+        let precedence = parse_precedence(raw)?;
+        let egress_mode = parse_egress_mode(raw)?;
+        let latency_ms = parse_latency_ms(raw)?;
+        let state_dir = parse_state_dir(raw)?;
+        let (block, source) = choose(static_block(raw)?, runtime_block(conf)?, precedence);
         // Only a runtime's burst can be the "unlimited" sentinel; an
         // operator's explicit static burst is honoured as written.
         let sentinel_is_unset = source == Source::Runtime && runtime_burst == RuntimeBurst::Cap;
+        let (ingress, egress) = block.limits(sentinel_is_unset)?;
         Ok(BandwidthConf {
-            ingress: direction(
-                "ingress",
-                block.ingress_rate,
-                block.ingress_burst,
-                sentinel_is_unset,
-            )?,
-            egress: direction(
-                "egress",
-                block.egress_rate,
-                block.egress_burst,
-                sentinel_is_unset,
-            )?,
+            ingress,
+            egress,
             source,
             runtime_burst,
             latency_ms,
@@ -416,6 +493,50 @@ mod tests {
             let e = parse(bad.clone()).unwrap_err();
             assert_eq!(e.code, Code::InvalidConfig, "{bad}");
         }
+    }
+
+    #[test]
+    fn rate_type_error_names_block_and_key() {
+        let e = parse(json!({"cniVersion":"1.0.0",
+            "runtimeConfig":{"bandwidth":{"IngressRate":"10M","IngressBurst":1}}}))
+        .unwrap_err();
+        assert_eq!(e.code, Code::InvalidConfig);
+        assert_eq!(
+            e.details,
+            r#"runtimeConfig.bandwidth.IngressRate must be a non-negative integer (bits or bits/s), got "10M""#
+        );
+        let e = parse(json!({"cniVersion":"1.0.0","egressBurst":-1})).unwrap_err();
+        assert_eq!(
+            e.details,
+            "config.egressBurst must be a non-negative integer (bits or bits/s), got -1"
+        );
+    }
+
+    #[test]
+    fn duplicate_spellings_last_non_null_wins() {
+        // Written in map order (upper case sorts first), so this holds
+        // whether or not serde_json preserves insertion order.
+        let c = parse(json!({"cniVersion":"1.0.0",
+            "IngressRate":1000,"ingressRate":2000,"ingressBurst":8000,
+            "EgressRate":3000,"egressRate":null,"egressBurst":8000}))
+        .unwrap();
+        assert_eq!(c.ingress.unwrap().rate_bits, 2000);
+        assert_eq!(c.egress.unwrap().rate_bits, 3000);
+        let bad =
+            json!({"cniVersion":"1.0.0","INGRESSRATE":"x","ingressRate":2000,"ingressBurst":8000});
+        assert_eq!(parse(bad).unwrap_err().code, Code::InvalidConfig);
+    }
+
+    #[test]
+    fn unknown_and_null_rate_keys_are_ignored() {
+        let c = parse(
+            json!({"cniVersion":"1.0.0","ingress":"fast","ingressRateX":[1],
+            "ingressRate":null,"prevResult":{"interfaces":[]},
+            "runtimeConfig":{"bandwidth":{"note":"x","egressBurst":null}}}),
+        )
+        .unwrap();
+        assert_eq!(c.source, Source::None);
+        assert!(!c.shapes_anything());
     }
 
     #[test]

@@ -1,38 +1,36 @@
-//! The verbs: inspect everything and validate first, save the previous
-//! values, then change links over netlink and sysctls through /proc/sys
-//! inside the pod netns; restore on failure and on DEL.
+//! The work behind the verbs: what the config asks for this attachment,
+//! inspecting everything first, planning what to save, then changing links
+//! over netlink and sysctls inside the pod netns; restoring on failure and
+//! on DEL; and CHECK's comparison.
 
 use crate::config::{self, Config, Labels, SysctlKey, Var, cut_alias, merge_profiles};
 use crate::labels;
 use crate::state::{LinkState, LinkValues, State, SysctlState};
+use crate::sysctl;
 use cni_netlink::{Link, Netlink, netns};
 use cni_types::error::{CniError, fail};
-use cni_types::state::StateStore;
-use cni_types::{CniResult, Code, Context, Env, GcContext, NetConf, ResultExt, log_info, log_warn};
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use cni_types::{CniResult, Code, Context, Env, NetConf, ResultExt, log_warn};
 use std::path::Path;
 
 /// The owner name of this plugin's state files.
-const STATE_OWNER: &str = "topology-label";
+pub(crate) const STATE_OWNER: &str = "topology-label";
 
 /// What the configuration and labels ask for this attachment.
 #[derive(Debug)]
-struct Desired {
-    alias: Option<String>,
-    mtu: Option<u32>,
-    txqlen: Option<u32>,
-    sysctls: Vec<(SysctlKey, String)>,
+pub(crate) struct Desired {
+    pub(crate) alias: Option<String>,
+    pub(crate) mtu: Option<u32>,
+    pub(crate) txqlen: Option<u32>,
+    pub(crate) sysctls: Vec<(SysctlKey, String)>,
 }
 
-fn pod_labels(cfg: &Config, conf: &NetConf) -> anyhow::Result<Labels> {
+pub(crate) fn pod_labels(cfg: &Config, conf: &NetConf) -> anyhow::Result<Labels> {
     let mut l = labels::node_labels(cfg)?;
     labels::apply_annotations(cfg, &mut l, &labels::annotations(conf))?;
     Ok(l)
 }
 
-fn desired(cfg: &Config, env: &Env, labels: &Labels) -> anyhow::Result<Desired> {
+pub(crate) fn desired(cfg: &Config, env: &Env, labels: &Labels) -> anyhow::Result<Desired> {
     let alias = cfg.alias.as_ref().and_then(|t| {
         let s = t.render(|v| match v {
             Var::Namespace => env.args.pod_namespace().map(str::to_string),
@@ -49,11 +47,9 @@ fn desired(cfg: &Config, env: &Env, labels: &Labels) -> anyhow::Result<Desired> 
     let settings = merge_profiles(&cfg.profiles, labels);
     let mut sysctls = Vec::with_capacity(settings.sysctls.len());
     for (template, value) in &settings.sysctls {
-        let key = config::config_error(SysctlKey::resolve(
-            template,
-            &env.ifname,
-            cfg.sysctl_allowlist.as_deref(),
-        ))?;
+        // Checked with a placeholder ifname at parse time; again with the real one.
+        let key = SysctlKey::resolve(template, &env.ifname, cfg.sysctl_allowlist.as_deref())
+            .map_err(|e| config::invalid(format!("sysctls: {e}")))?;
         sysctls.push((key, value.clone()));
     }
     Ok(Desired {
@@ -61,44 +57,6 @@ fn desired(cfg: &Config, env: &Env, labels: &Labels) -> anyhow::Result<Desired> 
         mtu: settings.mtu,
         txqlen: settings.txqueuelen,
         sysctls,
-    })
-}
-
-fn normalize(v: &str) -> String {
-    v.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Reads a sysctl in the calling thread's netns; `None` when it does not exist.
-fn read_sysctl(key: &SysctlKey) -> anyhow::Result<Option<String>> {
-    let path = key.path();
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(e).cni_with(Code::Io, || format!("cannot read sysctl {}", key.display()));
-        }
-    };
-    let mut s = String::new();
-    file.take(4096)
-        .read_to_string(&mut s)
-        .cni_with(Code::Io, || format!("cannot read sysctl {}", key.display()))?;
-    Ok(Some(s.trim_end_matches('\n').to_string()))
-}
-
-fn write_sysctl(key: &SysctlKey, value: &str) -> anyhow::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(key.path())
-        .cni_with(Code::Kernel, || {
-            format!("cannot open sysctl {}", key.display())
-        })?;
-    f.write_all(value.as_bytes()).cni_with(Code::Kernel, || {
-        format!("cannot set sysctl {} to {value:?}", key.display())
     })
 }
 
@@ -249,16 +207,16 @@ fn find_host_veth(
 }
 
 /// Everything read before any change.
-struct Inspection {
+pub(crate) struct Inspection {
     pod_nl: Netlink,
-    cont: Link,
+    pub(crate) cont: Link,
     host_nl: Netlink,
-    host: Option<Link>,
+    pub(crate) host: Option<Link>,
     /// Current values of the desired sysctls, in the same order.
     sysctl_now: Vec<String>,
 }
 
-fn inspect(
+pub(crate) fn inspect(
     env: &Env,
     netns_path: &Path,
     want: &Desired,
@@ -279,7 +237,7 @@ fn inspect(
             })?;
         let mut now = Vec::with_capacity(want.sysctls.len());
         for (key, _) in &want.sysctls {
-            match read_sysctl(key)? {
+            match sysctl::read(key)? {
                 Some(v) => now.push(v),
                 None => {
                     return fail(
@@ -405,11 +363,11 @@ fn plan_sysctls(
         .map(|((key, value), now)| {
             let prev = old_entries
                 .iter()
-                .find(|s| s.key == key.components)
-                .filter(|s| normalize(&s.set) == normalize(now))
+                .find(|s| s.key == *key)
+                .filter(|s| sysctl::normalize(&s.set) == sysctl::normalize(now))
                 .map_or_else(|| now.clone(), |s| s.prev.clone());
             SysctlState {
-                key: key.components.clone(),
+                key: key.clone(),
                 prev,
                 set: value.clone(),
             }
@@ -417,15 +375,14 @@ fn plan_sysctls(
         .collect();
     let mut kept: Vec<SysctlState> = Vec::new();
     for s in old_entries {
-        if !want.iter().any(|(k, _)| k.components == s.key) && !kept.iter().any(|k| k.key == s.key)
-        {
+        if !want.iter().any(|(k, _)| *k == s.key) && !kept.iter().any(|k| k.key == s.key) {
             kept.push(s.clone());
         }
     }
     (desired, kept)
 }
 
-fn plan(ctx: &Context, want: &Desired, insp: &Inspection, old: Option<&State>) -> State {
+pub(crate) fn plan(ctx: &Context, want: &Desired, insp: &Inspection, old: Option<&State>) -> State {
     let cont = link_state(
         &insp.cont,
         LinkValues {
@@ -478,17 +435,12 @@ fn apply_link(nl: &mut Netlink, link: &Link, st: &LinkState, side: &str) -> anyh
     Ok(())
 }
 
-fn apply(insp: &mut Inspection, netns_path: &Path, st: &State) -> anyhow::Result<()> {
+pub(crate) fn apply(insp: &mut Inspection, netns_path: &Path, st: &State) -> anyhow::Result<()> {
     apply_link(&mut insp.pod_nl, &insp.cont, &st.container, "container")?;
     if !st.sysctls.is_empty() {
         netns::run_in(netns_path, || {
             for s in &st.sysctls {
-                write_sysctl(
-                    &SysctlKey {
-                        components: s.key.clone(),
-                    },
-                    &s.set,
-                )?;
+                sysctl::write(&s.key, &s.set)?;
             }
             Ok(())
         })?;
@@ -502,7 +454,7 @@ fn apply(insp: &mut Inspection, netns_path: &Path, st: &State) -> anyhow::Result
 /// Puts back what `st` recorded, where the value is still the one we set
 /// (someone else's later change is left alone). Best effort: problems are
 /// logged, since DEL must succeed when things are already gone.
-fn restore(st: &State, ifname: &str, netns_path: Option<&Path>) {
+pub(crate) fn restore(st: &State, ifname: &str, netns_path: Option<&Path>) {
     fn restore_link(nl: &mut Netlink, ls: &LinkState, side: &str) {
         let link = match nl.link_by_index(ls.index) {
             Ok(Some(l)) if l.name == ls.name => l,
@@ -544,13 +496,11 @@ fn restore(st: &State, ifname: &str, netns_path: Option<&Path>) {
                 restore_link(&mut nl, &st.container, "container");
             }
             for s in st.sysctls.iter().chain(&st.kept_sysctls) {
-                let key = SysctlKey {
-                    components: s.key.clone(),
-                };
-                match read_sysctl(&key) {
-                    Ok(Some(now)) if normalize(&now) == normalize(&s.set) => {
-                        if normalize(&s.prev) != normalize(&s.set)
-                            && let Err(e) = write_sysctl(&key, &s.prev)
+                let key = &s.key;
+                match sysctl::read(key) {
+                    Ok(Some(now)) if sysctl::normalize(&now) == sysctl::normalize(&s.set) => {
+                        if sysctl::normalize(&s.prev) != sysctl::normalize(&s.set)
+                            && let Err(e) = sysctl::write(key, &s.prev)
                         {
                             log_warn!("cannot restore sysctl {}: {e:#}", key.display());
                         }
@@ -573,185 +523,36 @@ fn restore(st: &State, ifname: &str, netns_path: Option<&Path>) {
     }
 }
 
-fn load_state(store: &StateStore, env: &Env) -> anyhow::Result<Option<State>> {
-    store
-        .load::<State>(&env.container_id, &env.ifname)
-        .cni(Code::Io, "cannot read saved state")
-}
-
-fn save_state(store: &StateStore, env: &Env, st: &State) -> anyhow::Result<()> {
-    store
-        .save(&env.container_id, &env.ifname, st)
-        .cni(Code::Io, "cannot save state")
-}
-
-fn remove_state(store: &StateStore, env: &Env) -> anyhow::Result<()> {
-    store
-        .remove(&env.container_id, &env.ifname)
-        .cni(Code::Io, "cannot remove saved state")
-}
-
-fn lock(store: &StateStore) -> anyhow::Result<cni_types::state::StoreLock> {
-    store
-        .lock()
-        .cni(Code::Io, "cannot lock the state directory")
-}
-
-pub fn add(ctx: &Context) -> anyhow::Result<CniResult> {
-    let cfg = Config::from_netconf(&ctx.conf)?;
-    let prev = ctx.conf.prev_result()?;
-    let netns_path = ctx
-        .env
-        .netns
-        .clone()
-        .ok_or_else(|| CniError::new(Code::InvalidEnv, "CNI_NETNS is not set"))?;
-    let labels = pod_labels(&cfg, &ctx.conf)?;
-    let want = desired(&cfg, &ctx.env, &labels)?;
-    // Labels (perhaps IMDS) are resolved before taking the lock.
-    let store = StateStore::new(&cfg.state_dir, STATE_OWNER, &cfg.network);
-    let _lock = lock(&store)?;
-    let mut insp = inspect(&ctx.env, &netns_path, &want, prev.as_ref())?;
-    let old = load_state(&store, &ctx.env).unwrap_or_else(|e| {
-        log_warn!("ignoring unreadable previous state: {e:#}");
-        None
-    });
-    let st = plan(ctx, &want, &insp, old.as_ref());
-    save_state(&store, &ctx.env, &st)?;
-    if let Err(e) = apply(&mut insp, &netns_path, &st) {
-        restore(&st, &ctx.env.ifname, Some(&netns_path));
-        if let Err(re) = remove_state(&store, &ctx.env) {
-            log_warn!("{re:#}");
-        }
-        return Err(e);
-    }
-    log_info!(
-        "labelled {} (host {}) alias={:?} mtu={:?} txqlen={:?} sysctls={}",
-        insp.cont.name,
-        insp.host.as_ref().map_or("-", |h| h.name.as_str()),
-        want.alias,
-        want.mtu,
-        want.txqlen,
-        st.sysctls.len()
-    );
-    Ok(prev.unwrap_or_default())
-}
-
-/// DEL needs only the state directory and network name, so it works with
-/// a configuration whose other keys no longer validate.
-pub fn del(ctx: &Context) -> anyhow::Result<()> {
-    del_attachment(&ctx.conf.raw, &ctx.conf.name, &ctx.env)
-}
-
-pub fn del_best_effort(env: &Env, raw: Option<&serde_json::Value>) -> anyhow::Result<()> {
-    let Some(raw) = raw else { return Ok(()) };
-    let name = cni_types::config::raw_network_name(raw);
-    if env.container_id.is_empty() || env.ifname.is_empty() {
-        return Ok(());
-    }
-    del_attachment(raw, name, env)
-}
-
-fn del_attachment(raw: &serde_json::Value, network: &str, env: &Env) -> anyhow::Result<()> {
-    let store = StateStore::new(config::state_dir_of(raw), STATE_OWNER, network);
-    if !store.dir().exists() {
-        return Ok(());
-    }
-    let _lock = lock(&store)?;
-    match load_state(&store, env) {
-        Ok(Some(st)) => {
-            // The pod side only in the namespace ADD worked in (the
-            // dispatcher already dropped one that is gone or the node's).
-            let pod = env.netns.as_deref().filter(|ns| {
-                let same = st.netns_id.is_none() || st.netns_id == env.netns_id;
-                if !same {
-                    log_warn!(
-                        "CNI_NETNS {} is not the namespace ADD labelled: leaving it alone",
-                        ns.display()
-                    );
-                }
-                same
-            });
-            restore(&st, &env.ifname, pod)
-        }
-        // Nothing to restore, but an ADD killed before its first rename may
-        // have left a temp file that removing the state sweeps away.
-        Ok(None) => {}
-        Err(e) => log_warn!("dropping unreadable state: {e:#}"),
-    }
-    remove_state(&store, env)
-}
-
-pub fn check(ctx: &Context) -> anyhow::Result<()> {
-    let cfg = Config::from_netconf(&ctx.conf)?;
-    let netns_path = ctx
-        .env
-        .netns
-        .clone()
-        .ok_or_else(|| CniError::new(Code::InvalidEnv, "CNI_NETNS is not set"))?;
-    let labels = pod_labels(&cfg, &ctx.conf)?;
-    let want = desired(&cfg, &ctx.env, &labels)?;
-    let store = StateStore::new(&cfg.state_dir, STATE_OWNER, &cfg.network);
-    let Some(st) = load_state(&store, &ctx.env)? else {
-        return fail(
-            Code::CheckMismatch,
-            "no saved state for this attachment: ADD did not run or DEL already did",
-        );
-    };
-    if st.netns_id.is_some() && st.netns_id != ctx.env.netns_id {
-        return fail(
-            Code::CheckMismatch,
-            format!(
-                "CNI_NETNS {} is not the network namespace ADD labelled",
-                netns_path.display()
-            ),
-        );
-    }
+/// CHECK's comparison: every way the interfaces and sysctls differ from
+/// what the config asks (empty when they match).
+pub(crate) fn differences(
+    env: &Env,
+    netns_path: &Path,
+    want: &Desired,
+    st: &State,
+) -> anyhow::Result<Vec<String>> {
     let mut diffs: Vec<String> = Vec::new();
-    let compare_link = |diffs: &mut Vec<String>, side: &str, l: &Link, txq: bool| {
-        if let Some(a) = &want.alias
-            && l.alias.as_deref() != Some(a.as_str())
-        {
-            diffs.push(format!(
-                "{side} {} alias is {:?}, want {a:?}",
-                l.name, l.alias
-            ));
-        }
-        if let Some(m) = want.mtu
-            && l.mtu != m
-        {
-            diffs.push(format!("{side} {} mtu is {}, want {m}", l.name, l.mtu));
-        }
-        if txq
-            && let Some(q) = want.txqlen
-            && l.txqlen != q
-        {
-            diffs.push(format!(
-                "{side} {} txqueuelen is {}, want {q}",
-                l.name, l.txqlen
-            ));
-        }
-    };
-    let (cont, sysctl_now) = netns::run_in(&netns_path, || {
+    let (cont, sysctl_now) = netns::run_in(netns_path, || {
         let mut nl = Netlink::new().cni(Code::Kernel, "cannot open netlink in the pod netns")?;
         let cont = nl
-            .link_by_name(&ctx.env.ifname)
+            .link_by_name(&env.ifname)
             .cni(Code::Kernel, "cannot look up the container interface")?;
         let mut now = Vec::new();
         for (key, _) in &want.sysctls {
-            now.push(read_sysctl(key)?);
+            now.push(sysctl::read(key)?);
         }
         Ok((cont, now))
     })?;
     let Some(cont) = cont else {
         return fail(
             Code::InterfaceNotFound,
-            format!("container interface {} not found", ctx.env.ifname),
+            format!("container interface {} not found", env.ifname),
         );
     };
-    compare_link(&mut diffs, "container", &cont, true);
+    link_differences(&mut diffs, want, "container", &cont, true);
     for ((key, value), now) in want.sysctls.iter().zip(sysctl_now) {
         match now {
-            Some(v) if normalize(&v) == normalize(value) => {}
+            Some(v) if sysctl::normalize(&v) == sysctl::normalize(value) => {}
             other => diffs.push(format!(
                 "sysctl {} is {:?}, want {value:?}",
                 key.display(),
@@ -765,68 +566,37 @@ pub fn check(ctx: &Context) -> anyhow::Result<()> {
             .link_by_index(h.index)
             .cni(Code::Kernel, "cannot look up the host veth")?
         {
-            Some(l) if l.name == h.name => compare_link(&mut diffs, "host", &l, false),
+            Some(l) if l.name == h.name => link_differences(&mut diffs, want, "host", &l, false),
             _ => diffs.push(format!("host veth {} is gone", h.name)),
         }
     }
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(CniError::new(
-            Code::CheckMismatch,
-            "the interfaces differ from what topology-label set",
-        )
-        .with_details(diffs.join("; "))
-        .into())
-    }
+    Ok(diffs)
 }
 
-pub fn status(conf: &NetConf) -> anyhow::Result<()> {
-    let cfg = Config::from_netconf(conf)?;
-    if cfg.required {
-        labels::node_labels(&cfg).cni(
-            Code::NotAvailable,
-            "node topology labels are required and no source answers",
-        )?;
+/// One link against the alias, MTU and (container side) txqueuelen asked.
+fn link_differences(diffs: &mut Vec<String>, want: &Desired, side: &str, l: &Link, txq: bool) {
+    if let Some(a) = &want.alias
+        && l.alias.as_deref() != Some(a.as_str())
+    {
+        diffs.push(format!(
+            "{side} {} alias is {:?}, want {a:?}",
+            l.name, l.alias
+        ));
     }
-    Ok(())
-}
-
-pub fn gc(ctx: &GcContext) -> anyhow::Result<()> {
-    let store = StateStore::new(
-        config::state_dir_of(&ctx.conf.raw),
-        STATE_OWNER,
-        &ctx.conf.name,
-    );
-    if !store.dir().exists() {
-        return Ok(());
+    if let Some(m) = want.mtu
+        && l.mtu != m
+    {
+        diffs.push(format!("{side} {} mtu is {}, want {m}", l.name, l.mtu));
     }
-    let _lock = lock(&store)?;
-    let listing = store
-        .list::<State>()
-        .cni(Code::Io, "cannot list saved state")?;
-    for path in &listing.broken {
-        log_warn!("GC: leaving unreadable state file {}", path.display());
+    if txq
+        && let Some(q) = want.txqlen
+        && l.txqlen != q
+    {
+        diffs.push(format!(
+            "{side} {} txqueuelen is {}, want {q}",
+            l.name, l.txqlen
+        ));
     }
-    // Every stale record is tried; failures are reported together.
-    let mut failures = cni_types::error::Failures::default();
-    for saved in listing.found {
-        let (container_id, ifname) = (saved.container_id, saved.ifname);
-        let live = ctx
-            .valid
-            .iter()
-            .any(|a| a.container_id == container_id && a.ifname == ifname);
-        if !live {
-            log_info!("GC: removing state of {container_id} {ifname}");
-            failures.record(
-                format!("state of {container_id}/{ifname}"),
-                store
-                    .remove(&container_id, &ifname)
-                    .cni(Code::Io, "cannot remove saved state"),
-            );
-        }
-    }
-    failures.finish(Code::Io, "garbage collection incomplete")
 }
 
 #[cfg(test)]
@@ -903,7 +673,7 @@ mod tests {
 
     fn sysctl(k: &str, prev: &str, set: &str) -> SysctlState {
         SysctlState {
-            key: key(k).components,
+            key: key(k),
             prev: prev.into(),
             set: set.into(),
         }

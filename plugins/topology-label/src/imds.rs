@@ -224,9 +224,7 @@ pub fn fetch(conf: &ImdsConf) -> anyhow::Result<Labels> {
             .read_to_string()
             .with_context(|| format!("reading IMDS {path}"))?;
         let value = value.trim();
-        check_label(label, value)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("IMDS {path}"))?;
+        check_label(label, value).with_context(|| format!("IMDS {path}"))?;
         labels.insert(label.to_string(), value.to_string());
     }
     Ok(labels)

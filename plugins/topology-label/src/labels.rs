@@ -71,7 +71,7 @@ pub fn read_labels_file(path: &std::path::Path) -> anyhow::Result<Labels> {
         let s = v
             .as_str()
             .ok_or_else(|| malformed(format!("{k}: value is not a string")))?;
-        check_label(k, s).map_err(malformed)?;
+        check_label(k, s).map_err(|e| malformed(e.to_string()))?;
         labels.insert(k.clone(), s.to_string());
     }
     Ok(labels)
@@ -139,7 +139,7 @@ pub fn apply_annotations(
         if let Some(v) = annotations.get(key) {
             check_label(key, v).map_err(|why| -> anyhow::Error {
                 CniError::new(Code::InvalidConfig, "invalid pod annotation")
-                    .with_details(why)
+                    .with_details(why.to_string())
                     .into()
             })?;
             labels.insert(key.clone(), v.clone());

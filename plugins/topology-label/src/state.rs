@@ -31,8 +31,8 @@ pub struct LinkState {
 /// One sysctl we changed inside the pod netns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SysctlState {
-    /// Components of the key after `{ifname}` substitution.
-    pub key: Vec<String>,
+    /// The key after `{ifname}` substitution (stored as its components).
+    pub key: crate::sysctl::SysctlKey,
     pub prev: String,
     pub set: String,
 }
