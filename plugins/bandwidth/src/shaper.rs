@@ -18,7 +18,8 @@ use crate::devices::{IfbOwner, MAX_ALIAS_BYTES, ifb_alias, ifb_candidates, ifb_n
 use crate::shaping::{Shape, shape};
 use anyhow::Context as _;
 use cni_netlink::tc::{
-    ETH_P_ALL, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR, TbfSpec,
+    ETH_P_ALL, INGRESS_HANDLE, Qdisc, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR,
+    TbfSpec,
 };
 use cni_netlink::{Link, Netlink, netns};
 use cni_types::env::NetnsId;
@@ -428,17 +429,13 @@ impl Steps<'_, '_> {
         remove_egress(self.nl, self.host, self.inst, &req.attachment())?;
         let existed = owned.pod_tbf
             && pod_root_qdisc(req.netns, req.ifname)?.is_some_and(|q| q.is_root_tbf());
-        netns::run_in(req.netns, || {
-            let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
-            let link = pn
-                .link_by_name(req.ifname)
-                .cni_with(Code::Kernel, || format!("looking up {}", req.ifname))?
-                .ok_or_else(|| {
-                    CniError::new(
-                        Code::InterfaceNotFound,
-                        format!("{} vanished from the pod", req.ifname),
-                    )
-                })?;
+        in_pod(req.netns, req.ifname, |pn, link| {
+            let link = link.ok_or_else(|| {
+                CniError::new(
+                    Code::InterfaceNotFound,
+                    format!("{} vanished from the pod", req.ifname),
+                )
+            })?;
             pn.replace_root_tbf(link.index, &spec(s))
                 .cni_with(Code::Kernel, || {
                     format!("installing tbf on the pod's {}", req.ifname)
@@ -701,16 +698,26 @@ fn resolve_egress_mode(
     Ok(mode)
 }
 
-/// The root qdisc of the container interface inside the pod, if any.
-fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink::tc::Qdisc>> {
+/// Runs `f` inside the pod's netns with a socket there and the container
+/// interface (`None` when it is gone).
+fn in_pod<T>(
+    ns: &Path,
+    ifname: &str,
+    f: impl FnOnce(&mut Netlink, Option<Link>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     netns::run_in(ns, || {
         let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
-        let Some(link) = pn
+        let link = pn
             .link_by_name(ifname)
-            .cni_with(Code::Kernel, || format!("looking up {ifname}"))?
-        else {
-            return Ok(None);
-        };
+            .cni_with(Code::Kernel, || format!("looking up {ifname}"))?;
+        f(&mut pn, link)
+    })
+}
+
+/// The root qdisc of the container interface inside the pod, if any.
+fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink::tc::Qdisc>> {
+    in_pod(ns, ifname, |pn, link| {
+        let Some(link) = link else { return Ok(None) };
         let qs = pn
             .qdiscs(link.index)
             .cni_with(Code::Kernel, || format!("listing qdiscs of {ifname}"))?;
@@ -720,24 +727,9 @@ fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink:
 
 /// Removes our root tbf from the container interface, if it is still there.
 fn remove_pod_tbf(ns: &Path, ifname: &str) -> anyhow::Result<()> {
-    netns::run_in(ns, || {
-        let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
-        let Some(link) = pn
-            .link_by_name(ifname)
-            .cni_with(Code::Kernel, || format!("looking up {ifname}"))?
-        else {
-            return Ok(());
-        };
-        let qs = pn
-            .qdiscs(link.index)
-            .cni_with(Code::Kernel, || format!("listing qdiscs of {ifname}"))?;
-        if qs.iter().any(|q| q.is_root_tbf()) {
-            pn.delete_qdisc(link.index, TC_H_ROOT, TBF_HANDLE)
-                .cni_with(Code::Kernel, || {
-                    format!("removing tbf from the pod's {ifname}")
-                })?;
-        }
-        Ok(())
+    in_pod(ns, ifname, |pn, link| match link {
+        Some(link) => delete_qdisc_if(pn, &link, Qdisc::is_root_tbf, TC_H_ROOT, TBF_HANDLE),
+        None => Ok(()),
     })
 }
 
@@ -745,6 +737,30 @@ fn remove_pod_side(ns: &Path, ifname: &str, inst: &mut Installed) -> anyhow::Res
     if inst.pod_tbf {
         remove_pod_tbf(ns, ifname)?;
         inst.pod_tbf = false;
+    }
+    Ok(())
+}
+
+/// Deletes `link`'s qdisc at (`parent`, `handle`) if the one there is
+/// `what` (by kind too: `ingress` and `clsact` share `ffff:`, and a tbf
+/// may have been replaced by someone else's qdisc since).
+fn delete_qdisc_if(
+    nl: &mut Netlink,
+    link: &Link,
+    what: fn(&Qdisc) -> bool,
+    parent: u32,
+    handle: u32,
+) -> anyhow::Result<()> {
+    let present = nl
+        .qdiscs(link.index)
+        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", link.name))?
+        .iter()
+        .any(what);
+    if present {
+        nl.delete_qdisc(link.index, parent, handle)
+            .cni_with(Code::Kernel, || {
+                format!("removing qdisc {:x}: from {}", handle >> 16, link.name)
+            })?;
     }
     Ok(())
 }
@@ -764,17 +780,7 @@ fn remove_egress(
         inst.filter_prio = None;
     }
     if inst.ingress_qdisc {
-        let ours = nl
-            .qdiscs(host.index)
-            .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?
-            .iter()
-            .any(|q| q.is_ingress());
-        if ours {
-            nl.delete_qdisc(host.index, TC_H_INGRESS, INGRESS_HANDLE)
-                .cni_with(Code::Kernel, || {
-                    format!("removing ingress qdisc from {}", host.name)
-                })?;
-        }
+        delete_qdisc_if(nl, host, Qdisc::is_ingress, TC_H_INGRESS, INGRESS_HANDLE)?;
         inst.ingress_qdisc = false;
     }
     if let Some(name) = inst.ifb.take() {
@@ -831,15 +837,7 @@ pub fn teardown(
     }
     if let Some(host) = recorded_host(nl, &inst)? {
         if inst.ingress_tbf {
-            let ours = nl
-                .qdiscs(host.index)
-                .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?
-                .iter()
-                .any(|q| q.is_root_tbf());
-            if ours {
-                nl.delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE)
-                    .cni_with(Code::Kernel, || format!("removing tbf from {}", host.name))?;
-            }
+            delete_qdisc_if(nl, &host, Qdisc::is_root_tbf, TC_H_ROOT, TBF_HANDLE)?;
         }
         inst.ifb = None;
         remove_egress(nl, &host, &mut inst, who)?;
@@ -961,13 +959,10 @@ pub fn verify(
         return Ok(());
     };
     if inst.and_then(|i| i.egress_mode) == Some(EgressMode::Pod) {
-        return netns::run_in(req.netns, || {
-            let mut pn = Netlink::new().context("opening netlink in the pod netns")?;
-            let link = pn
-                .link_by_name(req.ifname)
-                .cni_with(Code::Kernel, || format!("looking up {}", req.ifname))?
-                .ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
-            check_tbf(&mut pn, &link, s)
+        return in_pod(req.netns, req.ifname, |pn, link| {
+            let link =
+                link.ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
+            check_tbf(pn, &link, s)
         });
     }
     let name = inst

@@ -70,9 +70,17 @@ fn lock(store: &StateStore) -> anyhow::Result<cni_types::state::StoreLock> {
         .cni(Code::Io, "cannot lock the state directory")
 }
 
-fn add(ctx: &Context) -> anyhow::Result<CniResult> {
+/// What ADD and CHECK both start from: the config, the pod's netns, what
+/// the config asks for this attachment (labels, perhaps from IMDS,
+/// resolved before any lock is taken), and the state store.
+struct Request {
+    netns_path: std::path::PathBuf,
+    want: apply::Desired,
+    store: StateStore,
+}
+
+fn request(ctx: &Context) -> anyhow::Result<Request> {
     let cfg = Config::from_netconf(&ctx.conf)?;
-    let prev = ctx.conf.prev_result()?;
     let netns_path = ctx
         .env
         .netns
@@ -80,8 +88,21 @@ fn add(ctx: &Context) -> anyhow::Result<CniResult> {
         .ok_or_else(|| CniError::new(Code::InvalidEnv, "CNI_NETNS is not set"))?;
     let labels = apply::pod_labels(&cfg, &ctx.conf)?;
     let want = apply::desired(&cfg, &ctx.env, &labels)?;
-    // Labels (perhaps IMDS) are resolved before taking the lock.
     let store = StateStore::new(&cfg.state_dir, apply::STATE_OWNER, &cfg.network);
+    Ok(Request {
+        netns_path,
+        want,
+        store,
+    })
+}
+
+fn add(ctx: &Context) -> anyhow::Result<CniResult> {
+    let prev = ctx.conf.prev_result()?;
+    let Request {
+        netns_path,
+        want,
+        store,
+    } = request(ctx)?;
     let _lock = lock(&store)?;
     let mut insp = apply::inspect(&ctx.env, &netns_path, &want, prev.as_ref())?;
     let old = load_state(&store, &ctx.env).unwrap_or_else(|e| {
@@ -149,15 +170,11 @@ fn del_attachment(raw: &serde_json::Value, network: &str, env: &Env) -> anyhow::
 }
 
 fn check(ctx: &Context) -> anyhow::Result<()> {
-    let cfg = Config::from_netconf(&ctx.conf)?;
-    let netns_path = ctx
-        .env
-        .netns
-        .clone()
-        .ok_or_else(|| CniError::new(Code::InvalidEnv, "CNI_NETNS is not set"))?;
-    let labels = apply::pod_labels(&cfg, &ctx.conf)?;
-    let want = apply::desired(&cfg, &ctx.env, &labels)?;
-    let store = StateStore::new(&cfg.state_dir, apply::STATE_OWNER, &cfg.network);
+    let Request {
+        netns_path,
+        want,
+        store,
+    } = request(ctx)?;
     let Some(st) = load_state(&store, &ctx.env)? else {
         return fail(
             Code::CheckMismatch,
