@@ -20,6 +20,7 @@ use nix::libc;
 /// Addresses, routes and neighbours: only the simulator wires pods.
 #[cfg(any(test, feature = "testing"))]
 mod addr;
+pub mod host_veth;
 mod link;
 pub mod netns;
 pub mod tc;

@@ -1,8 +1,9 @@
 //! Finding the pod's host-side veth, and naming and recognising our ifbs.
 
 use anyhow::Context as _;
+use cni_netlink::host_veth::{self, HostSide};
 use cni_netlink::{Link, Netlink, netns};
-use cni_types::error::{CniError, Code, ResultExt};
+use cni_types::error::{CniError, Code};
 use cni_types::result::CniResult;
 use sha2::{Digest, Sha512};
 use std::path::Path;
@@ -86,8 +87,9 @@ pub fn parse_ifb_alias(alias: &str) -> Option<(&str, &str, &str)> {
     Some((net, id, ifname))
 }
 
-/// The host veth of the pod: the container interface's veth peer, which must
-/// also be listed in prevResult as a host-side interface (no sandbox).
+/// The host veth of the pod: the container interface's veth peer, found by
+/// the one policy both plugins share ([`host_veth::host_side`]). Shaping
+/// needs it: a container interface without one is code 102.
 pub fn find_host_veth(
     nl: &mut Netlink,
     netns_path: &Path,
@@ -107,55 +109,21 @@ pub fn find_host_veth(
         )
         .with_details(format!("no link {ifname} in {}", netns_path.display()))
     })?;
-    if container.kind.as_deref() != Some("veth") {
-        return Err(CniError::new(
-            Code::InterfaceNotFound,
-            format!("container interface {ifname} is not a veth"),
-        )
-        .with_details(format!(
-            "its kind is {}; the host side can only be found through a veth peer",
-            container.kind.as_deref().unwrap_or("unknown")
-        ))
-        .into());
+    match host_veth::host_side(nl, &container, netns_path, Some(prev))? {
+        HostSide::Veth(host) => Ok(host),
+        none => {
+            let msg = match none {
+                HostSide::NotAVeth(_) => format!("container interface {ifname} is not a veth"),
+                _ => format!("container interface {ifname} has no host veth"),
+            };
+            Err(CniError::new(Code::InterfaceNotFound, msg)
+                .with_details(format!(
+                    "{}; the host side can only be found through a veth peer",
+                    none.why_none(ifname)
+                ))
+                .into())
+        }
     }
-    // The peer is matched by ifindex *and* namespace: an index alone can
-    // name another pod's veth when the container's peer lives elsewhere.
-    let pod_fd = cni_types::fsutil::open_nonblocking(netns_path)
-        .with_context(|| format!("opening {}", netns_path.display()))
-        .cni(Code::InvalidEnv, "CNI_NETNS cannot be opened")?;
-    let host = nl
-        .veth_peer_in(&container, std::os::fd::AsFd::as_fd(&pod_fd))
-        .context("looking up the veth peer on the host")
-        .cni(Code::Kernel, "cannot read host interfaces")?
-        .ok_or_else(|| {
-            CniError::new(
-                Code::InterfaceNotFound,
-                format!("host side of {ifname} not found"),
-            )
-            .with_details(format!(
-                "no veth in the host netns pairs with {ifname} (peer ifindex {:?}) in that namespace",
-                container.peer_index
-            ))
-        })?;
-    let listed: Vec<&str> = prev
-        .interfaces()
-        .iter()
-        .filter(|i| i.is_host_side())
-        .map(|i| i.name.as_str())
-        .collect();
-    if !listed.contains(&host.name.as_str()) {
-        return Err(CniError::new(
-            Code::InterfaceNotFound,
-            format!("host veth {} is not in prevResult", host.name),
-        )
-        .with_details(format!(
-            "the peer of {ifname} is {}, prevResult lists host interfaces [{}]",
-            host.name,
-            listed.join(", ")
-        ))
-        .into());
-    }
-    Ok(host)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::config::{self, Config, Labels, SysctlKey, Var, cut_alias, merge_profi
 use crate::labels;
 use crate::state::{LinkState, LinkValues, State, SysctlState};
 use crate::sysctl;
+use cni_netlink::host_veth::{self, HostSide};
 use cni_netlink::{Link, Netlink, netns};
 use cni_types::error::{CniError, fail};
 use cni_types::{CniResult, Code, Context, Env, NetConf, ResultExt, log_warn};
@@ -142,67 +143,25 @@ fn refuse_mtu_over_tbf(nl: &mut Netlink, link: &Link, mtu: u32, side: &str) -> a
     Ok(())
 }
 
-/// Finds the host end of the container's veth (in the plugin's netns).
-/// `None` (with a warning) when the container interface is not a veth.
+/// The host end of the container's veth (in the plugin's netns), by the
+/// policy both plugins share ([`host_veth::host_side`]). Labelling can do
+/// without one: `None`, with a warning, when the container interface has
+/// no host side.
 fn find_host_veth(
     host_nl: &mut Netlink,
     cont: &Link,
     netns_path: &Path,
     prev: Option<&CniResult>,
 ) -> anyhow::Result<Option<Link>> {
-    if cont.kind.as_deref() != Some("veth") {
-        log_warn!(
-            "{} is a {} interface, not a veth: only the container side is labelled",
-            cont.name,
-            cont.kind.as_deref().unwrap_or("unknown")
-        );
-        return Ok(None);
-    }
-    let (Some(peer), Some(_)) = (cont.peer_index, cont.link_netnsid) else {
-        log_warn!(
-            "the veth peer of {} is not in another namespace: only the container side is labelled",
-            cont.name
-        );
-        return Ok(None);
-    };
-    let names: Vec<&str> = prev
-        .map(|r| {
-            r.interfaces()
-                .iter()
-                .filter(|i| i.is_host_side() && !i.name.is_empty())
-                .map(|i| i.name.as_str())
-                .collect()
-        })
-        .unwrap_or_default();
-    // Matched by ifindex *and* the peer's namespace: an index alone can
-    // name another pod's veth when the container's peer lives elsewhere.
-    let pod_fd = cni_types::fsutil::open_nonblocking(netns_path)
-        .cni_with(Code::InvalidEnv, || {
-            format!("cannot open {}", netns_path.display())
-        })?;
-    match host_nl
-        .veth_peer_in(cont, std::os::fd::AsFd::as_fd(&pod_fd))
-        .cni(Code::Kernel, "cannot look up the host veth")?
-    {
-        Some(l) => {
-            if !names.is_empty() && !names.contains(&l.name.as_str()) {
-                log_warn!(
-                    "host veth {} (peer of {}) is not among prevResult's host interfaces {names:?}",
-                    l.name,
-                    cont.name
-                );
-            }
-            Ok(Some(l))
+    match host_veth::host_side(host_nl, cont, netns_path, prev)? {
+        HostSide::Veth(host) => Ok(Some(host)),
+        none => {
+            log_warn!(
+                "{}: only the container side is labelled",
+                none.why_none(&cont.name)
+            );
+            Ok(None)
         }
-        None => Err(CniError::new(
-            Code::InterfaceNotFound,
-            "the host side of the container's veth was not found",
-        )
-        .with_details(format!(
-            "{} has peer ifindex {peer}, but no veth of this namespace with that index pairs with it in the pod's namespace",
-            cont.name
-        ))
-        .into()),
     }
 }
 
