@@ -46,6 +46,33 @@ pub fn sh_quiet(args: &[&str]) {
         .status();
 }
 
+/// The kernel suites need root (network namespaces, tc). As another user
+/// the suite's binary says so and ends successfully, so that `cargo test`
+/// still runs every unit test; scripts/test.sh (as root) runs them all.
+pub fn require_root() {
+    // The first test to get here speaks and ends the process; the others
+    // wait here for the end rather than print half a line each.
+    static GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if !nix::unistd::geteuid().is_root() {
+        let _gate = GATE.lock();
+        let suite = std::env::args()
+            .next()
+            .and_then(|a| {
+                Path::new(&a)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default();
+        // Straight to fd 2: libtest captures eprintln! per test, and the
+        // capture is lost when the process exits.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: {suite} needs root (network namespaces, tc): run scripts/test.sh as root"
+        );
+        std::process::exit(0);
+    }
+}
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -53,6 +80,7 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(prefix: &str) -> Result<Netns> {
+        require_root();
         let name = unique(prefix);
         sh(&["ip", "netns", "add", &name])?;
         let ns = Netns { name };

@@ -59,6 +59,8 @@ struct Node {
 
 impl Node {
     fn new(example_name: &str) -> Node {
+        // The installer is a root tool (it refuses otherwise).
+        require_root();
         let dir = TempDir::new("cniinst");
         let net = dir.path.join("net.d");
         let bin = dir.path.join("bin");

@@ -125,7 +125,9 @@ mod tests {
 
     #[test]
     fn address_route_neighbour() {
-        let mut nl = private_netns();
+        let Some(mut nl) = private_netns() else {
+            return;
+        };
         nl.create_veth("atest0", "atest1").unwrap();
         let a = nl.link_by_name("atest0").unwrap().unwrap();
         let b = nl.link_by_name("atest1").unwrap().unwrap();

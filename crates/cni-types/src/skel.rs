@@ -304,7 +304,16 @@ mod tests {
     }
 
     impl OtherNetns {
-        fn new() -> OtherNetns {
+        /// `None` (the test skips, and says so) when not root.
+        fn new() -> Option<OtherNetns> {
+            if !nix::unistd::geteuid().is_root() {
+                // Not eprintln!: libtest would capture it and show it only on failure.
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    concat!("skipped: needs root (a second network namespace)", "\n").as_bytes(),
+                );
+                return None;
+            }
             let (tx, rx) = std::sync::mpsc::channel();
             let (stop, parked) = std::sync::mpsc::channel::<()>();
             std::thread::spawn(move || {
@@ -314,10 +323,10 @@ mod tests {
                     .unwrap();
                 let _ = parked.recv();
             });
-            OtherNetns {
+            Some(OtherNetns {
                 path: rx.recv().unwrap(),
                 stop,
-            }
+            })
         }
     }
 
@@ -398,7 +407,9 @@ mod tests {
     #[test]
     fn gates_and_gc_input() {
         let p = Recorder::default();
-        let other = OtherNetns::new();
+        let Some(other) = OtherNetns::new() else {
+            return;
+        };
         let check = [
             ("CNI_COMMAND", "CHECK"),
             ("CNI_CONTAINERID", "c1"),
@@ -436,7 +447,9 @@ mod tests {
         let (status, v) = run(&p, &add, r#"{"cniVersion":"1.0.0","name":"n"}"#);
         assert_eq!((status, v["code"].as_u64()), (1, Some(4)));
         assert!(p.calls.borrow().is_empty());
-        let other = OtherNetns::new();
+        let Some(other) = OtherNetns::new() else {
+            return;
+        };
         let add = [
             ("CNI_COMMAND", "ADD"),
             ("CNI_CONTAINERID", "c1"),

@@ -72,6 +72,7 @@ const SHIM_SOCKETS: &str = "/run/containerd/s";
 const CNI_RESULTS: &str = "/var/lib/cni/results";
 
 fn serial() -> MutexGuard<'static, ()> {
+    integration_tests::require_root();
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
