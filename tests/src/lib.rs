@@ -302,6 +302,35 @@ impl Pod {
     }
 }
 
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("the repository root")
+}
+
+/// Serialises the tests of one binary that need the machine to themselves
+/// (traffic measurements, a private containerd): two cores.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `base` with every key of `extra` set on top (a `null` removes the key):
+/// one test config from a base and what the case changes.
+pub fn merged(mut base: Value, extra: Value) -> Value {
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        match (v.is_null(), base.as_object_mut()) {
+            (true, Some(o)) => {
+                o.remove(&k);
+            }
+            _ => base[k] = v,
+        }
+    }
+    base
+}
+
 /// The workspace's target directory (honours CARGO_TARGET_DIR).
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -369,14 +398,9 @@ impl Outcome {
     }
 }
 
-/// Runs `bin` with exactly `env` (nothing inherited) and `stdin`, inside
-/// `netns` when given (as the runtime runs plugins in the host netns).
-pub fn run_plugin(
-    bin: &Path,
-    netns: Option<&Netns>,
-    env: &[(String, String)],
-    stdin: &[u8],
-) -> Outcome {
+/// `bin` as a runtime starts it: exactly `env` (nothing inherited), inside
+/// `netns` when given.
+fn plugin_command(bin: &Path, netns: Option<&Netns>, env: &[(String, String)]) -> Command {
     let mut cmd = match netns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -389,6 +413,18 @@ pub fn run_plugin(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Runs `bin` with exactly `env` (nothing inherited) and `stdin`, inside
+/// `netns` when given (as the runtime runs plugins in the host netns).
+pub fn run_plugin(
+    bin: &Path,
+    netns: Option<&Netns>,
+    env: &[(String, String)],
+    stdin: &[u8],
+) -> Outcome {
+    let mut cmd = plugin_command(bin, netns, env);
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -667,18 +703,7 @@ pub fn run_plugin_within(
     limit: std::time::Duration,
     stderr: Stderr,
 ) -> Option<Outcome> {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &ns.name]).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = plugin_command(bin, netns, env);
     let err = match stderr {
         Stderr::Captured => Stdio::piped(),
         Stderr::Full => Stdio::from(

@@ -66,17 +66,6 @@ struct Case {
     code: u64,
 }
 
-fn patch(mut v: Value, p: Value) -> Value {
-    for (k, x) in p.as_object().cloned().unwrap_or_default() {
-        if x.is_null() {
-            v.as_object_mut().unwrap().remove(&k);
-        } else {
-            v[k] = x;
-        }
-    }
-    v
-}
-
 fn cases(w: &World) -> Vec<Case> {
     let add = w.pod.env("ADD");
     let mut v: Vec<Case> = Vec::new();
@@ -93,7 +82,7 @@ fn cases(w: &World) -> Vec<Case> {
             code,
         })
     };
-    let json_of = |p: &str, extra: Value| patch(w.base(p), extra).to_string().into_bytes();
+    let json_of = |p: &str, extra: Value| merged(w.base(p), extra).to_string().into_bytes();
     let (b, t) = ("bandwidth", "topology-label");
 
     // Malformed and truncated JSON.
@@ -589,7 +578,7 @@ fn catalogue() {
 #[test]
 fn annotations_outside_the_allowlist_are_ignored() {
     let w = World::new();
-    let conf = patch(
+    let conf = merged(
         w.base("topology-label"),
         json!({"annotationOverrides": ["topology.kubernetes.io/region"], "capabilities": {"io.kubernetes.cri.pod-annotations": true},
             "runtimeConfig": {"io.kubernetes.cri.pod-annotations": {"topology.kubernetes.io/zone": "attacker-zone"}}}),

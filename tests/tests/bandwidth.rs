@@ -25,18 +25,17 @@ fn setup() -> Setup {
 
 impl Setup {
     fn conf(&self, version: &str, extra: Value) -> Value {
-        let mut c = json!({
-            "cniVersion": version,
-            "name": NET,
-            "type": "bandwidth",
-            "capabilities": {"bandwidth": true},
-            "stateDir": self.state.str(),
-            "prevResult": self.pod.prev_result(version),
-        });
-        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-            c[k] = v;
-        }
-        c
+        merged(
+            json!({
+                "cniVersion": version,
+                "name": NET,
+                "type": "bandwidth",
+                "capabilities": {"bandwidth": true},
+                "stateDir": self.state.str(),
+                "prevResult": self.pod.prev_result(version),
+            }),
+            extra,
+        )
     }
 
     fn run(&self, command: &str, conf: &Value) -> Outcome {

@@ -11,13 +11,11 @@
 
 use integration_tests::*;
 use serde_json::json;
-use std::sync::Mutex;
 
-static SERIAL: Mutex<()> = Mutex::new(());
 const SECONDS: u32 = 5;
 
 fn shaped_run(rate: u64) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let node = Netns::new("cnin").unwrap();
     let pod = Pod::new(&node).unwrap();
     pod.set_mtu(&node, 9001).unwrap();

@@ -19,12 +19,11 @@ use integration_tests::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Tests that create namespaces run one at a time: the traffic test needs
 /// both cores to itself, the others are quick.
-static SERIAL: Mutex<()> = Mutex::new(());
 const RATE: u64 = 50_000_000;
 const RATE_Q: &str = "50M";
 /// containerd's "unlimited" burst (bits).
@@ -39,12 +38,8 @@ const STATEFUL: [&str; 3] = ["vpc-cni-sim", "bandwidth", "topology-label"];
 const CHAIN: &str = "single-node-sim-portmap.conflist";
 const SECONDS: u32 = 5;
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    repo_root()
 }
 
 fn examples() -> PathBuf {

@@ -7,9 +7,7 @@
 
 use integration_tests::*;
 use serde_json::{Value, json};
-use std::sync::Mutex;
 
-static SERIAL: Mutex<()> = Mutex::new(());
 const RATE: u64 = 100_000_000;
 const BLOCKED: u16 = 7777;
 
@@ -130,7 +128,7 @@ impl Env {
 
 #[test]
 fn policy_before_add_auto_shapes_inside_the_pod() {
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _s = serial();
     let e = setup();
     e.install_policy();
     {
@@ -171,7 +169,7 @@ fn policy_before_add_auto_shapes_inside_the_pod() {
 
 #[test]
 fn policy_after_add_with_pod_mode() {
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _s = serial();
     let e = setup();
     let conf = e.conf(Some("pod"));
     e.run("ADD", &conf).ok();

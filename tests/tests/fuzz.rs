@@ -9,7 +9,7 @@
 //! /proc/sys/net; tbf parameters never wrap.
 
 use bandwidth_plugin::config::BandwidthConf;
-use bandwidth_plugin::shaping::shape;
+use bandwidth_plugin::tbf::shape;
 use cni_types::result::CniResult;
 use cni_types::{CniArgs, NetConf, Version};
 use serde_json::{Value, json};

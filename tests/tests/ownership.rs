@@ -35,15 +35,14 @@ fn world() -> World {
 
 /// A config for `plugin` on `pod`, with `extra` keys on top.
 fn conf(plugin: &str, net: &str, pod: &Pod, state: &TempDir, extra: Value) -> Value {
-    let mut c = json!({
-        "cniVersion": "1.0.0", "name": net, "type": plugin,
-        "stateDir": state.str(),
-        "prevResult": pod.prev_result("1.0.0"),
-    });
-    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-        c[k] = v;
-    }
-    c
+    merged(
+        json!({
+            "cniVersion": "1.0.0", "name": net, "type": plugin,
+            "stateDir": state.str(),
+            "prevResult": pod.prev_result("1.0.0"),
+        }),
+        extra,
+    )
 }
 
 fn egress(rate: u64) -> Value {

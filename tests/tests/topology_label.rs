@@ -91,18 +91,17 @@ impl Setup {
 }
 
 fn conf_for(pod: &Pod, state: &TempDir, version: &str, extra: Value) -> Value {
-    let mut c = json!({
-        "cniVersion": version,
-        "name": NET,
-        "type": "topology-label",
-        "capabilities": {"io.kubernetes.cri.pod-annotations": true},
-        "stateDir": state.str(),
-        "prevResult": pod.prev_result(version),
-    });
-    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-        c[k] = v;
-    }
-    c
+    merged(
+        json!({
+            "cniVersion": version,
+            "name": NET,
+            "type": "topology-label",
+            "capabilities": {"io.kubernetes.cri.pod-annotations": true},
+            "stateDir": state.str(),
+            "prevResult": pod.prev_result(version),
+        }),
+        extra,
+    )
 }
 
 fn alias(link: &Value) -> Option<String> {
@@ -173,20 +172,19 @@ fn alias_is_cut_to_the_kernel_limit_on_a_char_boundary() {
 }
 
 fn profile_conf(extra: Value) -> Value {
-    let mut c = json!({
-        "labels": {ZONE: "us-test-1a"},
-        "profiles": [
-            {"match": {}, "txqueuelen": 2000},
-            {"match": {ZONE: "us-test-1a"}, "mtu": 1400,
-             "sysctls": {"net.ipv4.conf.{ifname}.rp_filter": "2",
-                         "net.ipv4.tcp_keepalive_time": "600"}},
-            {"match": {ZONE: "us-test-1b"}, "mtu": 1300}
-        ]
-    });
-    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-        c[k] = v;
-    }
-    c
+    merged(
+        json!({
+            "labels": {ZONE: "us-test-1a"},
+            "profiles": [
+                {"match": {}, "txqueuelen": 2000},
+                {"match": {ZONE: "us-test-1a"}, "mtu": 1400,
+                 "sysctls": {"net.ipv4.conf.{ifname}.rp_filter": "2",
+                             "net.ipv4.tcp_keepalive_time": "600"}},
+                {"match": {ZONE: "us-test-1b"}, "mtu": 1300}
+            ]
+        }),
+        extra,
+    )
 }
 
 #[test]
@@ -624,16 +622,16 @@ fn serve(conn: TcpStream, mode: Mode, log: &Mutex<Vec<String>>, stop: &AtomicBoo
 }
 
 fn imds_conf(endpoint: &str, cache: &std::path::Path, extra: Value) -> Value {
-    let mut i = json!({
-        "enabled": true,
-        "endpoint": endpoint,
-        "timeoutMs": 1000,
-        "cacheFile": cache.display().to_string(),
-    });
-    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-        i[k] = v;
-    }
-    json!({"imds": i, "alias": "{zone} {zoneId} {region} {instanceType}"})
+    let imds = merged(
+        json!({
+            "enabled": true,
+            "endpoint": endpoint,
+            "timeoutMs": 1000,
+            "cacheFile": cache.display().to_string(),
+        }),
+        extra,
+    );
+    json!({"imds": imds, "alias": "{zone} {zoneId} {region} {instanceType}"})
 }
 
 #[test]

@@ -1,8 +1,9 @@
-//! Verb dispatch: what ADD, DEL, CHECK, STATUS and GC do, in order.
+//! What ADD, DEL, CHECK, STATUS and GC do, in order; the netlink work is
+//! in [`crate::apply`].
 
+use crate::apply::{self, AddRequest, Installed};
 use crate::config::{BandwidthConf, DEFAULT_STATE_DIR};
 use crate::devices;
-use crate::shaper::{self, AddRequest, Installed};
 use anyhow::Context as _;
 use cni_netlink::{Link, Netlink};
 use cni_types::error::{CniError, Code, Failures, ResultExt};
@@ -58,7 +59,7 @@ impl Plugin for Bandwidth {
             // A retried ADD that no longer asks for shaping removes what an
             // earlier one installed.
             if let Some(prev) = &previous {
-                shaper::teardown(
+                apply::teardown(
                     &mut nl,
                     prev,
                     &attachment(&ctx.conf.name, env),
@@ -77,14 +78,14 @@ impl Plugin for Bandwidth {
                     .into(),
             );
         }
-        let (host, req) = plan(ctx, &bw, &mut nl, &result)?;
+        let (host, req) = request(ctx, &bw, &mut nl, &result)?;
         let existed = previous.is_some();
         let mut save = |inst: &Installed| {
             store
                 .save(&env.container_id, &env.ifname, inst)
                 .cni(Code::Io, "cannot write state")
         };
-        let outcome = shaper::install(&mut nl, &host, &req, previous.as_ref(), &mut save);
+        let outcome = apply::install(&mut nl, &host, &req, previous.as_ref(), &mut save);
         let (_inst, ifb) = match outcome {
             Ok(v) => v,
             Err(e) => {
@@ -165,8 +166,8 @@ impl Plugin for Bandwidth {
             .into());
         }
         let mut nl = netlink()?;
-        let (host, req) = plan(ctx, &bw, &mut nl, &prev)?;
-        shaper::verify(&mut nl, &host, &req, inst.as_ref())
+        let (host, req) = request(ctx, &bw, &mut nl, &prev)?;
+        apply::verify(&mut nl, &host, &req, inst.as_ref())
     }
 
     fn status(&self, _conf: &NetConf) -> anyhow::Result<()> {
@@ -207,14 +208,14 @@ impl Plugin for Bandwidth {
                 continue;
             }
             log_info!("gc: removing stale attachment {cid}/{ifname}");
-            let who = shaper::Attachment {
+            let who = apply::Attachment {
                 network,
                 container_id: &cid,
                 ifname: &ifname,
             };
             let what = format!("attachment {cid}/{ifname}");
             if failures
-                .record(&what, shaper::teardown(&mut nl, &inst, &who, None))
+                .record(&what, apply::teardown(&mut nl, &inst, &who, None))
                 .is_some()
             {
                 failures.record(
@@ -238,14 +239,14 @@ impl Plugin for Bandwidth {
             };
             if net == network && !valid.contains(&(cid, ifname)) {
                 log_info!("gc: deleting stale ifb {}", l.name);
-                let who = shaper::Attachment {
+                let who = apply::Attachment {
                     network,
                     container_id: cid,
                     ifname,
                 };
                 failures.record(
                     format!("ifb {}", l.name),
-                    shaper::delete_owned_ifb(&mut nl, &l.name, &who),
+                    apply::delete_owned_ifb(&mut nl, &l.name, &who),
                 );
             }
         }
@@ -254,7 +255,7 @@ impl Plugin for Bandwidth {
 }
 
 /// The pod's host veth and what ADD installs on it (and CHECK expects).
-fn plan<'a>(
+fn request<'a>(
     ctx: &'a Context,
     bw: &BandwidthConf,
     nl: &mut Netlink,
@@ -263,7 +264,7 @@ fn plan<'a>(
     let env = &ctx.env;
     let netns = env.netns.as_deref().unwrap_or(std::path::Path::new(""));
     let host = devices::find_host_veth(nl, netns, &env.ifname, prev)?;
-    let (ingress, egress) = shaper::shapes(bw, &host);
+    let (ingress, egress) = apply::shapes(bw, &host);
     let req = AddRequest {
         network: &ctx.conf.name,
         container_id: &env.container_id,
@@ -292,8 +293,8 @@ fn load_state(store: &StateStore, env: &Env) -> Option<Installed> {
         })
 }
 
-fn attachment<'a>(network: &'a str, env: &'a Env) -> shaper::Attachment<'a> {
-    shaper::Attachment {
+fn attachment<'a>(network: &'a str, env: &'a Env) -> apply::Attachment<'a> {
+    apply::Attachment {
         network,
         container_id: &env.container_id,
         ifname: &env.ifname,
@@ -323,11 +324,11 @@ fn del_attachment(env: &Env, network: &str, store: StateStore) -> anyhow::Result
         .cni(Code::Io, "cannot lock the state directory")?;
     let who = attachment(network, env);
     match load_state(&store, env) {
-        Some(inst) => shaper::teardown(&mut nl, &inst, &who, pod_side(&inst, env))?,
+        Some(inst) => apply::teardown(&mut nl, &inst, &who, pod_side(&inst, env))?,
         // No record: an ifb the reference plugin left before an upgrade
         // (unmarked, under its name), or ours marked for this attachment.
         // One marked for another attachment is left alone.
-        None => shaper::delete_owned_ifb(
+        None => apply::delete_owned_ifb(
             &mut nl,
             &devices::ifb_name(network, &env.container_id),
             &who,

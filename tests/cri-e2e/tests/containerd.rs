@@ -52,8 +52,6 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// One containerd at a time: the traffic test needs both cores to itself.
-static SERIAL: Mutex<()> = Mutex::new(());
 const RATE: u64 = 50_000_000;
 const RATE_Q: &str = "50M";
 /// The default tbf bucket at RATE: 25 ms, in bytes.
@@ -71,13 +69,14 @@ const SHIM_SOCKETS: &str = "/run/containerd/s";
 /// libcni's default cache dir, which containerd 1.6 does not let us move.
 const CNI_RESULTS: &str = "/var/lib/cni/results";
 
+/// One containerd at a time: the traffic test needs both cores to itself.
 fn serial() -> MutexGuard<'static, ()> {
     integration_tests::require_root();
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    integration_tests::serial()
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    integration_tests::repo_root()
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {

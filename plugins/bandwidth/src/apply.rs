@@ -15,7 +15,7 @@
 
 use crate::config::{BandwidthConf, EgressMode};
 use crate::devices::{IfbOwner, MAX_ALIAS_BYTES, ifb_alias, ifb_candidates, ifb_name, ifb_owner};
-use crate::shaping::{Shape, shape};
+use crate::tbf::{Shape, shape};
 use anyhow::Context as _;
 use cni_netlink::tc::{
     ETH_P_ALL, INGRESS_HANDLE, Qdisc, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR,
@@ -231,13 +231,13 @@ pub fn install(
     }
     save(&inst)?;
     let mut undo = Vec::new();
-    let plan = Plan {
+    let decided = Decisions {
         qdiscs: &qdiscs,
         mode,
         owned: &owned,
         ifb: ifb.as_deref(),
     };
-    match install_steps(nl, host, req, &plan, &mut inst, &mut undo) {
+    match install_steps(nl, host, req, &decided, &mut inst, &mut undo) {
         Ok(ifb) => {
             save(&inst)?;
             Ok((inst, ifb))
@@ -330,7 +330,7 @@ fn choose_ifb(nl: &mut Netlink, req: &AddRequest<'_>, owned: &Installed) -> anyh
 }
 
 /// What `install` found and decided before the first change.
-struct Plan<'a> {
+struct Decisions<'a> {
     qdiscs: &'a [cni_netlink::tc::Qdisc],
     mode: EgressMode,
     /// What the attachment owned before this ADD.
@@ -345,7 +345,7 @@ struct Steps<'a, 'n> {
     nl: &'n mut Netlink,
     host: &'a Link,
     req: &'a AddRequest<'a>,
-    plan: &'a Plan<'a>,
+    decided: &'a Decisions<'a>,
     inst: &'n mut Installed,
     undo: &'n mut Vec<Undo>,
 }
@@ -354,7 +354,7 @@ fn install_steps(
     nl: &mut Netlink,
     host: &Link,
     req: &AddRequest<'_>,
-    plan: &Plan<'_>,
+    decided: &Decisions<'_>,
     inst: &mut Installed,
     undo: &mut Vec<Undo>,
 ) -> anyhow::Result<Option<Link>> {
@@ -362,12 +362,12 @@ fn install_steps(
         nl,
         host,
         req,
-        plan,
+        decided,
         inst,
         undo,
     };
     steps.ingress()?;
-    match (&req.egress, plan.mode) {
+    match (&req.egress, decided.mode) {
         (None, _) => {
             steps.no_egress()?;
             Ok(None)
@@ -384,8 +384,8 @@ impl Steps<'_, '_> {
     /// Into the pod: root tbf on the host veth (coexists with a clsact).
     /// The root was judged free (default or ours) before anything changed.
     fn ingress(&mut self) -> anyhow::Result<()> {
-        let (host, owned) = (self.host, self.plan.owned);
-        let root = self.plan.qdiscs.iter().find(|q| q.is_root());
+        let (host, owned) = (self.host, self.decided.owned);
+        let root = self.decided.qdiscs.iter().find(|q| q.is_root());
         let Some(s) = &self.req.ingress else {
             if owned.ingress_tbf && root.is_some_and(|r| r.is_root_tbf()) {
                 self.nl
@@ -422,7 +422,7 @@ impl Steps<'_, '_> {
 
     /// Out of the pod, mode pod: root tbf on the container interface.
     fn egress_in_pod(&mut self, s: &Shape) -> anyhow::Result<()> {
-        let (req, owned) = (self.req, self.plan.owned);
+        let (req, owned) = (self.req, self.decided.owned);
         // Only what was ours before: the claims for ifb mode were not made.
         self.inst.ingress_qdisc = owned.ingress_qdisc;
         self.inst.filter_prio = owned.filter_prio;
@@ -462,7 +462,7 @@ impl Steps<'_, '_> {
     /// Out of the pod, mode ifb: the ifb, the ingress qdisc, the redirect,
     /// and the tbf on the ifb.
     fn egress_through_ifb(&mut self, s: &Shape) -> anyhow::Result<Link> {
-        self.inst.pod_tbf = self.plan.owned.pod_tbf;
+        self.inst.pod_tbf = self.decided.owned.pod_tbf;
         remove_pod_side(self.req.netns, self.req.ifname, self.inst)?;
         self.inst.egress_mode = Some(EgressMode::Ifb);
         let ifb = self.ifb_link()?;
@@ -490,7 +490,7 @@ impl Steps<'_, '_> {
         let host = self.host;
         let who = self.req.attachment();
         let name = self
-            .plan
+            .decided
             .ifb
             .ok_or_else(|| anyhow::anyhow!("internal: no ifb chosen for egress"))?;
         let alias = who.alias();
@@ -537,7 +537,7 @@ impl Steps<'_, '_> {
     /// The `ingress` qdisc on the host veth: ours, or added now.
     fn ingress_qdisc(&mut self) -> anyhow::Result<()> {
         let host = self.host;
-        match self.plan.qdiscs.iter().find(|q| q.on_ingress_hook()) {
+        match self.decided.qdiscs.iter().find(|q| q.on_ingress_hook()) {
             None => {
                 self.nl
                     .add_ingress_qdisc(host.index)
@@ -548,7 +548,7 @@ impl Steps<'_, '_> {
                 self.inst.ingress_qdisc = true;
                 Ok(())
             }
-            Some(q) if q.is_ingress() && self.plan.owned.ingress_qdisc => Ok(()),
+            Some(q) if q.is_ingress() && self.decided.owned.ingress_qdisc => Ok(()),
             Some(q) => Err(CniError::new(
                 Code::Kernel,
                 format!("{} already has a {} qdisc that we did not create", host.name, q.kind),
@@ -561,7 +561,7 @@ impl Steps<'_, '_> {
     /// Our match-all redirect at FILTER_PRIO to `ifb`; a stale one of ours
     /// is replaced, a foreign filter at that prio refused.
     fn redirect_to(&mut self, ifb: &Link) -> anyhow::Result<()> {
-        let (host, owned) = (self.host, self.plan.owned);
+        let (host, owned) = (self.host, self.decided.owned);
         let filters = self
             .nl
             .filters(host.index, INGRESS_HANDLE)
