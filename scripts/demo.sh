@@ -111,7 +111,10 @@ cni() { # cni VERB CONTAINER_ID NETNS POD CNI_PATH CAP_ARGS
 teardown() {
     local rc=$?
     trap - EXIT INT TERM
-    pkill -f "iperf3 -s -1 -J -p 52" 2>/dev/null || true
+    # The iperf3 server of an interrupted measurement: ours, by pid.
+    if [ -s "$WORK/iperf3-server.pid" ]; then
+        kill "$(cat "$WORK/iperf3-server.pid")" 2>/dev/null || true
+    fi
     if [ "$KEEP" = 1 ] && [ "$rc" = 0 ]; then
         echo
         echo "--keep: left up. Explore with: ip netns exec $NODE tc qdisc show; ip -n $NODE link"
@@ -119,6 +122,7 @@ teardown() {
         return
     fi
     for entry in "${ADDED[@]}"; do
+        # shellcheck disable=SC2086 # entries are space-separated fields
         set -- $entry
         cni del "$1" "$2" "$3" "$3" "$4" '{}' >/dev/null 2>&1 || true
     done
@@ -157,9 +161,12 @@ measure() { # measure RECEIVER_NS RECEIVER_IP SENDER_NS OUT_JSON [SECONDS] : rec
     PORT=$((PORT + 1))
     ip netns exec "$1" iperf3 -s -1 -J -p "$PORT" -B "$2" > "$4" 2>/dev/null &
     local spid=$! i
+    # measure runs in $(…): the pid reaches teardown through a file.
+    echo "$spid" > "$WORK/iperf3-server.pid"
     for i in $(seq 50); do ip netns exec "$1" ss -ltn | grep -q ":$PORT " && break; sleep 0.05; done
     ip netns exec "$3" iperf3 -c "$2" -p "$PORT" -t "$secs" -J > /dev/null
     wait "$spid"
+    : > "$WORK/iperf3-server.pid"
     jq -r '[.intervals[] | select(.sum.seconds > 0.5) | (.sum.bits_per_second / 1e6)] | .[] | (. * 10 | round / 10)' "$4"
 }
 
@@ -178,7 +185,6 @@ del_pod demo-web-1 "$WEB_NS" "$WORK/ours"
 
 echo "==> run 2: web annotated ingress/egress-bandwidth=$RATE, our bandwidth plugin (runtime burst 4294967295 bits)"
 WEB_IP=$(add_pod demo-web-2 "$WEB_NS" web "$WORK/ours" "$CAPS")
-ENI=$(ip -n "$NODE" -j link show | jq -r '.[] | select(.ifname | startswith("eni")) | select(.ifalias // "" | contains("demo/web")) | .ifname' | head -1)
 echo
 echo "--- tc qdisc show (node) ---"
 ip netns exec "$NODE" tc qdisc show | grep -E "eni|bwp" || true

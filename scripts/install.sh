@@ -164,32 +164,13 @@ if [ "$TOPOLOGY" = 1 ]; then
         + (if $alias_set then {alias: $alias} else {} end)')
 fi
 
-# The patch. Our entries are found by type. Our bandwidth-rs entry takes the
-# place of an existing one, else of the first reference `bandwidth` entry
-# (kept inside ours under $replaced_key for uninstall), else goes at the
-# end; topology-label always goes right before it: interface settings (MTU)
-# must settle before shaping, or a tbf sized for the old MTU drops every
-# full-size frame. Every other reference `bandwidth`, duplicate of ours, key
-# and plugin stays out of it.
-# shellcheck disable=SC2016
-PATCH='
-def drop: .type == "bandwidth" or .type == "bandwidth-rs" or .type == "topology-label";
-.plugins as $p
-| ($p | to_entries) as $e
-| ([$e[] | select(.value.type == "bandwidth-rs") | .key] | first) as $own_bw
-| ([$e[] | select(.value.type == "bandwidth") | .key] | first) as $ref_bw
-| (if $own_bw != null then $own_bw else $ref_bw end) as $bw_at
-| (([$p[] | select(.type == "bandwidth-rs") | .[$replaced_key] | select(. != null)] | first)
-   // ([$p[] | select(.type == "bandwidth")] | first)) as $replaced
-| ($bw + (if $replaced != null then {($replaced_key): $replaced} else {} end)) as $bw_entry
-| ((if $tl != null then [$tl] else [] end) + [$bw_entry]) as $ours
-| .plugins = (
-    [ $e[]
-      | if .key == $bw_at then $ours[]
-        elif (.value | drop) then empty
-        else .value end ]
-    + (if $bw_at == null then $ours else [] end))
-'
+# The conflist patch (a jq program of its own: what it does is documented there).
+PATCH_JQ=$HERE/lib/install-patch.jq
+[ -r "$PATCH_JQ" ] || refuse "$PATCH_JQ is missing (install.sh needs its lib/ directory)"
+patch_conflist() { # patch_conflist OLD NEW
+    jq --argjson bw "$BW_ENTRY" --argjson tl "$TL_ENTRY" --arg replaced_key "$CNI_RS_REPLACED_KEY" \
+        -f "$PATCH_JQ" "$1" >"$2"
+}
 
 # --- one pass --------------------------------------------------------------
 apply_once() {
@@ -227,8 +208,7 @@ apply_once() {
         copy+=("$pair")
     done
     cp -- "$CONFLIST" "$CNI_RS_WORK/old"
-    jq --argjson bw "$BW_ENTRY" --argjson tl "$TL_ENTRY" --arg replaced_key "$CNI_RS_REPLACED_KEY" \
-        "$PATCH" "$CNI_RS_WORK/old" >"$CNI_RS_WORK/new"
+    patch_conflist "$CNI_RS_WORK/old" "$CNI_RS_WORK/new"
     local conf_changes=1
     same_json "$CNI_RS_WORK/old" "$CNI_RS_WORK/new" && conf_changes=0
 
@@ -281,8 +261,7 @@ apply_once() {
         log "$CONFLIST changed while patching it; again ($tries)"
         check_conflist "$CONFLIST"
         cp -- "$CONFLIST" "$CNI_RS_WORK/old"
-        jq --argjson bw "$BW_ENTRY" --argjson tl "$TL_ENTRY" --arg replaced_key "$CNI_RS_REPLACED_KEY" \
-            "$PATCH" "$CNI_RS_WORK/old" >"$CNI_RS_WORK/new"
+        patch_conflist "$CNI_RS_WORK/old" "$CNI_RS_WORK/new"
         same_json "$CNI_RS_WORK/old" "$CNI_RS_WORK/new" && return 0
     done
     refuse "$CONFLIST keeps changing under us; try again"

@@ -960,6 +960,7 @@ fn daemonset_manifest_is_valid() {
         "/opt/cni-rs/bin/",
         "scripts/install.sh",
         "scripts/lib/cni-rs-node.sh /opt/cni-rs/lib/",
+        "scripts/lib/install-patch.jq /opt/cni-rs/lib/",
         "jq inotify-tools",
     ] {
         assert!(dockerfile.contains(want), "Dockerfile: {want}");
