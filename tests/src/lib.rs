@@ -540,9 +540,17 @@ impl Throughput {
         );
     }
 
-    /// Mean of the intervals after the first `skip`.
+    /// Mean of the intervals after the first `skip`, without the last one
+    /// when at least two remain: the receiver's clock starts when it accepts
+    /// the connection, so its last interval runs past the moment the sender
+    /// stopped and averages in a stretch with nothing left to receive
+    /// (measured: 8.2 and 8.8 Mbit/s at 10M while every other second read
+    /// 9.8..10.3).
     pub fn steady(&self, skip: usize) -> f64 {
-        let rest: Vec<f64> = self.per_second.iter().skip(skip).copied().collect();
+        let mut rest: Vec<f64> = self.per_second.iter().skip(skip).copied().collect();
+        if rest.len() >= 2 {
+            rest.pop();
+        }
         rest.iter().sum::<f64>() / rest.len().max(1) as f64
     }
 }

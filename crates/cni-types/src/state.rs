@@ -255,6 +255,17 @@ impl StateStore {
             .map(|e| e.data))
     }
 
+    /// The saved state for ADD, DEL and GC, which must not be blocked by a
+    /// record they cannot read (it is reported and treated as absent: ADD
+    /// rewrites it, DEL removes it). CHECK uses [`StateStore::load`] and
+    /// fails instead.
+    pub fn load_lenient<T: DeserializeOwned>(&self, container_id: &str, ifname: &str) -> Option<T> {
+        self.load(container_id, ifname).unwrap_or_else(|e| {
+            crate::log_warn!("ignoring unreadable state: {e:#}");
+            None
+        })
+    }
+
     /// Removes the state; succeeds when it is already gone. Touches only
     /// this attachment's files: its state, its own writers' temp files, and
     /// a file of an earlier version whose stored identity is this one.

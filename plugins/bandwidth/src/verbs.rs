@@ -46,7 +46,7 @@ impl Plugin for Bandwidth {
         let mut result = chained_prev(&ctx.conf)?;
         let env = &ctx.env;
         let store = store(&bw, &ctx.conf.name);
-        if !bw.shapes_anything() && load_state(&store, env).is_none() {
+        if !bw.shapes_anything() && load_state::<Installed>(&store, env).is_none() {
             // Nothing to shape and nothing of ours: touch nothing at all.
             return pass_through(&ctx.conf);
         }
@@ -153,7 +153,9 @@ impl Plugin for Bandwidth {
         }
         let env = &ctx.env;
         let store = store(&bw, &ctx.conf.name);
-        let inst: Option<Installed> = load_state(&store, env);
+        let inst: Option<Installed> = store
+            .load(&env.container_id, &env.ifname)
+            .cni(Code::Io, "cannot read saved state")?;
         // Another namespace under CNI_NETNS is a mismatch before anything
         // is looked up in it.
         if let Some(i) = &inst
@@ -282,15 +284,8 @@ fn state_dir_of(raw: &Value) -> PathBuf {
     cni_types::state::state_dir_in(raw, DEFAULT_STATE_DIR)
 }
 
-/// A state file we cannot read is treated as absent (and reported): DEL
-/// and ADD must not be blocked by it.
-fn load_state(store: &StateStore, env: &Env) -> Option<Installed> {
-    store
-        .load(&env.container_id, &env.ifname)
-        .unwrap_or_else(|e| {
-            log_warn!("ignoring unreadable state: {e:#}");
-            None
-        })
+fn load_state<T: serde::de::DeserializeOwned>(store: &StateStore, env: &Env) -> Option<T> {
+    store.load_lenient(&env.container_id, &env.ifname)
 }
 
 fn attachment<'a>(network: &'a str, env: &'a Env) -> apply::Attachment<'a> {

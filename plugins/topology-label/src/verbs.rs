@@ -105,10 +105,7 @@ fn add(ctx: &Context) -> anyhow::Result<CniResult> {
     } = request(ctx)?;
     let _lock = lock(&store)?;
     let mut insp = apply::inspect(&ctx.env, &netns_path, &want, prev.as_ref())?;
-    let old = load_state(&store, &ctx.env).unwrap_or_else(|e| {
-        log_warn!("ignoring unreadable previous state: {e:#}");
-        None
-    });
+    let old: Option<State> = store.load_lenient(&ctx.env.container_id, &ctx.env.ifname);
     let st = apply::plan(ctx, &want, &insp, old.as_ref());
     save_state(&store, &ctx.env, &st)?;
     if let Err(e) = apply::apply(&mut insp, &netns_path, &st) {
@@ -145,26 +142,23 @@ fn del_attachment(raw: &serde_json::Value, network: &str, env: &Env) -> anyhow::
         return Ok(());
     }
     let _lock = lock(&store)?;
-    match load_state(&store, env) {
-        Ok(Some(st)) => {
-            // The pod side only in the namespace ADD worked in (the
-            // dispatcher already dropped one that is gone or the node's).
-            let pod = env.netns.as_deref().filter(|ns| {
-                let same = st.netns_id.is_none() || st.netns_id == env.netns_id;
-                if !same {
-                    log_warn!(
-                        "CNI_NETNS {} is not the namespace ADD labelled: leaving it alone",
-                        ns.display()
-                    );
-                }
-                same
-            });
-            apply::restore(&st, &env.ifname, pod)
-        }
-        // Nothing to restore, but an ADD killed before its first rename may
-        // have left a temp file that removing the state sweeps away.
-        Ok(None) => {}
-        Err(e) => log_warn!("dropping unreadable state: {e:#}"),
+    // Without a (readable) record there is nothing to restore, but an ADD
+    // killed before its first rename may have left a temp file that
+    // removing the state sweeps.
+    if let Some(st) = store.load_lenient::<State>(&env.container_id, &env.ifname) {
+        // The pod side only in the namespace ADD worked in (the dispatcher
+        // already dropped one that is gone or the node's).
+        let pod = env.netns.as_deref().filter(|ns| {
+            let same = st.netns_id.is_none() || st.netns_id == env.netns_id;
+            if !same {
+                log_warn!(
+                    "CNI_NETNS {} is not the namespace ADD labelled: leaving it alone",
+                    ns.display()
+                );
+            }
+            same
+        });
+        apply::restore(&st, &env.ifname, pod);
     }
     remove_state(&store, env)
 }
