@@ -31,7 +31,7 @@ SECS=6
 OUT="$ROOT/BENCHMARKS.md"
 usage() {
     cat <<USAGE
-usage: sudo scripts/bench.sh [--runs N] [--pods N] [--out FILE] [--help]
+usage: scripts/bench.sh (as root) [--runs N] [--pods N] [--out FILE] [--help]
   --runs N    hyperfine runs per invocation benchmark (default 60, at least 50 for the report)
   --pods N    simulated pods per scale phase (default 250)
   --out FILE  where to write the report (default BENCHMARKS.md at the repository root)
@@ -53,7 +53,7 @@ log() { printf '[%3ds] %s\n' "$SECONDS" "$*"; }
 
 # --- preflight ---------------------------------------------------------------
 if [ "$(id -u)" -ne 0 ]; then
-    echo "bench: needs root (network namespaces, veths, ifbs, qdiscs): sudo $0" >&2
+    echo "bench: needs root (network namespaces, veths, ifbs, qdiscs): run it as root" >&2
     exit 1
 fi
 missing=()
@@ -842,7 +842,7 @@ cat <<EOF
 ## How to reproduce
 
 \`\`\`
-sudo scripts/bench.sh            # options: --runs N (default 60) --pods N (default 250) --out FILE
+scripts/bench.sh            # options: --runs N (default 60) --pods N (default 250) --out FILE
 \`\`\`
 
 Root, Debian; installs hyperfine, iperf3, iputils-ping, jq, time and

@@ -22,7 +22,7 @@ SECS=10
 KEEP=0
 usage() {
     cat <<USAGE
-usage: sudo scripts/demo.sh [--rate RATE] [--seconds N] [--keep] [--help]
+usage: scripts/demo.sh (as root) [--rate RATE] [--seconds N] [--keep] [--help]
   --rate RATE    limit for the shaped pod, as a Kubernetes quantity (default 1G; e.g. 500M, 100M, 10Mi)
   --seconds N    length of each iperf3 run (default 10)
   --keep         leave the node and pods up to explore (prints how to remove them)
@@ -56,7 +56,7 @@ RATE_MBIT=$(awk -v b="$RATE_BITS" 'BEGIN { printf "%.1f", b / 1e6 }')
 
 # --- preflight: say clearly what is missing --------------------------------
 if [ "$(id -u)" -ne 0 ]; then
-    echo "demo: needs root (it creates network namespaces, veths and qdiscs): sudo $0" >&2
+    echo "demo: needs root (it creates network namespaces, veths and qdiscs): run it as root" >&2
     exit 1
 fi
 missing=()

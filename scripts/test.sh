@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/test.sh needs root (network namespaces, tc); run: sudo $0" >&2
+    echo "scripts/test.sh needs root (network namespaces, tc): run it as root" >&2
     exit 1
 fi
 
