@@ -62,7 +62,7 @@ END {
     if (rate + 0 > 0) {
         y = T + ph - ph * rate / maxy
         printf "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#000\" stroke-width=\"1.5\" stroke-dasharray=\"6,4\"/>\n", L, y, W - R, y
-        printf "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">limit %s</text>\n", W - R, y - 6, rate
+        printf "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">limit %g Mbit/s</text>\n", W - R, y - 6, rate
     }
     print "</svg>"
 }
