@@ -498,6 +498,35 @@ fn cases(w: &World) -> Vec<Case> {
         json_of(t, json!({})),
         102,
     );
+    // Namespace policy (node config): each one would refuse every pod.
+    for (what, policy) in [
+        (
+            "namespacePolicy max below default",
+            json!({"*": {"default": {"ingressRate": 20_000_000}, "max": {"ingressRate": 10_000_000}}}),
+        ),
+        (
+            "namespacePolicy zero rate",
+            json!({"*": {"default": {"egressRate": 0}}}),
+        ),
+        (
+            "namespacePolicy negative rate",
+            json!({"*": {"max": {"egressRate": -1}}}),
+        ),
+        ("namespacePolicy non-object entry", json!({"tenant-a": 5})),
+        (
+            "namespacePolicy unknown key",
+            json!({"tenant-a": {"default": {"ingressRate": 1_000_000}, "maximum": {}}}),
+        ),
+        ("namespacePolicy not an object", json!(["tenant-a"])),
+    ] {
+        push(
+            what,
+            b,
+            add.clone(),
+            json_of(b, json!({"namespacePolicy": policy})),
+            7,
+        );
+    }
     // Size.
     let mut big = br#"{"cniVersion":"1.0.0","name":"n","pad":""#.to_vec();
     big.extend(std::iter::repeat_n(b'x', (1 << 20) + 1));

@@ -55,6 +55,9 @@ pub struct Installed {
     /// file): DEL and CHECK act inside a namespace only when it is this one.
     #[serde(default)]
     pub netns: Option<NetnsId>,
+    /// What the namespace policy decided (asked vs applied), when one applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyRecord>,
 }
 
 impl Installed {
@@ -154,6 +157,7 @@ pub struct AddRequest<'a> {
     pub egress_mode: EgressMode,
     pub ingress: Option<Shape>,
     pub egress: Option<Shape>,
+    pub policy: Option<crate::policy::PolicyRecord>,
 }
 
 impl AddRequest<'_> {
@@ -193,6 +197,7 @@ pub fn install(
         pod_tbf: prev.is_some_and(|p| p.pod_tbf && p.same_pod(req.netns_id)),
         egress_mode: prev.and_then(|p| p.egress_mode),
         netns: req.netns_id,
+        policy: req.policy.clone(),
     };
     let qdiscs = nl
         .qdiscs(host.index)
@@ -1002,6 +1007,7 @@ mod tests {
             egress_mode: mode,
             ingress: None,
             egress: egress.then_some(s),
+            policy: None,
         }
     }
 

@@ -77,6 +77,8 @@ pub enum Precedence {
 pub enum Source {
     Static,
     Runtime,
+    /// Neither: the namespace policy's default.
+    Policy,
     None,
 }
 
@@ -89,6 +91,8 @@ pub struct BandwidthConf {
     pub latency_ms: u32,
     pub state_dir: PathBuf,
     pub egress_mode: EgressMode,
+    /// Per-namespace defaults and maxima (see [`crate::policy`]).
+    pub namespace_policy: Option<crate::policy::NamespacePolicy>,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/run/cni/bandwidth";
@@ -382,6 +386,7 @@ impl BandwidthConf {
         // operator's explicit static burst is honoured as written.
         let sentinel_is_unset = source == Source::Runtime && runtime_burst == RuntimeBurst::Cap;
         let (ingress, egress) = block.limits(sentinel_is_unset)?;
+        let namespace_policy = crate::policy::NamespacePolicy::parse(raw)?;
         Ok(BandwidthConf {
             ingress,
             egress,
@@ -390,7 +395,39 @@ impl BandwidthConf {
             latency_ms,
             state_dir,
             egress_mode,
+            namespace_policy,
         })
+    }
+
+    /// Applies the namespace policy for the pod `namespace`/`pod` to the
+    /// limits asked for, saying so when it lowers one. `None` when no
+    /// policy entry applies.
+    pub fn apply_namespace_policy(
+        &mut self,
+        namespace: Option<&str>,
+        pod: Option<&str>,
+    ) -> Option<crate::policy::PolicyRecord> {
+        let record = self.namespace_policy.as_ref()?.apply(
+            namespace,
+            &mut self.ingress,
+            &mut self.egress,
+        )?;
+        for (dir, d) in [("ingress", &record.ingress), ("egress", &record.egress)] {
+            if d.capped {
+                cni_types::log_warn!(
+                    "namespace {} pod {}: {dir} rate {} bits/s is above the namespace maximum (entry {:?}); shaped at {} bits/s",
+                    namespace.unwrap_or("-"),
+                    pod.unwrap_or("-"),
+                    d.asked.unwrap_or_default(),
+                    record.entry,
+                    d.applied.unwrap_or_default()
+                );
+            }
+        }
+        if self.source == Source::None && (record.ingress.defaulted || record.egress.defaulted) {
+            self.source = Source::Policy;
+        }
+        Some(record)
     }
 
     pub fn shapes_anything(&self) -> bool {

@@ -3,6 +3,7 @@
 //!
 //! - [`verbs`]: what each CNI verb does, in order;
 //! - [`config`]: keys, spellings, precedence and validation;
+//! - [`policy`]: per-namespace default and maximum rates;
 //! - [`tbf`]: tbf arithmetic (pure);
 //! - [`devices`]: finding the host veth, naming and recognising our ifbs;
 //! - [`apply`]: the netlink work behind the verbs (install, verify, teardown).
@@ -10,6 +11,7 @@
 pub mod apply;
 pub mod config;
 pub mod devices;
+pub mod policy;
 pub mod tbf;
 pub mod verbs;
 

@@ -4,6 +4,7 @@
 use crate::apply::{self, AddRequest, Installed};
 use crate::config::{BandwidthConf, DEFAULT_STATE_DIR};
 use crate::devices;
+use crate::policy::PolicyRecord;
 use anyhow::Context as _;
 use cni_netlink::{Link, Netlink};
 use cni_types::error::{CniError, Code, Failures, ResultExt};
@@ -42,7 +43,7 @@ impl Plugin for Bandwidth {
     const NAME: &'static str = "bandwidth";
 
     fn add(&self, ctx: &Context) -> anyhow::Result<CniResult> {
-        let bw = BandwidthConf::parse(&ctx.conf)?;
+        let (bw, policy) = conf_for_pod(ctx)?;
         let mut result = chained_prev(&ctx.conf)?;
         let env = &ctx.env;
         let store = store(&bw, &ctx.conf.name);
@@ -78,7 +79,7 @@ impl Plugin for Bandwidth {
                     .into(),
             );
         }
-        let (host, req) = request(ctx, &bw, &mut nl, &result)?;
+        let (host, req) = request(ctx, &bw, policy, &mut nl, &result)?;
         let existed = previous.is_some();
         let mut save = |inst: &Installed| {
             store
@@ -146,7 +147,7 @@ impl Plugin for Bandwidth {
     }
 
     fn check(&self, ctx: &Context) -> anyhow::Result<()> {
-        let bw = BandwidthConf::parse(&ctx.conf)?;
+        let (bw, policy) = conf_for_pod(ctx)?;
         let prev = chained_prev(&ctx.conf)?;
         if !bw.shapes_anything() {
             return Ok(());
@@ -168,11 +169,14 @@ impl Plugin for Bandwidth {
             .into());
         }
         let mut nl = netlink()?;
-        let (host, req) = request(ctx, &bw, &mut nl, &prev)?;
+        let (host, req) = request(ctx, &bw, policy, &mut nl, &prev)?;
         apply::verify(&mut nl, &host, &req, inst.as_ref())
     }
 
-    fn status(&self, _conf: &NetConf) -> anyhow::Result<()> {
+    fn status(&self, conf: &NetConf) -> anyhow::Result<()> {
+        // A config every ADD would refuse (an installer checks with STATUS
+        // before it writes the conflist) is not ready: code 7 says why.
+        BandwidthConf::parse(conf)?;
         let mut nl = Netlink::new()
             .context("opening a netlink socket")
             .cni(Code::NotAvailable, "netlink unavailable")?;
@@ -257,9 +261,19 @@ impl Plugin for Bandwidth {
 }
 
 /// The pod's host veth and what ADD installs on it (and CHECK expects).
+/// The config with the namespace policy applied for this pod: what ADD
+/// installs and CHECK expects.
+fn conf_for_pod(ctx: &Context) -> anyhow::Result<(BandwidthConf, Option<PolicyRecord>)> {
+    let mut bw = BandwidthConf::parse(&ctx.conf)?;
+    let args = &ctx.env.args;
+    let record = bw.apply_namespace_policy(args.pod_namespace(), args.pod_name());
+    Ok((bw, record))
+}
+
 fn request<'a>(
     ctx: &'a Context,
     bw: &BandwidthConf,
+    policy: Option<PolicyRecord>,
     nl: &mut Netlink,
     prev: &CniResult,
 ) -> anyhow::Result<(Link, AddRequest<'a>)> {
@@ -276,6 +290,7 @@ fn request<'a>(
         egress_mode: bw.egress_mode,
         ingress,
         egress,
+        policy,
     };
     Ok((host, req))
 }
