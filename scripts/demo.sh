@@ -10,8 +10,10 @@
 #      runtime's "unlimited" burst (containerd's u32::MAX), both directions;
 #   3. the same with the reference Go bandwidth plugin (Debian's
 #      containernetworking-plugins), showing the first-second burst;
-#   4. tc/ip views of the shaped pod, a per-second table, an SVG chart;
-#   5. tears everything down, also on Ctrl-C or failure.
+#   4. a pod without annotations in a namespace whose policy gives it a
+#      default rate (namespacePolicy): fair by default;
+#   5. tc/ip views of the shaped pod, a per-second table, an SVG chart;
+#   6. tears everything down, also on Ctrl-C or failure.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -53,6 +55,9 @@ to_bits() {
 }
 RATE_BITS=$(to_bits "$RATE")
 RATE_MBIT=$(awk -v b="$RATE_BITS" 'BEGIN { printf "%.1f", b / 1e6 }')
+# The "batch" namespace's policy default: half the demo rate.
+DEFAULT_BITS=$((RATE_BITS / 2))
+DEFAULT_MBIT=$(awk -v b="$DEFAULT_BITS" 'BEGIN { printf "%.1f", b / 1e6 }')
 
 # --- preflight: say clearly what is missing --------------------------------
 if [ "$(id -u)" -ne 0 ]; then
@@ -98,13 +103,14 @@ for b in topology-label vpc-cni-sim; do ln -s "$REL/$b" "$WORK/ref/$b"; done
 HAVE_REF=0
 if [ -x /usr/lib/cni/bandwidth ]; then ln -s /usr/lib/cni/bandwidth "$WORK/ref/bandwidth"; HAVE_REF=1; fi
 CONF="$WORK/10-aws.conflist"
-jq --arg st "$WORK/state" '.plugins |= map(.stateDir = ($st + "/" + .type))' \
+jq --arg st "$WORK/state" --argjson d "$DEFAULT_BITS" '.plugins |= map(.stateDir = ($st + "/" + .type)
+      | if .type == "bandwidth" then .namespacePolicy = {batch: {default: {ingressRate: $d, egressRate: $d}}} else . end)' \
     conflist-examples/single-node-sim.conflist > "$CONF"
 
-cni() { # cni VERB CONTAINER_ID NETNS POD CNI_PATH CAP_ARGS
+cni() { # cni VERB CONTAINER_ID NETNS POD CNI_PATH CAP_ARGS [NAMESPACE]
     ip netns exec "$NODE" "$REL/cni-run" "$1" --conflist "$CONF" --container-id "$2" \
         --netns "/var/run/netns/$3" --ifname eth0 --cni-path "$5" --cache-dir "$WORK/cache" \
-        --args "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=$4;K8S_POD_UID=uid-$4;K8S_POD_INFRA_CONTAINER_ID=$2" \
+        --args "IgnoreUnknown=1;K8S_POD_NAMESPACE=${7:-demo};K8S_POD_NAME=$4;K8S_POD_UID=uid-$4;K8S_POD_INFRA_CONTAINER_ID=$2" \
         --cap-args "$6"
 }
 
@@ -142,9 +148,9 @@ ip -n "$NODE" link set lo up
 ip -n "$NODE" addr add 10.99.255.254/32 dev lo
 ip netns exec "$NODE" sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'
 
-add_pod() { # add_pod ID NETNS POD CNI_PATH CAP_ARGS -> prints pod IP
+add_pod() { # add_pod ID NETNS POD CNI_PATH CAP_ARGS [NAMESPACE] -> prints pod IP
     local out
-    out=$(cni add "$1" "$2" "$3" "$4" "$5")
+    out=$(cni add "$1" "$2" "$3" "$4" "$5" "${6:-demo}")
     ADDED+=("$1 $2 $4")
     jq -r '.ips[0].address | split("/")[0]' <<<"$out"
 }
@@ -208,6 +214,12 @@ else
     echo "==> run 3 skipped: the reference plugin (containernetworking-plugins) is not installed"
 fi
 
+echo "==> run 4: pod 'batch' in namespace 'batch', no annotations; the namespace policy's default is ${DEFAULT_MBIT} Mbit/s"
+BATCH_IP=$(add_pod demo-batch "$WEB_NS" batch "$WORK/ours" '{}' batch)
+ip netns exec "$NODE" tc qdisc show | grep -E "tbf" | sed 's/^/    batch: /' || true
+mapfile -t BATCH < <(measure "$WEB_NS" "$BATCH_IP" "$CLIENT_NS" "$WORK/run4.json" 5)
+del_pod demo-batch "$WEB_NS" "$WORK/ours"
+
 # --- report ----------------------------------------------------------------
 TSV="$WORK/runs.tsv"
 printf 'second\tunshaped\tours (%s)\treference (%s)\tours, egress\n' "$RATE" "$RATE" > "$TSV"
@@ -217,10 +229,10 @@ done
 echo
 echo "Throughput into the web pod, Mbit/s per second at the receiver (limit $RATE_MBIT Mbit/s):"
 column -t -s $'\t' "$TSV" 2>/dev/null || cat "$TSV"
-summary() { # name values...
+summary() { # name values... (against the demo's rate; LIMIT_MBIT overrides)
     local name=$1; shift
     [ $# -gt 0 ] || return 0
-    awk -v n="$name" -v r="$RATE_MBIT" 'BEGIN { for (i = 2; i < ARGC; i++) { s += ARGV[i]; c++ }; f = ARGV[2];
+    awk -v n="$name" -v r="${LIMIT_MBIT:-$RATE_MBIT}" 'BEGIN { for (i = 2; i < ARGC; i++) { s += ARGV[i]; c++ }; f = ARGV[2];
         printf "  %-22s first second %8.1f Mbit/s (%.2fx limit)   average %8.1f Mbit/s (%.2fx)\n", n, f, f / r, s / c, s / c / r }' x "$@"
 }
 echo
@@ -228,6 +240,8 @@ summary "unshaped" "${UNSHAPED[@]}"
 summary "ours" "${OURS[@]}"
 summary "ours, egress" "${OURS_EGRESS[@]}"
 [ "${#REF_RUN[@]}" -gt 0 ] && summary "reference" "${REF_RUN[@]}"
+LIMIT_MBIT=$DEFAULT_MBIT summary "batch, no annotations" "${BATCH[@]}"
+echo "  (batch: limit = namespace default ${DEFAULT_MBIT} Mbit/s, from namespacePolicy)"
 echo "  (tbf meters bytes on the wire; iperf3 shows TCP payload, 0.7% less at MTU 9001)"
 
 CHART="${DEMO_CHART:-$ROOT/target/demo-throughput.svg}"

@@ -37,6 +37,10 @@ Node settings (written into the plugin entries):
   --runtime-burst MODE   bandwidth: cap|honor (default cap)
   --egress-mode MODE     bandwidth: auto|ifb|pod (default auto; pod next to
                          the VPC CNI network policy agent)
+  --namespace-policy FILE
+                         bandwidth: per-namespace default and max rates (a
+                         JSON file the admin owns, embedded as namespacePolicy;
+                         read at install time: re-run after changing it)
   --labels-file PATH     topology-label: JSON label map written at node
                          bootstrap (default /etc/cni/topology-labels.json;
                          "" for none)
@@ -64,6 +68,7 @@ BACKUP_DIR=""
 LATENCY_MS=25
 RUNTIME_BURST=cap
 EGRESS_MODE=auto
+NS_POLICY=""
 LABELS_FILE=/etc/cni/topology-labels.json
 IMDS=false
 ALIAS=""
@@ -85,6 +90,7 @@ while [ $# -gt 0 ]; do
         --latency-ms) need "$@"; LATENCY_MS=$2; PASS+=("$1" "$2"); shift 2 ;;
         --runtime-burst) need "$@"; RUNTIME_BURST=$2; PASS+=("$1" "$2"); shift 2 ;;
         --egress-mode) need "$@"; EGRESS_MODE=$2; PASS+=("$1" "$2"); shift 2 ;;
+        --namespace-policy) need "$@"; NS_POLICY=$2; PASS+=("$1" "$2"); shift 2 ;;
         --labels-file) need "$@"; LABELS_FILE=$2; PASS+=("$1" "$2"); shift 2 ;;
         --imds) IMDS=true; PASS+=("$1"); shift ;;
         --alias) need "$@"; ALIAS=$2; ALIAS_SET=true; PASS+=("$1" "$2"); shift 2 ;;
@@ -153,8 +159,20 @@ probe_binaries() {
 }
 
 # --- our entries ----------------------------------------------------------
-BW_ENTRY=$(jq -cn --arg rb "$RUNTIME_BURST" --argjson lat "$LATENCY_MS" --arg em "$EGRESS_MODE" \
-    '{type: "bandwidth-rs", capabilities: {bandwidth: true}, runtimeBurst: $rb, latencyMs: $lat, egressMode: $em}')
+# The namespace policy file: checked to be a readable regular file before
+# jq opens it (a FIFO would block the installer), and a JSON object; the
+# plugin itself judges the rest (see the STATUS check in apply_once).
+NS_POLICY_JSON=null
+if [ -n "$NS_POLICY" ]; then
+    [ -e "$NS_POLICY" ] || refuse "--namespace-policy $NS_POLICY does not exist"
+    [ -f "$NS_POLICY" ] || refuse "--namespace-policy $NS_POLICY is not a regular file"
+    [ -r "$NS_POLICY" ] || refuse "--namespace-policy $NS_POLICY is not readable"
+    NS_POLICY_JSON=$(timeout 10 jq -c 'if type == "object" then . else error("must be a JSON object of namespaces") end' \
+        "$NS_POLICY" 2>&1) || refuse "--namespace-policy $NS_POLICY: ${NS_POLICY_JSON:0:300}"
+fi
+BW_ENTRY=$(jq -cn --arg rb "$RUNTIME_BURST" --argjson lat "$LATENCY_MS" --arg em "$EGRESS_MODE" --argjson np "$NS_POLICY_JSON" \
+    '{type: "bandwidth-rs", capabilities: {bandwidth: true}, runtimeBurst: $rb, latencyMs: $lat, egressMode: $em}
+     + (if $np != null then {namespacePolicy: $np} else {} end)')
 TL_ENTRY=null
 if [ "$TOPOLOGY" = 1 ]; then
     TL_ENTRY=$(jq -cn --arg lf "$LABELS_FILE" --argjson imds "$IMDS" --arg alias "$ALIAS" --argjson alias_set "$ALIAS_SET" '
@@ -188,6 +206,11 @@ apply_once() {
         probe_binaries
         [[ " $SUPPORTED " == *" $version "* ]] ||
             refuse "$CONFLIST has cniVersion '$version'; our plugins support $SUPPORTED"
+        if ! out=$(jq -c '. + {cniVersion: "1.1.0", name: "cni-rs-install-check"}' <<<"$BW_ENTRY" |
+            CNI_COMMAND=STATUS "$FROM/bandwidth" 2>/dev/null) &&
+            [ "$(jq -r '.code // 0' <<<"$out" 2>/dev/null)" = 7 ]; then
+            refuse "bandwidth rejects these settings: $(jq -r '.details // .msg' <<<"$out")"
+        fi
         if [ "$TOPOLOGY" = 1 ] && [ -x "$FROM/topology-label" ] &&
             ! out=$(jq -c '. + {cniVersion: "1.1.0", name: "cni-rs-install-check"}' <<<"$TL_ENTRY" |
                 CNI_COMMAND=STATUS "$FROM/topology-label" 2>/dev/null) &&

@@ -491,6 +491,61 @@ fn settings_the_plugin_rejects_are_refused() {
 }
 
 #[test]
+fn namespace_policy_file_lands_in_the_entry_and_bad_ones_are_refused() {
+    let node = Node::new("10-aws.conflist");
+    node.use_built_plugins();
+    let policy = json!({"tenant-a": {"default": {"ingressRate": 100_000_000, "egressRate": 100_000_000},
+                                     "max": {"ingressRate": 500_000_000, "egressRate": 500_000_000}},
+                        "kube-system": {"exempt": true}});
+    let file = node.dir.path.join("bandwidth-policy.json");
+    std::fs::write(&file, policy.to_string()).unwrap();
+    let before = std::fs::read(&node.conf).unwrap();
+    let path = |p: &Path| p.display().to_string();
+
+    // Refused before anything changes, and never hanging: missing, a FIFO,
+    // a directory, not JSON, not an object, and a policy the plugin rejects.
+    let fifo = node.dir.path.join("policy.fifo");
+    sh(&["mkfifo", &path(&fifo)]).unwrap();
+    let not_json = node.dir.path.join("not.json");
+    std::fs::write(&not_json, "{").unwrap();
+    let array = node.dir.path.join("array.json");
+    std::fs::write(&array, "[]").unwrap();
+    let below = node.dir.path.join("below.json");
+    std::fs::write(
+        &below,
+        json!({"*": {"default": {"ingressRate": 20_000_000}, "max": {"ingressRate": 10_000_000}}})
+            .to_string(),
+    )
+    .unwrap();
+    for (bad, says) in [
+        (node.dir.path.join("missing.json"), "does not exist"),
+        (fifo, "not a regular file"),
+        (node.dir.path.clone(), "not a regular file"),
+        (not_json, "--namespace-policy"),
+        (array, "must be a JSON object"),
+        (below, "bandwidth rejects"),
+    ] {
+        let started = Instant::now();
+        let o = node.install(&["--namespace-policy", &path(&bad)]);
+        assert!(started.elapsed() < Duration::from_secs(30), "{bad:?} hung");
+        assert_eq!(o.status, 1, "{bad:?}: {o:?}");
+        assert!(o.stderr.contains(says), "{bad:?}: {}", o.stderr);
+        assert_eq!(std::fs::read(&node.conf).unwrap(), before, "{bad:?}");
+    }
+
+    ok(node.install(&["--namespace-policy", &path(&file)]));
+    let c = node.conf_json();
+    let bw = c["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "bandwidth-rs")
+        .unwrap()
+        .clone();
+    assert_eq!(bw["namespacePolicy"], policy);
+}
+
+#[test]
 fn malformed_conflists_are_refused_untouched() {
     for (content, says) in [
         (
