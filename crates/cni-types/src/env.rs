@@ -189,8 +189,10 @@ pub fn check_netns_fd(f: &File) -> anyhow::Result<()> {
     let res = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
     if res == -1 {
         let err = std::io::Error::last_os_error();
-        // Kernels before 4.11 lack the ioctl; nsfs magic is all we can check.
-        if err.raw_os_error() == Some(libc::ENOTTY) {
+        // Kernels before 4.11 lack the ioctl (ENOTTY), and qemu-user does
+        // not translate it (ENOSYS): nsfs magic is all we can check here,
+        // and setns(CLONE_NEWNET) itself refuses any other namespace type.
+        if matches!(err.raw_os_error(), Some(libc::ENOTTY) | Some(libc::ENOSYS)) {
             return Ok(());
         }
         return Err(err).context("NS_GET_NSTYPE");
