@@ -49,6 +49,20 @@ fn egress(rate: u64) -> Value {
     json!({"egressRate": rate, "egressBurst": 80_000})
 }
 
+/// Egress shaped inside the pod (`egressMode: pod`), 8 Mbit/s.
+fn pod_mode_egress() -> Value {
+    json!({"egressMode": "pod", "egressRate": 8_000_000, "egressBurst": 80_000})
+}
+
+/// A root `tbf 1:` that someone else put on `dev` in `ns`.
+fn add_foreign_tbf(ns: &Netns, dev: &str) {
+    ns.exec(&[
+        "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", "1mbit", "burst",
+        "10k", "latency", "50ms",
+    ])
+    .unwrap();
+}
+
 fn ingress(rate: u64) -> Value {
     json!({"ingressRate": rate, "ingressBurst": 80_000})
 }
@@ -204,12 +218,7 @@ fn del_with_the_node_namespace_changes_nothing_on_the_node() {
             "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
         ])
         .unwrap();
-    w.node
-        .exec(&[
-            "tc", "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "tbf", "rate", "1mbit",
-            "burst", "10k", "latency", "50ms",
-        ])
-        .unwrap();
+    add_foreign_tbf(&w.node, "eth0");
     w.node
         .exec(&["sysctl", "-qw", "net.ipv4.conf.eth0.rp_filter=2"])
         .unwrap();
@@ -220,13 +229,7 @@ fn del_with_the_node_namespace_changes_nothing_on_the_node() {
     let node_before = w.node.snapshot();
     let own = with_env(w.pod.env("DEL"), "CNI_NETNS", "/proc/self/ns/net");
 
-    let cb = conf(
-        "bandwidth",
-        NET,
-        &w.pod,
-        &w.state,
-        json!({"egressMode": "pod", "egressRate": 8_000_000, "egressBurst": 80_000}),
-    );
+    let cb = conf("bandwidth", NET, &w.pod, &w.state, pod_mode_egress());
     run(&bw(), &w.node, &w.pod.env("ADD"), &cb).ok();
     assert!(tbf_rate(&w.pod.ns, "eth0").is_some(), "pod-mode tbf");
     let own_add = with_env(w.pod.env("ADD"), "CNI_NETNS", "/proc/self/ns/net");
@@ -264,20 +267,8 @@ fn del_with_the_node_namespace_changes_nothing_on_the_node() {
 fn del_and_check_in_another_pods_namespace_leave_it_alone() {
     let w = world();
     let other = Pod::new(&w.node).unwrap();
-    other
-        .ns
-        .exec(&[
-            "tc", "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "tbf", "rate", "1mbit",
-            "burst", "10k", "latency", "50ms",
-        ])
-        .unwrap();
-    let cb = conf(
-        "bandwidth",
-        NET,
-        &w.pod,
-        &w.state,
-        json!({"egressMode": "pod", "egressRate": 8_000_000, "egressBurst": 80_000}),
-    );
+    add_foreign_tbf(&other.ns, "eth0");
+    let cb = conf("bandwidth", NET, &w.pod, &w.state, pod_mode_egress());
     run(&bw(), &w.node, &w.pod.env("ADD"), &cb).ok();
     let elsewhere = |cmd: &str| with_env(w.pod.env(cmd), "CNI_NETNS", &other.ns.path_str());
     run(&bw(), &w.node, &elsewhere("CHECK"), &cb).err(101);
@@ -581,20 +572,8 @@ fn foreign_root_qdiscs_are_never_replaced() {
     assert!(w.node.qdisc(&w.pod.host_veth, "pfifo").is_some());
 
     // Pod mode: a tbf 1: someone put in the pod is not ours.
-    w.pod
-        .ns
-        .exec(&[
-            "tc", "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "tbf", "rate", "1mbit",
-            "burst", "10k", "latency", "50ms",
-        ])
-        .unwrap();
-    let p = conf(
-        "bandwidth",
-        NET,
-        &w.pod,
-        &w.state,
-        json!({"egressMode": "pod", "egressRate": 8_000_000, "egressBurst": 80_000}),
-    );
+    add_foreign_tbf(&w.pod.ns, "eth0");
+    let p = conf("bandwidth", NET, &w.pod, &w.state, pod_mode_egress());
     let pod_before = w.pod.ns.snapshot();
     run(&bw(), &w.node, &w.pod.env("ADD"), &p).err(100);
     run(&bw(), &w.node, &w.pod.env("DEL"), &p).ok();

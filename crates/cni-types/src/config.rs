@@ -164,10 +164,7 @@ impl NetConf {
 /// that can create or judge something. DEL is not refused: nothing could
 /// have been created under such a name, and DEL must be able to succeed.
 pub fn validate_network_name(name: &str) -> Result<(), CniError> {
-    let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if crate::env::matches_id_rule(name) {
         return Ok(());
     }
     Err(

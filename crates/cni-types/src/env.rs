@@ -139,12 +139,17 @@ pub struct Env {
     pub path: Vec<PathBuf>,
 }
 
+/// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`: the spec's rule for container ids
+/// and, the same, for network names.
+pub(crate) fn matches_id_rule(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// The spec's container id rule: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
 pub fn validate_container_id(id: &str) -> Result<(), CniError> {
-    let mut chars = id.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if matches_id_rule(id) {
         Ok(())
     } else {
         Err(CniError::new(Code::InvalidEnv, "invalid CNI_CONTAINERID")
@@ -214,15 +219,6 @@ pub struct NetnsId {
 }
 
 impl NetnsId {
-    /// Opens `path` without blocking (a FIFO would hang a plain `open()`),
-    /// checks it is a network namespace and returns its identity.
-    pub fn of_path(path: &Path) -> anyhow::Result<NetnsId> {
-        let f = crate::fsutil::open_nonblocking(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        check_netns_fd(&f)?;
-        Self::of_file(&f)
-    }
-
     pub fn of_file(f: &File) -> anyhow::Result<NetnsId> {
         use std::os::unix::fs::MetadataExt;
         let m = f.metadata().context("fstat")?;
@@ -232,10 +228,20 @@ impl NetnsId {
         })
     }
 
+    /// True when `now` is the namespace an ADD `recorded`; a record of an
+    /// earlier version holds none and matches any pod namespace. DEL and
+    /// CHECK act inside a namespace only when this holds.
+    pub fn matches_record(recorded: Option<NetnsId>, now: Option<NetnsId>) -> bool {
+        recorded.is_none() || recorded == now
+    }
+
     /// The calling thread's own network namespace (the node's, for a plugin).
     pub fn own() -> anyhow::Result<NetnsId> {
-        Self::of_path(Path::new("/proc/thread-self/ns/net"))
-            .or_else(|_| Self::of_path(Path::new("/proc/self/ns/net")))
+        // Our own namespace needs no type check, only its identity.
+        let f = crate::fsutil::open_nonblocking(Path::new("/proc/thread-self/ns/net"))
+            .or_else(|_| crate::fsutil::open_nonblocking(Path::new("/proc/self/ns/net")))
+            .context("opening the plugin's own network namespace")?;
+        Self::of_file(&f)
     }
 }
 

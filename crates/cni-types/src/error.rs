@@ -76,16 +76,24 @@ pub fn excerpt(s: &str) -> String {
 /// in events and logs.
 const MAX_DETAILS_BYTES: usize = 2048;
 
-fn cut_details(mut s: String) -> String {
-    if s.len() > MAX_DETAILS_BYTES {
-        let mut end = MAX_DETAILS_BYTES;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push_str("… (cut)");
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary (kernel and message limits are in bytes).
+pub fn utf8_prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
     }
-    s
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn cut_details(s: String) -> String {
+    if s.len() <= MAX_DETAILS_BYTES {
+        return s;
+    }
+    format!("{}… (cut)", utf8_prefix(&s, MAX_DETAILS_BYTES))
 }
 
 /// For verbs that must try everything (GC, teardown of many objects):

@@ -29,7 +29,7 @@ fn not_regular(path: &Path, file: &File) -> io::Error {
 }
 
 /// Checks that an opened file is a regular file.
-pub fn ensure_regular(path: &Path, file: &File) -> io::Result<()> {
+fn ensure_regular(path: &Path, file: &File) -> io::Result<()> {
     if file.metadata()?.file_type().is_file() {
         Ok(())
     } else {

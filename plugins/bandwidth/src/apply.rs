@@ -64,7 +64,7 @@ impl Installed {
     /// True when `netns` is the namespace this record's pod side lives in
     /// (records of earlier versions have none: any pod namespace).
     pub fn same_pod(&self, netns: Option<NetnsId>) -> bool {
-        self.netns.is_none() || self.netns == netns
+        NetnsId::matches_record(self.netns, netns)
     }
 }
 
@@ -208,14 +208,19 @@ pub fn install(
         let root = qdiscs.iter().find(|q| q.is_root());
         refuse_foreign_root(root, owned.ingress_tbf, &host.name)?;
     }
-    if req.egress.is_some() && mode == EgressMode::Pod {
+    // The pod's root qdisc, read once: judged here, and reused by the
+    // step that installs the pod-side tbf.
+    let pod_root = if req.egress.is_some() && mode == EgressMode::Pod {
         let root = pod_root_qdisc(req.netns, req.ifname)?;
         refuse_foreign_root(
             root.as_ref(),
             owned.pod_tbf,
             &format!("the pod's {}", req.ifname),
         )?;
-    }
+        root
+    } else {
+        None
+    };
     let ifb = match (&req.egress, mode) {
         (Some(_), EgressMode::Ifb | EgressMode::Auto) => Some(choose_ifb(nl, req, &owned)?),
         _ => None,
@@ -241,6 +246,7 @@ pub fn install(
         mode,
         owned: &owned,
         ifb: ifb.as_deref(),
+        pod_root: pod_root.as_ref(),
     };
     match install_steps(nl, host, req, &decided, &mut inst, &mut undo) {
         Ok(ifb) => {
@@ -342,6 +348,8 @@ struct Decisions<'a> {
     owned: &'a Installed,
     /// The ifb name chosen for egress (mode ifb).
     ifb: Option<&'a str>,
+    /// The container interface's root qdisc (mode pod).
+    pod_root: Option<&'a cni_netlink::tc::Qdisc>,
 }
 
 /// One change step after another: each records what to undo, so a
@@ -432,8 +440,7 @@ impl Steps<'_, '_> {
         self.inst.ingress_qdisc = owned.ingress_qdisc;
         self.inst.filter_prio = owned.filter_prio;
         remove_egress(self.nl, self.host, self.inst, &req.attachment())?;
-        let existed = owned.pod_tbf
-            && pod_root_qdisc(req.netns, req.ifname)?.is_some_and(|q| q.is_root_tbf());
+        let existed = owned.pod_tbf && self.decided.pod_root.is_some_and(|q| q.is_root_tbf());
         in_pod(req.netns, req.ifname, |pn, link| {
             let link = link.ok_or_else(|| {
                 CniError::new(
@@ -949,14 +956,7 @@ pub fn verify(
     if inst.is_none() && (req.ingress.is_some() || req.egress.is_some()) {
         return Err(mismatch("no record of an ADD for this attachment".into()));
     }
-    if let Some(i) = inst
-        && !i.same_pod(req.netns_id)
-    {
-        return Err(mismatch(format!(
-            "CNI_NETNS {} is not the network namespace ADD shaped",
-            req.netns.display()
-        )));
-    }
+    // (CHECK refused another namespace before looking the host veth up.)
     if let Some(s) = &req.ingress {
         check_tbf(nl, host, s)?;
     }

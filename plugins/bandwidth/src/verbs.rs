@@ -166,6 +166,7 @@ impl Plugin for Bandwidth {
                 Code::CheckMismatch,
                 "CNI_NETNS is not the network namespace ADD shaped",
             )
+            .with_details(format!("{:?} is another namespace", env.netns))
             .into());
         }
         let mut nl = netlink()?;

@@ -100,14 +100,7 @@ pub const MAX_ALIAS_BYTES: usize = 255;
 
 /// Cuts `s` to at most [`MAX_ALIAS_BYTES`] on a UTF-8 character boundary.
 pub fn cut_alias(s: &str) -> &str {
-    if s.len() <= MAX_ALIAS_BYTES {
-        return s;
-    }
-    let mut end = MAX_ALIAS_BYTES;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    cni_types::error::utf8_prefix(s, MAX_ALIAS_BYTES)
 }
 
 #[cfg(test)]

@@ -87,38 +87,38 @@ fn check_mtu(link: &Link, mtu: u32, side: &str) -> anyhow::Result<()> {
 /// `bandwidth` runs before this plugin and sized the burst for the old MTU;
 /// interface settings must settle before shaping.
 fn refuse_mtu_over_tbf(nl: &mut Netlink, link: &Link, mtu: u32, side: &str) -> anyhow::Result<()> {
-    use cni_netlink::tc::{INGRESS_HANDLE, TC_H_INGRESS, TC_H_ROOT, ticks_to_burst};
+    use cni_netlink::tc::{INGRESS_HANDLE, Qdisc, ticks_to_burst};
     if mtu <= link.mtu {
         return Ok(());
     }
-    let root_tbf = |nl: &mut Netlink, index: u32| -> anyhow::Result<Option<u64>> {
-        let qs = nl.qdiscs(index).cni(Code::Kernel, "cannot list qdiscs")?;
-        Ok(qs
-            .iter()
-            .find(|q| q.parent == TC_H_ROOT && q.kind == "tbf")
+    let tbf_burst = |qs: &[Qdisc]| {
+        qs.iter()
+            .find(|q| q.is_root() && q.kind == "tbf")
             .and_then(|q| q.tbf)
-            .map(|p| ticks_to_burst(p.rate_bytes_per_sec, p.buffer_ticks)))
+            .map(|p| ticks_to_burst(p.rate_bytes_per_sec, p.buffer_ticks))
     };
     let mut shaped: Vec<(String, u64)> = Vec::new();
-    if let Some(b) = root_tbf(nl, link.index)? {
-        shaped.push((link.name.clone(), b));
-    }
     let qs = nl
         .qdiscs(link.index)
         .cni(Code::Kernel, "cannot list qdiscs")?;
-    if qs
-        .iter()
-        .any(|q| q.parent == TC_H_INGRESS && q.kind == "ingress")
-    {
+    if let Some(b) = tbf_burst(&qs) {
+        shaped.push((link.name.clone(), b));
+    }
+    if qs.iter().any(Qdisc::is_ingress) {
         let filters = nl
             .filters(link.index, INGRESS_HANDLE)
             .cni(Code::Kernel, "cannot list filters")?;
         for m in filters.iter().flat_map(|f| &f.mirred) {
-            if let Some(target) = nl
+            let Some(target) = nl
                 .link_by_index(m.ifindex)
                 .cni(Code::Kernel, "cannot look up a redirect target")?
-                && let Some(b) = root_tbf(nl, target.index)?
-            {
+            else {
+                continue;
+            };
+            let target_qs = nl
+                .qdiscs(target.index)
+                .cni(Code::Kernel, "cannot list qdiscs")?;
+            if let Some(b) = tbf_burst(&target_qs) {
                 shaped.push((target.name, b));
             }
         }

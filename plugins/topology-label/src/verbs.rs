@@ -7,6 +7,7 @@ use crate::apply;
 use crate::config::{self, Config};
 use crate::labels;
 use crate::state::State;
+use cni_types::env::NetnsId;
 use cni_types::error::{CniError, fail};
 use cni_types::state::StateStore;
 use cni_types::{
@@ -149,7 +150,7 @@ fn del_attachment(raw: &serde_json::Value, network: &str, env: &Env) -> anyhow::
         // The pod side only in the namespace ADD worked in (the dispatcher
         // already dropped one that is gone or the node's).
         let pod = env.netns.as_deref().filter(|ns| {
-            let same = st.netns_id.is_none() || st.netns_id == env.netns_id;
+            let same = NetnsId::matches_record(st.netns_id, env.netns_id);
             if !same {
                 log_warn!(
                     "CNI_NETNS {} is not the namespace ADD labelled: leaving it alone",
@@ -175,7 +176,7 @@ fn check(ctx: &Context) -> anyhow::Result<()> {
             "no saved state for this attachment: ADD did not run or DEL already did",
         );
     };
-    if st.netns_id.is_some() && st.netns_id != ctx.env.netns_id {
+    if !NetnsId::matches_record(st.netns_id, ctx.env.netns_id) {
         return fail(
             Code::CheckMismatch,
             format!(
