@@ -26,9 +26,12 @@ Installs the Rust CNI plugins after the AWS VPC CNI on this node.
 Where:
   --conflist FILE        conflist to patch (default /etc/cni/net.d/10-aws.conflist)
   --cni-bin-dir DIR      CNI plugin directory (default /opt/cni/bin)
-  --from DIR             directory holding the built `bandwidth` and
-                         `topology-label` (default: <dir of this script>/bin
-                         if present, else the checkout's target/release,
+  --from DIR|TARBALL     the plugins to install: a directory holding
+                         `bandwidth` and `topology-label` (or their bin/), or
+                         a release tarball cni-rs-<version>-linux-<arch>.tgz,
+                         checked against the SHA256SUMS next to it when
+                         there is one (default: <dir of this script>/bin if
+                         present, else the checkout's target/release,
                          brought up to date with cargo build --release)
   --backup-dir DIR       where <conflist name>.bak-rs goes (default: the
                          conflist's directory; runtimes never load *.bak-rs)
@@ -121,8 +124,45 @@ BACKUP=$BACKUP_DIR/$(basename -- "$CONFLIST").bak-rs
 BINS=("bandwidth-rs:bandwidth")
 [ "$TOPOLOGY" = 1 ] && BINS+=("topology-label:topology-label")
 
+# A release tarball: checked against the SHA256SUMS beside it (when there
+# is one: a listed mismatch or an unlisted tarball is refused), unpacked in
+# the private work dir; FROM becomes its bin/.
+unpack_release() {
+    local tgz=$1 dir sums name want top
+    [ -f "$tgz" ] || refuse "--from $tgz is not a regular file"
+    dir=$(dirname -- "$tgz")
+    name=$(basename -- "$tgz")
+    sums=$dir/SHA256SUMS
+    if [ -f "$sums" ]; then
+        want=$(awk -v n="$name" '$2 == n || $2 == "*" n { print $1; exit }' "$sums")
+        [ -n "$want" ] || refuse "$sums does not list $name"
+        [ "$(sha256sum <"$tgz" | cut -d' ' -f1)" = "$want" ] ||
+            refuse "$name does not match its checksum in $sums (corrupt or replaced download)"
+        log "$name matches $sums"
+    fi
+    mkdir -p "$CNI_RS_WORK/release"
+    tar -xzf "$tgz" -C "$CNI_RS_WORK/release" --no-same-owner 2>"$CNI_RS_WORK/tar.err" ||
+        refuse "cannot unpack $tgz: $(head -c 300 "$CNI_RS_WORK/tar.err")"
+    top=$(find "$CNI_RS_WORK/release" -mindepth 1 -maxdepth 1)
+    if [ "$(wc -l <<<"$top")" != 1 ] || [ ! -d "$top/bin" ] || [ -L "$top/bin" ]; then
+        refuse "$tgz is not a cni-rs release (one directory holding bin/)"
+    fi
+    # Only regular files are installed from a tarball (no links out of it).
+    if [ -n "$(find "$top/bin" -mindepth 1 ! -type f)" ]; then
+        refuse "$tgz holds something other than regular files in bin/"
+    fi
+    FROM=$top/bin
+}
+
 resolve_from() {
     local pair
+    case "$FROM" in
+        *.tgz | *.tar.gz) unpack_release "$FROM" ;;
+    esac
+    # An unpacked release (dist/linux-<arch>/) holds the plugins in bin/.
+    if [ -n "$FROM" ] && [ ! -e "$FROM/bandwidth" ] && [ -d "$FROM/bin" ]; then
+        FROM=$FROM/bin
+    fi
     if [ -z "$FROM" ]; then
         if [ -x "$HERE/bin/bandwidth" ]; then
             FROM=$HERE/bin # the image's layout: /opt/cni-rs/{install.sh,bin/}
@@ -143,7 +183,7 @@ resolve_from() {
     fi
     for pair in "${BINS[@]}"; do
         [ -x "$FROM/${pair#*:}" ] ||
-            refuse "$FROM/${pair#*:} is missing or not executable (pass --from DIR with the built plugins, or install cargo)"
+            refuse "$FROM/${pair#*:} is missing or not executable (pass --from DIR or TARBALL with the built plugins, or install cargo)"
     done
 }
 

@@ -338,16 +338,39 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
-/// A built plugin binary; `CNI_TEST_PROFILE=release` picks release builds.
+/// A built plugin binary; `CNI_TEST_PROFILE=release` picks release builds,
+/// `CNI_TEST_PLUGIN_DIR` another directory (the arm64 release binaries the
+/// qemu tier runs: see `CNI_TEST_PLUGIN_RUNNER`).
 pub fn plugin_bin(name: &str) -> PathBuf {
-    let profile = std::env::var("CNI_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
-    let p = target_dir().join(profile).join(name);
+    let dir = match std::env::var_os("CNI_TEST_PLUGIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let profile = std::env::var("CNI_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
+            target_dir().join(profile)
+        }
+    };
+    let p = dir.join(name);
     assert!(
         p.exists(),
         "{} not built: run `cargo build --workspace` first",
         p.display()
     );
     p
+}
+
+/// The emulator plugins run under (`CNI_TEST_PLUGIN_RUNNER`, e.g.
+/// `qemu-aarch64-static` for the arm64 tier), or none: the kernel runs them.
+pub fn plugin_runner() -> Option<String> {
+    std::env::var("CNI_TEST_PLUGIN_RUNNER")
+        .ok()
+        .filter(|r| !r.is_empty())
+}
+
+/// Whether the plugins run under qemu-user, whose netlink translation
+/// refuses every message type but links, addresses and routes (no tc, no
+/// RTM_GETNSID): tests that need those skip themselves there.
+pub fn under_emulation() -> bool {
+    plugin_runner().is_some()
 }
 
 /// What a plugin invocation produced.
@@ -401,14 +424,14 @@ impl Outcome {
 /// `bin` as a runtime starts it: exactly `env` (nothing inherited), inside
 /// `netns` when given.
 fn plugin_command(bin: &Path, netns: Option<&Netns>, env: &[(String, String)]) -> Command {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &ns.name]).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(ns) = netns {
+        argv.extend(["ip", "netns", "exec", &ns.name].map(Into::into));
+    }
+    argv.extend(plugin_runner().map(Into::into));
+    argv.push(bin.into());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     for (k, v) in env {
         cmd.env(k, v);

@@ -536,11 +536,20 @@ fn cases(w: &World) -> Vec<Case> {
     v
 }
 
+/// Cases whose refusal needs RTM_GETNSID (matching the host veth to the pod's
+/// namespace), which qemu-user's netlink translation refuses: skipped in the
+/// arm64 tier, where the plugin stops earlier with code 100 "Not supported".
+const NEED_RTM_GETNSID: &[&str] = &["prevResult with the wrong host interface"];
+
 #[test]
 fn catalogue() {
     let w = World::new();
-    let all = cases(&w);
+    let mut all = cases(&w);
     assert!(all.len() >= 40, "catalogue has {} cases", all.len());
+    if under_emulation() {
+        all.retain(|c| !NEED_RTM_GETNSID.contains(&c.what));
+        eprintln!("under emulation: skipped {NEED_RTM_GETNSID:?} (needs RTM_GETNSID)");
+    }
     let before = w.fingerprint();
     let mut failures = Vec::new();
     for c in &all {
@@ -586,14 +595,26 @@ fn catalogue() {
         failures.join("\n")
     );
     // The world was fine all along: the same inputs, repaired, succeed.
+    // Under qemu-user they fail at the host veth lookup (no RTM_GETNSID
+    // there), with a CNI error and nothing changed.
     for p in ["bandwidth", "topology-label"] {
-        run_plugin(
+        let add = run_plugin(
             &plugin_bin(p),
             Some(&w.node),
             &w.pod.env("ADD"),
             w.base(p).to_string().as_bytes(),
-        )
-        .ok();
+        );
+        if under_emulation() {
+            let err = add.err(100);
+            assert!(err.to_string().contains("Not supported"), "{err}");
+            assert_eq!(
+                w.fingerprint(),
+                before,
+                "{p}: a failed ADD changed the host"
+            );
+        } else {
+            add.ok();
+        }
         run_plugin(
             &plugin_bin(p),
             Some(&w.node),
@@ -606,6 +627,10 @@ fn catalogue() {
 
 #[test]
 fn annotations_outside_the_allowlist_are_ignored() {
+    if under_emulation() {
+        eprintln!("skipped under emulation: labelling the host veth needs RTM_GETNSID");
+        return;
+    }
     let w = World::new();
     let conf = merged(
         w.base("topology-label"),

@@ -1011,11 +1011,11 @@ fn daemonset_manifest_is_valid() {
     }
     // The image layout the manifest relies on is the Dockerfile's.
     let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    // (tests/tests/release.rs checks that dist/linux-<arch>/ holds it all.)
     for want in [
-        "/opt/cni-rs/bin/",
-        "scripts/install.sh",
-        "scripts/lib/cni-rs-node.sh /opt/cni-rs/lib/",
-        "scripts/lib/install-patch.jq /opt/cni-rs/lib/",
+        "COPY dist/linux-${TARGETARCH}/ /opt/cni-rs/",
+        "ENTRYPOINT [\"/opt/cni-rs/install.sh\"]",
+        "\"--from\", \"/opt/cni-rs/bin\"",
         "jq inotify-tools",
     ] {
         assert!(dockerfile.contains(want), "Dockerfile: {want}");
@@ -1144,7 +1144,12 @@ fn patched_conflist_runs_the_chain() {
 fn scripts_are_shellcheck_clean() {
     let out = Command::new("shellcheck")
         .args(["-x", "-P", "SCRIPTDIR"])
-        .args(["install.sh", "uninstall.sh", "lib/cni-rs-node.sh"])
+        .args([
+            "install.sh",
+            "uninstall.sh",
+            "release.sh",
+            "lib/cni-rs-node.sh",
+        ])
         .current_dir(repo().join("scripts"))
         .output()
         .expect("shellcheck (apt-get install shellcheck; scripts/test.sh does)");

@@ -195,10 +195,10 @@ pub fn check_netns_fd(f: &File) -> anyhow::Result<()> {
     if res == -1 {
         let err = std::io::Error::last_os_error();
         // Kernels before 4.11 lack the ioctl (ENOTTY), and qemu-user does
-        // not translate it (ENOSYS): nsfs magic is all we can check here,
-        // and setns(CLONE_NEWNET) itself refuses any other namespace type.
+        // not translate it (ENOSYS): ask setns(CLONE_NEWNET) instead, which
+        // refuses any other namespace type with EINVAL.
         if matches!(err.raw_os_error(), Some(libc::ENOTTY) | Some(libc::ENOSYS)) {
-            return Ok(());
+            return probe_netns_with_setns(f);
         }
         return Err(err).context("NS_GET_NSTYPE");
     }
@@ -206,6 +206,31 @@ pub fn check_netns_fd(f: &File) -> anyhow::Result<()> {
         bail!("namespace is not a network namespace");
     }
     Ok(())
+}
+
+/// The type check without NS_GET_NSTYPE: the calling thread enters the
+/// namespace and comes straight back. setns(CLONE_NEWNET) answers EINVAL for
+/// a namespace of another type, so the refusal stays early and clear (code
+/// 4) where the ioctl is missing. Only the calling thread moves, and only
+/// between two syscalls; a plugin's pod work runs later, in `netns::enter`.
+fn probe_netns_with_setns(f: &File) -> anyhow::Result<()> {
+    use nix::sched::{CloneFlags, setns};
+    use std::os::fd::AsFd;
+    let own = File::open("/proc/thread-self/ns/net")
+        .or_else(|_| File::open(format!("/proc/self/task/{}/ns/net", nix::unistd::gettid())))
+        .context("open this thread's netns")?;
+    match setns(f.as_fd(), CloneFlags::CLONE_NEWNET) {
+        Ok(()) => {
+            setns(own.as_fd(), CloneFlags::CLONE_NEWNET)
+                .context("return to this thread's netns after the type probe")?;
+            Ok(())
+        }
+        Err(nix::errno::Errno::EINVAL) => bail!("namespace is not a network namespace"),
+        // Without CAP_SYS_ADMIN the probe cannot answer; the later setns of
+        // the real work fails the same way and is reported there.
+        Err(nix::errno::Errno::EPERM) => Ok(()),
+        Err(e) => Err(e).context("setns probe"),
+    }
 }
 
 /// The identity of a network namespace: device and inode of its nsfs file.
@@ -343,6 +368,26 @@ impl Env {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// The type check used where NS_GET_NSTYPE is missing (qemu-user, old
+    /// kernels): a mount namespace is refused, a network namespace passes,
+    /// and the thread ends where it started.
+    #[test]
+    fn setns_probe_tells_network_namespaces_apart() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: setns needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let here = || std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+        let before = here();
+        let net = File::open("/proc/self/ns/net").unwrap();
+        probe_netns_with_setns(&net).unwrap();
+        let mnt = File::open("/proc/self/ns/mnt").unwrap();
+        let err = probe_netns_with_setns(&mnt).unwrap_err();
+        assert!(err.to_string().contains("not a network namespace"), "{err}");
+        assert_eq!(here(), before);
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Result<Env, CniError> {
         let m: HashMap<String, String> = pairs
