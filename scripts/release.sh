@@ -108,15 +108,15 @@ for b in "${SHIPPED[@]}"; do packages+=(-p "$b"); done
 tarballs=()
 for arch in "${ARCHES[@]}"; do
     t=$(triple_of "$arch")
-    log "building ${SHIPPED[*]} for $t (static, release profile)"
-    cargo build --locked --release --quiet --target "$t" --target-dir "$TARGET_DIR" "${packages[@]}"
+    log "building ${SHIPPED[*]} for $t (static, profile dist: release optimised for size)"
+    cargo build --locked --profile dist --quiet --target "$t" --target-dir "$TARGET_DIR" "${packages[@]}"
 
     # The unpacked release, laid out as /opt/cni-rs in the image.
     stage=$OUT/linux-$arch
     rm -rf -- "$stage"
     mkdir -p "$stage/bin" "$stage/lib"
     for b in "${SHIPPED[@]}"; do
-        src=$TARGET_DIR/$t/release/$b
+        src=$TARGET_DIR/$t/dist/$b
         # A dynamic or wrong-architecture binary must never ship.
         desc=$(file -b -- "$src")
         case "$desc" in

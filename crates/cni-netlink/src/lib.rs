@@ -239,27 +239,24 @@ impl Netlink {
         }
     }
 
-    /// Receives one datagram into `self.buf`, growing it if the datagram is
-    /// larger, and returns its length.
+    /// Receives one datagram into `self.buf` and returns its length. One
+    /// syscall: the buffer (64 KiB) is larger than anything rtnetlink sends
+    /// (a dump datagram is at most 32 KiB), and MSG_TRUNC makes the kernel
+    /// report a longer datagram's real length, so a truncation is an error
+    /// instead of a silently cut message.
     fn recv_datagram(&mut self) -> Result<usize> {
         loop {
-            let res = self
-                .sock
-                .recv(&mut &mut self.buf[..], libc::MSG_PEEK | libc::MSG_TRUNC);
-            match res {
-                Ok(n) => {
-                    if n > self.buf.len() {
-                        self.buf.resize(n, 0);
-                    }
-                    break;
+            match self.sock.recv(&mut &mut self.buf[..], libc::MSG_TRUNC) {
+                Ok(n) if n > self.buf.len() => {
+                    return Err(NlError::protocol(
+                        "receive",
+                        format!(
+                            "kernel datagram of {n} bytes exceeds the {} byte buffer",
+                            self.buf.len()
+                        ),
+                    ));
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        loop {
-            match self.sock.recv(&mut &mut self.buf[..], 0) {
-                Ok(n) => return Ok(n.min(self.buf.len())),
+                Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -4,7 +4,8 @@
 //! has no tbf support: it hands unknown qdisc options back as one raw blob.
 
 use netlink_packet_core::{
-    DefaultNla, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Nla, NlasIterator,
+    DefaultNla, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, Nla,
+    NlasIterator,
 };
 use netlink_packet_route::{
     RouteNetlinkMessage,
@@ -394,8 +395,42 @@ fn u32_key(mask: u32, val: u32, off: i32) -> TcU32Key {
 }
 
 impl Netlink {
-    /// Lists the qdiscs of one interface (the kernel dumps all interfaces;
-    /// the result is filtered here).
+    /// The qdiscs at the top of one interface: its root qdisc and the one
+    /// on its ingress hook (ingress or clsact), which is all a plugin
+    /// judges. Each is asked for by parent (RTM_GETQDISC without
+    /// NLM_F_DUMP), so the cost does not grow with the node: a dump lists
+    /// every qdisc of every interface, and the kernel does not filter it by
+    /// interface.
+    pub fn top_qdiscs(&mut self, index: u32) -> Result<Vec<Qdisc>> {
+        let mut out = Vec::with_capacity(2);
+        for parent in [TC_H_ROOT, TC_H_INGRESS] {
+            let header = tc_header(index, parent, 0, 0)?;
+            let asked = self.request(
+                &format!("get qdisc under {parent:#x} of link #{index}"),
+                RouteNetlinkMessage::GetQueueDiscipline(tc_message(header, vec![])),
+                // The kernel answers a qdisc GET as a notification, sent
+                // back to the asker only when it asks for an echo.
+                NLM_F_ECHO,
+            );
+            match asked {
+                Ok(msgs) => out.extend(msgs.into_iter().filter_map(|m| match m {
+                    RouteNetlinkMessage::NewQueueDiscipline(q) => Some(parse_qdisc(q)),
+                    _ => None,
+                })),
+                // Nothing there: no such link (ENODEV), no ingress queue yet
+                // (ENOENT), or only the kernel's built-in placeholder, which
+                // it does not report (EINVAL).
+                Err(e) if e.is_not_found() || e.errno() == Some(nix::libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists every qdisc of one interface, children included (the kernel
+    /// dumps all interfaces; the result is filtered here). Tests use it to
+    /// see everything; plugins ask for [`Netlink::top_qdiscs`].
+    #[cfg(any(test, feature = "testing"))]
     pub fn qdiscs(&mut self, index: u32) -> Result<Vec<Qdisc>> {
         let header = tc_header(index, 0, 0, 0)?;
         let msgs = self.dump(
@@ -687,6 +722,64 @@ mod tests {
             assert_eq!(q.handle, TBF_HANDLE);
             assert_eq!(q.ifindex, index);
             q.tbf.unwrap()
+        }
+
+        /// top_qdiscs answers what the dump answers for the root and the
+        /// ingress hook, in every state a plugin meets: default root, our
+        /// layout, a clsact, and an ingress queue whose qdisc was deleted.
+        #[test]
+        fn top_qdiscs_match_the_dump() {
+            let Some(mut nl) = private_netns() else {
+                return;
+            };
+            let ifb = nl.create_ifb("top0", 1500, None).unwrap();
+            let other = nl.create_ifb("top1", 1500, None).unwrap();
+            // A device that was never up reports no root to a GET, and a
+            // default one (handle 0:, replaceable by anyone) in a dump: the
+            // same thing to every caller, so default roots are left out.
+            let check = |nl: &mut Netlink, what: &str| {
+                let mut dumped: Vec<Qdisc> = nl
+                    .qdiscs(ifb.index)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|q| q.parent == TC_H_ROOT || q.parent == TC_H_INGRESS)
+                    .filter(|q| !q.is_default_root())
+                    .collect();
+                let mut asked: Vec<Qdisc> = nl
+                    .top_qdiscs(ifb.index)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|q| !q.is_default_root())
+                    .collect();
+                dumped.sort_by_key(|q| q.parent);
+                asked.sort_by_key(|q| q.parent);
+                assert_eq!(asked, dumped, "{what}");
+                asked
+            };
+            assert!(check(&mut nl, "fresh, down").is_empty());
+            nl.set_up(other.index).unwrap();
+            let up = nl.top_qdiscs(other.index).unwrap();
+            assert!(up.iter().all(|q| q.is_default_root()), "fresh, up: {up:?}");
+            nl.replace_root_tbf(ifb.index, &spec(125_000, 10_000, 50_000))
+                .unwrap();
+            nl.add_ingress_qdisc(ifb.index).unwrap();
+            nl.replace_root_tbf(other.index, &spec(125_000, 10_000, 50_000))
+                .unwrap();
+            // Both devices down (top0) and up (top1) report their tbf.
+            assert_eq!(check(&mut nl, "tbf + ingress, down").len(), 2);
+            assert!(
+                nl.top_qdiscs(other.index)
+                    .unwrap()
+                    .iter()
+                    .any(Qdisc::is_root_tbf)
+            );
+            nl.delete_qdisc(ifb.index, TC_H_INGRESS, INGRESS_HANDLE)
+                .unwrap();
+            assert_eq!(check(&mut nl, "ingress deleted").len(), 1);
+            nl.add_clsact_qdisc(ifb.index).unwrap();
+            let with_clsact = check(&mut nl, "clsact");
+            assert!(with_clsact.iter().any(|q| q.kind == "clsact"));
+            assert!(nl.top_qdiscs(999_999).unwrap().is_empty(), "no such link");
         }
 
         #[test]

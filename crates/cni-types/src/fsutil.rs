@@ -112,19 +112,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> io::Re
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
         .to_string_lossy()
         .into_owned();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
     let tmp = dir.join(temp_name(&file, std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let res = (|| {
-        let mut f = OpenOptions::new()
+    let open_tmp = || {
+        OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&tmp)?;
+            .open(&tmp)
+    };
+    // The common case costs one open: the directory is created only when
+    // it is missing, and a temp file is swept only when one with this
+    // pid's name is in the way (left by a killed process whose pid we got).
+    let mut f = match open_tmp() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            open_tmp()?
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp)?;
+            open_tmp()?
+        }
+        other => other?,
+    };
+    let res = (|| {
         f.write_all(bytes)?;
         if durability == Durability::PowerLoss {
             f.sync_all()?;
@@ -166,6 +180,25 @@ mod tests {
         assert!(read_bounded(&link, 100).is_err());
         assert_eq!(read_bounded(&d.join("absent"), 10).unwrap(), None);
         assert!(read_bounded(&d, 10).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A killed writer's temp file under this pid's name (pid reuse) is
+    /// swept, and a missing directory is created 0700.
+    #[test]
+    fn atomic_write_sweeps_a_stale_temp_and_creates_the_dir() {
+        let d = tmpdir("stale");
+        let sub = d.join("new-dir");
+        let path = sub.join("state.json");
+        write_atomic(&path, b"{}", Durability::ProcessCrash).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sub).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let stale = sub.join(temp_name("state.json", std::process::id()));
+        std::fs::write(&stale, b"half").unwrap();
+        write_atomic(&path, b"{\"a\":1}", Durability::ProcessCrash).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}");
+        assert!(!stale.exists(), "the stale temp was replaced and renamed");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -198,7 +198,7 @@ impl StateStore {
     }
 
     pub fn save<T: Serialize>(&self, container_id: &str, ifname: &str, data: &T) -> Result<()> {
-        self.ensure_dir()?;
+        // write_atomic creates the directory if it is missing.
         let env = Envelope {
             owner: Some(self.owner.clone()),
             network: self.network.clone(),

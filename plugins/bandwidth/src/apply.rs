@@ -200,7 +200,7 @@ pub fn install(
         policy: req.policy.clone(),
     };
     let qdiscs = nl
-        .qdiscs(host.index)
+        .top_qdiscs(host.index)
         .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
     adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
     let mode = resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?;
@@ -731,7 +731,7 @@ fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink:
     in_pod(ns, ifname, |pn, link| {
         let Some(link) = link else { return Ok(None) };
         let qs = pn
-            .qdiscs(link.index)
+            .top_qdiscs(link.index)
             .cni_with(Code::Kernel, || format!("listing qdiscs of {ifname}"))?;
         Ok(qs.into_iter().find(|q| q.is_root()))
     })
@@ -764,7 +764,7 @@ fn delete_qdisc_if(
     handle: u32,
 ) -> anyhow::Result<()> {
     let present = nl
-        .qdiscs(link.index)
+        .top_qdiscs(link.index)
         .cni_with(Code::Kernel, || format!("listing qdiscs of {}", link.name))?
         .iter()
         .any(what);
@@ -895,7 +895,7 @@ fn tbf_difference(device: &str, q: Option<&cni_netlink::tc::Qdisc>, s: &Shape) -
 /// CHECK of one device's root tbf.
 fn check_tbf(nl: &mut Netlink, link: &Link, s: &Shape) -> anyhow::Result<()> {
     let qs = nl
-        .qdiscs(link.index)
+        .top_qdiscs(link.index)
         .cni_with(Code::Kernel, || format!("listing qdiscs of {}", link.name))?;
     match tbf_difference(&link.name, qs.iter().find(|q| q.is_root_tbf()), s) {
         Some(m) => Err(mismatch(m)),
@@ -914,7 +914,7 @@ fn check_ifb_egress(nl: &mut Netlink, host: &Link, name: &str, s: &Shape) -> any
     };
     check_tbf(nl, &ifb, s)?;
     let qs = nl
-        .qdiscs(host.index)
+        .top_qdiscs(host.index)
         .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
     if !qs.iter().any(|q| q.is_ingress()) {
         return Err(mismatch(format!("{}: ingress qdisc is missing", host.name)));

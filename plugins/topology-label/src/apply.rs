@@ -99,7 +99,7 @@ fn refuse_mtu_over_tbf(nl: &mut Netlink, link: &Link, mtu: u32, side: &str) -> a
     };
     let mut shaped: Vec<(String, u64)> = Vec::new();
     let qs = nl
-        .qdiscs(link.index)
+        .top_qdiscs(link.index)
         .cni(Code::Kernel, "cannot list qdiscs")?;
     if let Some(b) = tbf_burst(&qs) {
         shaped.push((link.name.clone(), b));
@@ -116,7 +116,7 @@ fn refuse_mtu_over_tbf(nl: &mut Netlink, link: &Link, mtu: u32, side: &str) -> a
                 continue;
             };
             let target_qs = nl
-                .qdiscs(target.index)
+                .top_qdiscs(target.index)
                 .cni(Code::Kernel, "cannot list qdiscs")?;
             if let Some(b) = tbf_burst(&target_qs) {
                 shaped.push((target.name, b));
