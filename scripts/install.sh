@@ -124,27 +124,30 @@ BACKUP=$BACKUP_DIR/$(basename -- "$CONFLIST").bak-rs
 BINS=("bandwidth-rs:bandwidth")
 [ "$TOPOLOGY" = 1 ] && BINS+=("topology-label:topology-label")
 
-# A release tarball: checked against the SHA256SUMS beside it (when there
-# is one: a listed mismatch or an unlisted tarball is refused), unpacked in
-# the private work dir; FROM becomes its bin/.
+# A release tarball: copied into the private work dir first, so the bytes
+# checked are the bytes unpacked; checked against the SHA256SUMS beside it
+# (when there is one: a listed mismatch or an unlisted tarball is refused);
+# unpacked there; FROM becomes its bin/.
 unpack_release() {
-    local tgz=$1 dir sums name want top
+    local tgz=$1 sums name want top copy
     [ -f "$tgz" ] || refuse "--from $tgz is not a regular file"
-    dir=$(dirname -- "$tgz")
     name=$(basename -- "$tgz")
-    sums=$dir/SHA256SUMS
+    sums=$(dirname -- "$tgz")/SHA256SUMS
+    copy=$CNI_RS_WORK/$name
+    cp -- "$tgz" "$copy" || refuse "cannot read $tgz"
     if [ -f "$sums" ]; then
         want=$(awk -v n="$name" '$2 == n || $2 == "*" n { print $1; exit }' "$sums")
         [ -n "$want" ] || refuse "$sums does not list $name"
-        [ "$(sha256sum <"$tgz" | cut -d' ' -f1)" = "$want" ] ||
+        [ "$(sha256sum <"$copy" | cut -d' ' -f1)" = "$want" ] ||
             refuse "$name does not match its checksum in $sums (corrupt or replaced download)"
         log "$name matches $sums"
     fi
     mkdir -p "$CNI_RS_WORK/release"
-    tar -xzf "$tgz" -C "$CNI_RS_WORK/release" --no-same-owner 2>"$CNI_RS_WORK/tar.err" ||
+    tar -xzf "$copy" -C "$CNI_RS_WORK/release" --no-same-owner --no-same-permissions 2>"$CNI_RS_WORK/tar.err" ||
         refuse "cannot unpack $tgz: $(head -c 300 "$CNI_RS_WORK/tar.err")"
     top=$(find "$CNI_RS_WORK/release" -mindepth 1 -maxdepth 1)
-    if [ "$(wc -l <<<"$top")" != 1 ] || [ ! -d "$top/bin" ] || [ -L "$top/bin" ]; then
+    if [ -z "$top" ] || [ "$(wc -l <<<"$top")" != 1 ] || [ -L "$top" ] || [ ! -d "$top" ] ||
+        [ -L "$top/bin" ] || [ ! -d "$top/bin" ]; then
         refuse "$tgz is not a cni-rs release (one directory holding bin/)"
     fi
     # Only regular files are installed from a tarball (no links out of it).

@@ -52,6 +52,9 @@ triple_of() {
         *) die "unknown architecture '$1' (amd64 or arm64)" ;;
     esac
 }
+elf_of() { # what `file` calls each architecture
+    case "$1" in amd64) echo "x86-64" ;; arm64) echo "ARM aarch64" ;; esac
+}
 
 # --- what it needs -----------------------------------------------------------
 need_apt=()
@@ -85,23 +88,37 @@ export SOURCE_DATE_EPOCH
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/release-dist}
 mkdir -p "$TARGET_DIR"
-TARGET_DIR=$(cd "$TARGET_DIR" && pwd -P)
-CARGO_HOME_DIR=$(cd "${CARGO_HOME:-$HOME/.cargo}" 2>/dev/null && pwd -P || echo "$HOME/.cargo")
-RUSTUP_HOME_DIR=$(cd "${RUSTUP_HOME:-$HOME/.rustup}" 2>/dev/null && pwd -P || echo "$HOME/.rustup")
 
 # No machine path may reach a binary (panic locations name source files):
 # the checkout, the registry, the toolchain and the target dir are remapped
-# to fixed names. Linked with rust-lld, so no C cross toolchain is needed.
-RUSTFLAGS="--remap-path-prefix=$ROOT=/cni-rs --remap-path-prefix=$CARGO_HOME_DIR=/cargo"
-RUSTFLAGS+=" --remap-path-prefix=$RUSTUP_HOME_DIR=/rustup --remap-path-prefix=$TARGET_DIR=/target"
-RUSTFLAGS+=" -C target-feature=+crt-static"
-export RUSTFLAGS
+# to fixed names, each as given and as resolved (cargo passes paths as it
+# finds them, through any symlink). The flags go in CARGO_ENCODED_RUSTFLAGS
+# (0x1f-separated), so a path with a space stays one flag and nothing
+# inherited overrides them. Linked with rust-lld: no C cross toolchain.
+flags=()
+remap() { # remap DIR NAME: both spellings of DIR become NAME
+    local real
+    flags+=("--remap-path-prefix=$1=$2")
+    real=$(cd "$1" 2>/dev/null && pwd -P) || return 0
+    [ "$real" = "$1" ] || flags+=("--remap-path-prefix=$real=$2")
+}
+remap "$ROOT" /cni-rs
+remap "${CARGO_HOME:-$HOME/.cargo}" /cargo
+remap "${RUSTUP_HOME:-$HOME/.rustup}" /rustup
+remap "$TARGET_DIR" /target
+flags+=(-C target-feature=+crt-static)
+CARGO_ENCODED_RUSTFLAGS=$(IFS=$'\x1f'; printf '%s' "${flags[*]}")
+export CARGO_ENCODED_RUSTFLAGS
+unset RUSTFLAGS
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld
 export CARGO_INCREMENTAL=0
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd -P)
+# OUT holds exactly this run's release: no tarball of another version or
+# architecture stays next to SHA256SUMS.
+rm -rf -- "$OUT"/cni-rs-*-linux-*.tgz "$OUT"/linux-* "$OUT/SHA256SUMS"
 packages=()
 for b in "${SHIPPED[@]}"; do packages+=(-p "$b"); done
 
@@ -123,12 +140,16 @@ for arch in "${ARCHES[@]}"; do
             *"statically linked"* | *"static-pie linked"*) ;;
             *) die "$src is not static: $desc" ;;
         esac
+        [[ "$desc" == *"$(elf_of "$arch")"* ]] || die "$src is not an $arch executable: $desc"
         install -m 0755 -- "$src" "$stage/bin/$b"
     done
     install -m 0755 scripts/install.sh scripts/uninstall.sh "$stage/"
     install -m 0644 scripts/lib/cni-rs-node.sh scripts/lib/install-patch.jq "$stage/lib/"
     install -m 0644 README.md "$stage/README.md"
     chmod 0755 "$stage" "$stage/bin" "$stage/lib"
+    # The unpacked copy carries the same times as the tarball, so an image
+    # layer made from it (deploy/Dockerfile) is reproducible too.
+    find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
     name=cni-rs-$VERSION-linux-$arch
     tgz=$OUT/$name.tgz
@@ -140,10 +161,10 @@ for arch in "${ARCHES[@]}"; do
     log "wrote $tgz"
 done
 
-# Checksums of every tarball of this version in OUT, in name order.
+# Checksums of this run's tarballs, in name order.
 (
     cd "$OUT"
-    mapfile -t all < <(find . -maxdepth 1 -name "cni-rs-$VERSION-linux-*.tgz" -printf '%f\n' | LC_ALL=C sort)
+    mapfile -t all < <(printf '%s\n' "${tarballs[@]}" | LC_ALL=C sort)
     sha256sum -- "${all[@]}" >SHA256SUMS.tmp
     mv -f SHA256SUMS.tmp SHA256SUMS
     sha256sum --quiet -c SHA256SUMS

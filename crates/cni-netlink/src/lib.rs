@@ -27,8 +27,9 @@ pub mod tc;
 
 pub use link::Link;
 
-/// Size of the receive buffer; dumps put many messages in one datagram, and a
-/// larger datagram is detected with `MSG_TRUNC` and the buffer grown.
+/// Size of the receive buffer: dumps put many messages in one datagram (at
+/// most 32 KiB); a larger datagram is detected with `MSG_TRUNC` and reported
+/// as an error, never parsed cut.
 const RECV_BUF_SIZE: usize = 64 * 1024;
 /// How often a dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried.
 const DUMP_RETRIES: usize = 5;

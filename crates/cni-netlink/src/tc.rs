@@ -400,7 +400,8 @@ impl Netlink {
     /// judges. Each is asked for by parent (RTM_GETQDISC without
     /// NLM_F_DUMP), so the cost does not grow with the node: a dump lists
     /// every qdisc of every interface, and the kernel does not filter it by
-    /// interface.
+    /// interface. (Older kernels also send a GET's answer to RTNLGRP_TC
+    /// listeners, like `tc monitor`: a notification of an unchanged qdisc.)
     pub fn top_qdiscs(&mut self, index: u32) -> Result<Vec<Qdisc>> {
         let mut out = Vec::with_capacity(2);
         for parent in [TC_H_ROOT, TC_H_INGRESS] {
@@ -420,7 +421,18 @@ impl Netlink {
                 // Nothing there: no such link (ENODEV), no ingress queue yet
                 // (ENOENT), or only the kernel's built-in placeholder, which
                 // it does not report (EINVAL).
-                Err(e) if e.is_not_found() || e.errno() == Some(nix::libc::EINVAL) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) if e.errno() == Some(nix::libc::EINVAL) && parent == TC_H_INGRESS => {}
+                // At the root, EINVAL may also mean a qdisc whose answer does
+                // not fit the kernel's GET reply (a large schedule): the dump,
+                // which has room, decides, so a foreign root is never missed.
+                Err(e) if e.errno() == Some(nix::libc::EINVAL) => {
+                    out.extend(
+                        self.dump_qdiscs_of(index)?
+                            .into_iter()
+                            .filter(|q| q.parent == TC_H_ROOT),
+                    );
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -432,6 +444,10 @@ impl Netlink {
     /// see everything; plugins ask for [`Netlink::top_qdiscs`].
     #[cfg(any(test, feature = "testing"))]
     pub fn qdiscs(&mut self, index: u32) -> Result<Vec<Qdisc>> {
+        self.dump_qdiscs_of(index)
+    }
+
+    fn dump_qdiscs_of(&mut self, index: u32) -> Result<Vec<Qdisc>> {
         let header = tc_header(index, 0, 0, 0)?;
         let msgs = self.dump(
             &format!("dump qdiscs of link #{index}"),

@@ -208,28 +208,27 @@ pub fn check_netns_fd(f: &File) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The type check without NS_GET_NSTYPE: the calling thread enters the
-/// namespace and comes straight back. setns(CLONE_NEWNET) answers EINVAL for
-/// a namespace of another type, so the refusal stays early and clear (code
-/// 4) where the ioctl is missing. Only the calling thread moves, and only
-/// between two syscalls; a plugin's pod work runs later, in `netns::enter`.
+/// The type check without NS_GET_NSTYPE: a throwaway thread enters the
+/// namespace. setns(CLONE_NEWNET) answers EINVAL for a namespace of another
+/// type, so the refusal stays early and clear (code 4) where the ioctl is
+/// missing. The calling thread never moves: whatever happens in the probe
+/// (even a failed return), node-side work cannot land in a pod's netns.
 fn probe_netns_with_setns(f: &File) -> anyhow::Result<()> {
     use nix::sched::{CloneFlags, setns};
     use std::os::fd::AsFd;
-    let own = File::open("/proc/thread-self/ns/net")
-        .or_else(|_| File::open(format!("/proc/self/task/{}/ns/net", nix::unistd::gettid())))
-        .context("open this thread's netns")?;
-    match setns(f.as_fd(), CloneFlags::CLONE_NEWNET) {
-        Ok(()) => {
-            setns(own.as_fd(), CloneFlags::CLONE_NEWNET)
-                .context("return to this thread's netns after the type probe")?;
-            Ok(())
-        }
-        Err(nix::errno::Errno::EINVAL) => bail!("namespace is not a network namespace"),
+    let answer = std::thread::scope(|scope| {
+        scope
+            .spawn(|| setns(f.as_fd(), CloneFlags::CLONE_NEWNET))
+            .join()
+    });
+    match answer {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(nix::errno::Errno::EINVAL)) => bail!("namespace is not a network namespace"),
         // Without CAP_SYS_ADMIN the probe cannot answer; the later setns of
         // the real work fails the same way and is reported there.
-        Err(nix::errno::Errno::EPERM) => Ok(()),
-        Err(e) => Err(e).context("setns probe"),
+        Ok(Err(nix::errno::Errno::EPERM)) => Ok(()),
+        Ok(Err(e)) => Err(e).context("setns probe"),
+        Err(_) => bail!("the setns probe thread panicked"),
     }
 }
 
