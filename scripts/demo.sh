@@ -87,7 +87,7 @@ ip netns del "$PROBE"
 
 echo "==> building release binaries"
 # One cargo invocation: on a fresh clone the dependencies dominate the build.
-cargo build --release --quiet -p bandwidth -p topology-label -p vpc-cni-sim -p integration-tests --bins
+cargo build --release --quiet -p bandwidth -p topology-label -p cni-rs -p vpc-cni-sim -p integration-tests --bins
 REL="$ROOT/target/release"
 
 # --- the simulated node ----------------------------------------------------
@@ -201,6 +201,9 @@ mapfile -t OURS < <(measure "$WEB_NS" "$WEB_IP" "$CLIENT_NS" "$WORK/run2.json")
 EGRESS_SECS=$(( SECS > 10 ? SECS / 2 : 5 ))
 echo "==> run 2b: web -> client (egress of the shaped pod) for ${EGRESS_SECS}s"
 mapfile -t OURS_EGRESS < <(measure "$CLIENT_NS" "$CLIENT_IP" "$WEB_NS" "$WORK/run2b.json" "$EGRESS_SECS")
+echo "==> cni-rs pods: the operator's view after the shaped runs (IN = into the pod)"
+ip netns exec "$NODE" "$REL/cni-rs" pods --bandwidth-state-dir "$WORK/state/bandwidth" \
+    --topology-state-dir "$WORK/state/topology-label" | sed 's/^/    /'
 del_pod demo-web-2 "$WEB_NS" "$WORK/ours"
 
 REF_RUN=()

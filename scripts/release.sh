@@ -9,7 +9,7 @@
 #
 # Each tarball holds one directory, cni-rs-<version>-linux-<arch>/, laid out
 # as the installer expects (install.sh finds bin/ next to itself):
-#   bin/bandwidth  bin/topology-label  install.sh  uninstall.sh  lib/  README.md
+#   bin/bandwidth  bin/topology-label  bin/cni-rs  install.sh  uninstall.sh  lib/  README.md
 # Never unpack it into /opt/cni/bin: install.sh installs `bandwidth` as
 # `bandwidth-rs`, next to (not over) the reference plugin aws-node copies.
 #
@@ -42,8 +42,8 @@ while [ $# -gt 0 ]; do
 done
 [ "${#ARCHES[@]}" -gt 0 ] || ARCHES=(amd64 arm64)
 
-# Every shipped binary: the plugins (and the operator's tool once it exists).
-SHIPPED=(bandwidth topology-label)
+# Every shipped binary: the two plugins and the operator's tool.
+SHIPPED=(bandwidth topology-label cni-rs)
 
 triple_of() {
     case "$1" in

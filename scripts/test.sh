@@ -38,6 +38,12 @@ if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
     echo "==> installing kubernetes-validate (PyPI)"
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore kubernetes-validate
 fi
+# tests/cni_rs.rs parses cni-rs's metrics with the official Prometheus
+# client's parser.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    echo "==> installing prometheus-client (PyPI)"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore prometheus-client
+fi
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
@@ -60,7 +66,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64-static
 # qemu-user's netlink translation refuses RTM_GETNSID, neighbour and tc
 # messages (EOPNOTSUPP, before the kernel sees them): these kernel tests of
 # cni-netlink need them.
-cargo test --quiet --target aarch64-unknown-linux-musl -p cni-types -p cni-netlink -p bandwidth -p topology-label \
+cargo test --quiet --target aarch64-unknown-linux-musl -p cni-types -p cni-netlink -p bandwidth -p topology-label -p cni-rs \
     --features cni-netlink/testing -- \
     --skip addr::tests::address_route_neighbour --skip netns::tests::veth_peer_moved_to_other_netns \
     --skip tc::tests::kernel::

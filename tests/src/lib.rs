@@ -538,6 +538,8 @@ impl Drop for TempDir {
 pub struct Throughput {
     /// bits/s of each one-second interval, as the receiving side saw it.
     pub per_second: Vec<f64>,
+    /// TCP payload bytes the receiver got in the whole run.
+    pub bytes: u64,
 }
 
 impl Throughput {
@@ -658,7 +660,17 @@ pub fn iperf(
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    Ok(Throughput { per_second })
+    let bytes = v["end"]["sum_received"]["bytes"]
+        .as_u64()
+        .unwrap_or_else(|| {
+            v["intervals"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["sum"]["bytes"].as_u64())
+                .sum()
+        });
+    Ok(Throughput { per_second, bytes })
 }
 
 /// A process killed on drop (listeners in test namespaces).

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 const ARCHES: [(&str, &str); 2] = [("amd64", "x86-64"), ("arm64", "ARM aarch64")];
-const SHIPPED: [&str; 2] = ["bandwidth", "topology-label"];
+const SHIPPED: [&str; 3] = ["bandwidth", "topology-label", "cni-rs"];
 
 fn version() -> String {
     let cargo = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
@@ -143,6 +143,7 @@ fn tarballs_hold_one_release_directory_with_fixed_metadata() {
         for want in [
             "bin/bandwidth",
             "bin/topology-label",
+            "bin/cni-rs",
             "install.sh",
             "uninstall.sh",
             "lib/cni-rs-node.sh",

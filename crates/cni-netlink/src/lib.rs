@@ -25,7 +25,7 @@ mod link;
 pub mod netns;
 pub mod tc;
 
-pub use link::Link;
+pub use link::{Link, LinkCounters};
 
 /// Size of the receive buffer: dumps put many messages in one datagram (at
 /// most 32 KiB); a larger datagram is detected with `MSG_TRUNC` and reported

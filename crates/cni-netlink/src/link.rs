@@ -46,6 +46,47 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
 }
 
+/// One interface's traffic counters (`IFLA_STATS64`), for the operator's
+/// view. On a pod's host veth, tx is what went into the pod and rx what
+/// came out of it; bytes are whole frames, as tbf meters them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkCounters {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Bytes received (for a host veth: out of the pod).
+    pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes sent (for a host veth: into the pod).
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+}
+
+impl LinkCounters {
+    fn from_message(msg: LinkMessage) -> LinkCounters {
+        let mut c = LinkCounters {
+            index: msg.header.index,
+            ..Default::default()
+        };
+        for attr in msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => c.name = n,
+                LinkAttribute::Stats64(s) => {
+                    c.rx_bytes = s.rx_bytes;
+                    c.rx_packets = s.rx_packets;
+                    c.tx_bytes = s.tx_bytes;
+                    c.tx_packets = s.tx_packets;
+                }
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
 impl Link {
     fn from_message(msg: LinkMessage) -> Link {
         let mut link = Link {
@@ -111,6 +152,21 @@ impl Netlink {
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
         )?;
         Ok(collect_links(msgs))
+    }
+
+    /// Every interface's counters, in one dump.
+    pub fn link_counters(&mut self) -> Result<Vec<LinkCounters>> {
+        let msgs = self.dump(
+            "dump link counters",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(LinkCounters::from_message(l)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Looks an interface up by name; `None` lets callers treat absence as a

@@ -12,7 +12,7 @@ use netlink_packet_route::{
     tc::{
         TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType,
         TcAttribute, TcFilterMatchAllOption, TcFilterU32Option, TcHeader, TcMessage, TcMirror,
-        TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
+        TcMirrorActionType, TcOption, TcStats2, TcU32Key, TcU32Selector, TcU32SelectorFlags,
     },
 };
 
@@ -326,6 +326,66 @@ fn parse_qdisc(msg: TcMessage) -> Qdisc {
     }
 }
 
+/// A qdisc's counters (`TCA_STATS2`), for the operator's view.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QdiscCounters {
+    /// Interface the qdisc is attached to.
+    pub ifindex: u32,
+    /// Qdisc handle (`major:0` as a u32).
+    pub handle: u32,
+    /// Parent handle.
+    pub parent: u32,
+    /// Qdisc kind (`tbf`, `ingress`, ...).
+    pub kind: String,
+    /// Bytes the qdisc sent on.
+    pub bytes: u64,
+    /// Packets the qdisc sent on.
+    pub packets: u64,
+    /// Packets the qdisc dropped (its queue was full).
+    pub drops: u64,
+    /// Times a packet had to wait for tokens: the "throttled" signal.
+    pub overlimits: u64,
+}
+
+fn parse_qdisc_counters(msg: TcMessage) -> QdiscCounters {
+    let (header, attrs) = msg.into_parts();
+    let mut c = QdiscCounters {
+        ifindex: header.index as u32,
+        handle: header.handle.into(),
+        parent: header.parent.into(),
+        kind: kind_of(&attrs),
+        ..Default::default()
+    };
+    for attr in &attrs {
+        match attr {
+            TcAttribute::Stats2(parts) => {
+                for part in parts {
+                    match part {
+                        TcStats2::Basic(b) => {
+                            c.bytes = b.bytes;
+                            c.packets = u64::from(b.packets);
+                        }
+                        TcStats2::Queue(q) => {
+                            c.drops = u64::from(q.drops);
+                            c.overlimits = u64::from(q.overlimits);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // Kernels without TCA_STATS2 (before 2.6.x): the old struct.
+            TcAttribute::Stats(old) if c.packets == 0 && c.bytes == 0 => {
+                c.bytes = old.bytes;
+                c.packets = u64::from(old.packets);
+                c.drops = u64::from(old.drops);
+                c.overlimits = u64::from(old.overlimits);
+            }
+            _ => {}
+        }
+    }
+    c
+}
+
 fn mirred_of(actions: &[TcAction], out: &mut Vec<Mirred>) {
     for act in actions {
         for attr in &act.attributes {
@@ -437,6 +497,24 @@ impl Netlink {
             }
         }
         Ok(out)
+    }
+
+    /// Every qdisc of the socket's netns with its counters, in one dump:
+    /// the operator's view of the whole node costs one request, not one per
+    /// pod.
+    pub fn qdisc_counters(&mut self) -> Result<Vec<QdiscCounters>> {
+        let header = tc_header(0, 0, 0, 0)?;
+        let msgs = self.dump(
+            "dump qdiscs with counters",
+            RouteNetlinkMessage::GetQueueDiscipline(tc_message(header, vec![])),
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewQueueDiscipline(q) => Some(parse_qdisc_counters(q)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Lists every qdisc of one interface, children included (the kernel

@@ -69,7 +69,24 @@ const KNOWN_ARGS: &[&str] = &[
     "K8S_POD_INFRA_CONTAINER_ID",
 ];
 
+/// Which Kubernetes pod an attachment belongs to, as the runtime named it in
+/// `CNI_ARGS`: recorded in state files for operators (`cni-rs pods`), never
+/// used to decide what to touch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
 impl CniArgs {
+    /// The pod, when the runtime sent both its namespace and its name.
+    pub fn pod(&self) -> Option<PodRef> {
+        Some(PodRef {
+            namespace: self.pod_namespace()?.to_string(),
+            name: self.pod_name()?.to_string(),
+        })
+    }
+
     pub fn parse(s: &str) -> Result<CniArgs, CniError> {
         let mut pairs = Vec::new();
         for item in s.split(';').filter(|p| !p.is_empty()) {

@@ -139,6 +139,63 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// One state file as an operator's tool reads it: whose it is, and its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Surveyed {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub data: serde_json::Value,
+}
+
+/// What [`survey`] found in one directory.
+#[derive(Debug, Default)]
+pub struct Survey {
+    pub found: Vec<Surveyed>,
+    /// This owner's files (by name) that could not be read or decoded, with why.
+    pub broken: Vec<(PathBuf, String)>,
+}
+
+/// Every attachment `owner` (a plugin's name) keeps state for in `dir`,
+/// whatever the network, read-only: nothing is removed or rewritten, so an
+/// operator's tool can run at any time next to the plugins. A missing
+/// directory is an empty survey; one that cannot be listed is an error.
+/// Files of another owner sharing the directory are skipped.
+pub fn survey(dir: &Path, owner: &str) -> Result<Survey> {
+    let mut out = Survey::default();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let own_prefix = format!("{}+", escape(owner));
+    let mut names: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| !n.starts_with('.') && n.ends_with(".json"))
+        .collect();
+    names.sort();
+    for (name, path) in names {
+        let mine_by_name = name.starts_with(&own_prefix);
+        match StateStore::read_envelope::<serde_json::Value>(&path) {
+            Ok(Some(e)) if e.owner.as_ref().is_none_or(|o| o == owner) => {
+                out.found.push(Surveyed {
+                    network: e.network,
+                    container_id: e.container_id,
+                    ifname: e.ifname,
+                    data: e.data,
+                });
+            }
+            Ok(Some(_)) => {}
+            Ok(None) if mine_by_name => out.broken.push((path, "not a regular file".into())),
+            Ok(None) => {}
+            Err(err) if mine_by_name => out.broken.push((path, format!("{err:#}"))),
+            Err(_) => {}
+        }
+    }
+    Ok(out)
+}
+
 impl StateStore {
     /// The states `owner` (the plugin's name) keeps for `network` in `dir`.
     pub fn new(dir: impl Into<PathBuf>, owner: &str, network: &str) -> StateStore {

@@ -58,6 +58,16 @@ pub struct Installed {
     /// What the namespace policy decided (asked vs applied), when one applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::policy::PolicyRecord>,
+    /// For operators (`cni-rs pods`), never to decide what to touch: the
+    /// pod, the rates given to the kernel (bits/s), and the netns path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<cni_types::env::PodRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_rate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_rate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<String>,
 }
 
 impl Installed {
@@ -158,6 +168,7 @@ pub struct AddRequest<'a> {
     pub ingress: Option<Shape>,
     pub egress: Option<Shape>,
     pub policy: Option<crate::policy::PolicyRecord>,
+    pub pod: Option<cni_types::env::PodRef>,
 }
 
 impl AddRequest<'_> {
@@ -198,6 +209,10 @@ pub fn install(
         egress_mode: prev.and_then(|p| p.egress_mode),
         netns: req.netns_id,
         policy: req.policy.clone(),
+        pod: req.pod.clone(),
+        ingress_rate: req.ingress.map(|s| s.rate_bytes_per_sec.saturating_mul(8)),
+        egress_rate: req.egress.map(|s| s.rate_bytes_per_sec.saturating_mul(8)),
+        netns_path: (!req.netns.as_os_str().is_empty()).then(|| req.netns.display().to_string()),
     };
     let qdiscs = nl
         .top_qdiscs(host.index)
@@ -1008,6 +1023,7 @@ mod tests {
             ingress: None,
             egress: egress.then_some(s),
             policy: None,
+            pod: None,
         }
     }
 

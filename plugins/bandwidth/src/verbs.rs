@@ -292,6 +292,7 @@ fn request<'a>(
         ingress,
         egress,
         policy,
+        pod: env.args.pod(),
     };
     Ok((host, req))
 }

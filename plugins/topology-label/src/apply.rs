@@ -14,7 +14,7 @@ use cni_types::{CniResult, Code, Context, Env, NetConf, ResultExt, log_warn};
 use std::path::Path;
 
 /// The owner name of this plugin's state files.
-pub(crate) const STATE_OWNER: &str = "topology-label";
+pub const STATE_OWNER: &str = "topology-label";
 
 /// What the configuration and labels ask for this attachment.
 #[derive(Debug)]
@@ -23,6 +23,8 @@ pub(crate) struct Desired {
     pub(crate) mtu: Option<u32>,
     pub(crate) txqlen: Option<u32>,
     pub(crate) sysctls: Vec<(SysctlKey, String)>,
+    /// The pod's zone label, recorded for operators (`cni-rs pods`).
+    pub(crate) zone: Option<String>,
 }
 
 pub(crate) fn pod_labels(cfg: &Config, conf: &NetConf) -> anyhow::Result<Labels> {
@@ -58,6 +60,7 @@ pub(crate) fn desired(cfg: &Config, env: &Env, labels: &Labels) -> anyhow::Resul
         mtu: settings.mtu,
         txqlen: settings.txqueuelen,
         sysctls,
+        zone: labels.get(config::ZONE).cloned(),
     })
 }
 

@@ -57,6 +57,12 @@ pub struct State {
     /// configuration no longer sets: not applied, only restored by DEL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_sysctls: Vec<SysctlState>,
+    /// For operators (`cni-rs pods`), never to decide what to touch: the
+    /// pod and its zone label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<cni_types::env::PodRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 impl State {
@@ -68,6 +74,8 @@ impl State {
             container,
             host: None,
             sysctls: Vec::new(),
+            pod: None,
+            zone: None,
             kept_sysctls: Vec::new(),
         }
     }

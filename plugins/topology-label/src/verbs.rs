@@ -107,7 +107,9 @@ fn add(ctx: &Context) -> anyhow::Result<CniResult> {
     let _lock = lock(&store)?;
     let mut insp = apply::inspect(&ctx.env, &netns_path, &want, prev.as_ref())?;
     let old: Option<State> = store.load_lenient(&ctx.env.container_id, &ctx.env.ifname);
-    let st = apply::plan(ctx, &want, &insp, old.as_ref());
+    let mut st = apply::plan(ctx, &want, &insp, old.as_ref());
+    st.pod = ctx.env.args.pod();
+    st.zone = want.zone.clone();
     save_state(&store, &ctx.env, &st)?;
     if let Err(e) = apply::apply(&mut insp, &netns_path, &st) {
         apply::restore(&st, &ctx.env.ifname, Some(&netns_path));

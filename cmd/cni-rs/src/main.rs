@@ -1,0 +1,230 @@
+//! `cni-rs`: the operator's view of this node's CNI attachments.
+//!
+//!   cni-rs pods [--json | --prometheus] [--bandwidth-state-dir DIR] [--topology-state-dir DIR]
+//!   cni-rs metrics --textfile PATH [--interval SECONDS] [state dir options]
+//!
+//! Read-only (it never writes a state file or touches a device); needs
+//! root only to read `/run/cni` and, for pods shaped inside their own
+//! namespace, to enter it.
+
+mod render;
+mod view;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use view::Sources;
+
+const USAGE: &str = "\
+usage: cni-rs pods [--json | --prometheus] [options]
+       cni-rs metrics --textfile PATH [--interval SECONDS] [options]
+
+pods      one row per attachment on this node (both plugins' state joined
+          with the kernel's counters): namespace/pod, container, interface,
+          zone, host veth, egress mode, and per direction (IN = into the
+          pod) the rate, bytes, drops and overlimits (the pod hit its limit)
+metrics   writes the same as Prometheus metrics to PATH atomically (for
+          node_exporter --collector.textfile.directory); once, or every
+          SECONDS until stopped
+
+options:
+  --json                     a JSON array, for scripts
+  --prometheus               the Prometheus text format, on stdout
+  --bandwidth-state-dir DIR  bandwidth's stateDir (default /run/cni/bandwidth)
+  --topology-state-dir DIR   topology-label's stateDir (default /run/cni/topology-label)
+  -h, --help                 this text
+  --version                  the version
+
+Exit status: 0 when anything could be read (unreadable state files are
+marked in the output), 1 when nothing could, 2 for bad usage.
+";
+
+#[derive(Debug, PartialEq)]
+enum Format {
+    Table,
+    Json,
+    Prometheus,
+}
+
+#[derive(Debug, PartialEq)]
+enum Command {
+    Help,
+    Version,
+    Pods(Format),
+    Metrics {
+        textfile: PathBuf,
+        interval: Option<Duration>,
+    },
+}
+
+fn parse(args: &[String]) -> Result<(Command, Sources), String> {
+    let mut sources = Sources {
+        bandwidth: PathBuf::from(bandwidth_plugin::config::DEFAULT_STATE_DIR),
+        topology_label: PathBuf::from(topology_label_plugin::config::DEFAULT_STATE_DIR),
+    };
+    let mut it = args.iter();
+    let verb = match it.next().map(String::as_str) {
+        None | Some("-h" | "--help" | "help") => return Ok((Command::Help, sources)),
+        Some("--version") => return Ok((Command::Version, sources)),
+        Some(v @ ("pods" | "metrics")) => v.to_string(),
+        Some(other) => return Err(format!("unknown command {other:?}")),
+    };
+    let mut format = Format::Table;
+    let mut textfile = None;
+    let mut interval = None;
+    while let Some(a) = it.next() {
+        let mut value = |what: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{what} needs a value"))
+        };
+        match a.as_str() {
+            "-h" | "--help" => return Ok((Command::Help, sources)),
+            "--json" if verb == "pods" => format = Format::Json,
+            "--prometheus" if verb == "pods" => format = Format::Prometheus,
+            "--bandwidth-state-dir" => sources.bandwidth = value(a)?.into(),
+            "--topology-state-dir" => sources.topology_label = value(a)?.into(),
+            "--textfile" if verb == "metrics" => textfile = Some(PathBuf::from(value(a)?)),
+            "--interval" if verb == "metrics" => {
+                let v = value(a)?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 1.0 && *s <= 86_400.0)
+                    .ok_or_else(|| format!("--interval must be 1..86400 seconds, got {v:?}"))?;
+                interval = Some(Duration::from_secs_f64(secs));
+            }
+            other => return Err(format!("unknown option {other:?} for {verb}")),
+        }
+    }
+    let cmd = match verb.as_str() {
+        "pods" => Command::Pods(format),
+        _ => {
+            let textfile = textfile.ok_or("metrics needs --textfile PATH")?;
+            if !textfile.to_string_lossy().ends_with(".prom") {
+                return Err(format!(
+                    "--textfile {} must end in .prom (node_exporter reads only those)",
+                    textfile.display()
+                ));
+            }
+            Command::Metrics { textfile, interval }
+        }
+    };
+    Ok((cmd, sources))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, sources) = match parse(&args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("cni-rs: {e} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match cmd {
+        Command::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("cni-rs {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Pods(format) => {
+            let node = view::look(&sources);
+            let text = match format {
+                Format::Table => render::table(&node),
+                Format::Json => render::json(&node) + "\n",
+                Format::Prometheus => render::prometheus(&node),
+            };
+            if format != Format::Table {
+                for p in &node.problems {
+                    eprintln!("cni-rs: {p}");
+                }
+            }
+            print!("{text}");
+            exit_for(&node)
+        }
+        Command::Metrics { textfile, interval } => loop {
+            let node = view::look(&sources);
+            for p in &node.problems {
+                eprintln!("cni-rs: {p}");
+            }
+            // Temp file + rename in the same directory: the collector never
+            // reads half a file, and the temp name does not end in .prom.
+            if let Err(e) = cni_types::fsutil::write_atomic(
+                &textfile,
+                render::prometheus(&node).as_bytes(),
+                cni_types::fsutil::Durability::ProcessCrash,
+            ) {
+                eprintln!("cni-rs: writing {}: {e}", textfile.display());
+                if interval.is_none() {
+                    return ExitCode::FAILURE;
+                }
+            }
+            match interval {
+                None => return exit_for(&node),
+                Some(every) => std::thread::sleep(every),
+            }
+        },
+    }
+}
+
+fn exit_for(node: &view::NodeView) -> ExitCode {
+    if node.anything_read {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn commands_and_options() {
+        assert_eq!(parse(&args("")).unwrap().0, Command::Help);
+        assert_eq!(
+            parse(&args("pods")).unwrap().0,
+            Command::Pods(Format::Table)
+        );
+        assert_eq!(
+            parse(&args("pods --json")).unwrap().0,
+            Command::Pods(Format::Json)
+        );
+        let (cmd, src) = parse(&args("pods --prometheus --bandwidth-state-dir /x")).unwrap();
+        assert_eq!(cmd, Command::Pods(Format::Prometheus));
+        assert_eq!(src.bandwidth, PathBuf::from("/x"));
+        assert_eq!(
+            parse(&args("metrics --textfile /d/cni.prom --interval 15"))
+                .unwrap()
+                .0,
+            Command::Metrics {
+                textfile: "/d/cni.prom".into(),
+                interval: Some(Duration::from_secs(15))
+            }
+        );
+    }
+
+    #[test]
+    fn bad_usage_is_refused() {
+        for bad in [
+            "frobnicate",
+            "pods --textfile x.prom",
+            "pods --bandwidth-state-dir",
+            "metrics",
+            "metrics --textfile /d/cni.txt",
+            "metrics --textfile /d/c.prom --interval 0",
+            "metrics --textfile /d/c.prom --interval nan",
+            "metrics --json --textfile /d/c.prom",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The three ways to print a [`NodeView`]: an aligned table for people,
+//! JSON for scripts, and the Prometheus text format for node_exporter's
+//! textfile collector.
+
+use crate::view::{Direction, NodeView, Row};
+use std::fmt::Write as _;
+
+/// Rates and byte counts as people read them: `10M`, `1.5G`, `812k`.
+fn si(v: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1_000_000_000_000, "T"),
+        (1_000_000_000, "G"),
+        (1_000_000, "M"),
+        (1_000, "k"),
+    ];
+    for (div, unit) in UNITS {
+        if v >= div {
+            let x = v as f64 / div as f64;
+            return if x >= 100.0 || (x.fract() * 10.0).round() == 0.0 {
+                format!("{}{unit}", x.round())
+            } else {
+                format!("{x:.1}{unit}")
+            };
+        }
+    }
+    v.to_string()
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), si)
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+fn who(r: &Row) -> String {
+    match (&r.namespace, &r.pod) {
+        (Some(ns), Some(p)) => format!("{ns}/{p}"),
+        _ => "-".to_string(),
+    }
+}
+
+fn dir_cells(d: &Direction) -> [String; 4] {
+    [
+        opt(d.rate_bits_per_second),
+        opt(d.bytes),
+        opt(d.drops),
+        opt(d.overlimits),
+    ]
+}
+
+/// The aligned table, one row per attachment; problems after it.
+pub fn table(view: &NodeView) -> String {
+    let header = [
+        "NAMESPACE/POD",
+        "CONTAINER",
+        "IF",
+        "ZONE",
+        "HOST VETH",
+        "EGRESS",
+        "IN RATE",
+        "IN BYTES",
+        "IN DROPS",
+        "IN OVERLIM",
+        "OUT RATE",
+        "OUT BYTES",
+        "OUT DROPS",
+        "OUT OVERLIM",
+        "",
+    ];
+    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in view.rows.iter().filter(|r| r.error.is_none()) {
+        let mut cells = vec![
+            who(r),
+            r.container_id.as_deref().map_or("-".into(), short_id),
+            r.ifname.clone().unwrap_or_else(|| "-".into()),
+            r.zone.clone().unwrap_or_else(|| "-".into()),
+            r.host_veth.clone().unwrap_or_else(|| "-".into()),
+            r.egress_mode.clone().unwrap_or_else(|| "-".into()),
+        ];
+        cells.extend(dir_cells(&r.ingress));
+        cells.extend(dir_cells(&r.egress));
+        cells.push(if r.stale {
+            "stale".into()
+        } else {
+            String::new()
+        });
+        lines.push(cells);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for l in &lines {
+        let row: Vec<String> = l
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(row.join("  ").trim_end());
+        out.push('\n');
+    }
+    for r in view.rows.iter().filter_map(|r| r.error.as_ref()) {
+        let _ = writeln!(out, "! unreadable state: {r}");
+    }
+    for p in &view.problems {
+        let _ = writeln!(out, "! {p}");
+    }
+    out
+}
+
+/// The rows as a JSON array (problems go to stderr, not into the array).
+pub fn json(view: &NodeView) -> String {
+    serde_json::to_string_pretty(&view.rows).unwrap_or_else(|_| "[]".into())
+}
+
+/// A label value in the text format: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition format, following its naming rules:
+/// counters end in `_total`, the configured rate is a gauge in base units
+/// (bits per second), every family has HELP and TYPE.
+pub fn prometheus(view: &NodeView) -> String {
+    type Get = fn(&Direction) -> Option<u64>;
+    let families: [(&str, &str, &str, Get); 5] = [
+        (
+            "cni_rs_bytes_total",
+            "counter",
+            "Bytes the pod received (ingress) or sent past its shaper (egress), as the kernel counts them on its host veth (or ifb).",
+            |d| d.bytes,
+        ),
+        (
+            "cni_rs_packets_total",
+            "counter",
+            "Packets the pod received (ingress) or sent past its shaper (egress); a GSO super-packet counts once.",
+            |d| d.packets,
+        ),
+        (
+            "cni_rs_drops_total",
+            "counter",
+            "Packets the pod's shaper dropped because its queue was full.",
+            |d| d.drops,
+        ),
+        (
+            "cni_rs_overlimits_total",
+            "counter",
+            "Times a packet of the pod had to wait for tokens: the pod was at its limit.",
+            |d| d.overlimits,
+        ),
+        (
+            "cni_rs_rate_bits_per_second",
+            "gauge",
+            "The rate the pod is shaped to, as given to the kernel.",
+            |d| d.rate_bits_per_second,
+        ),
+    ];
+    let mut out = String::new();
+    let rows: Vec<&Row> = view
+        .rows
+        .iter()
+        .filter(|r| r.error.is_none() && !r.stale)
+        .collect();
+    for (name, kind, help, get) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for r in &rows {
+            for (direction, d) in [("ingress", &r.ingress), ("egress", &r.egress)] {
+                if let Some(v) = get(d) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{namespace=\"{}\",pod=\"{}\",interface=\"{}\",zone=\"{}\",direction=\"{direction}\"}} {v}",
+                        label(r.namespace.as_deref().unwrap_or("")),
+                        label(r.pod.as_deref().unwrap_or("")),
+                        label(r.ifname.as_deref().unwrap_or("")),
+                        label(r.zone.as_deref().unwrap_or("")),
+                    );
+                }
+            }
+        }
+    }
+    // What could not be read is a metric too, so an alert can see it.
+    let _ = writeln!(
+        out,
+        "# HELP cni_rs_unreadable_attachments Attachments whose state file could not be read, or whose devices are gone."
+    );
+    let _ = writeln!(out, "# TYPE cni_rs_unreadable_attachments gauge");
+    let bad = view
+        .rows
+        .iter()
+        .filter(|r| r.error.is_some() || r.stale)
+        .count();
+    let _ = writeln!(out, "cni_rs_unreadable_attachments {bad}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn si_units_read_like_annotations() {
+        assert_eq!(si(10_000_000), "10M");
+        assert_eq!(si(1_500_000_000), "1.5G");
+        assert_eq!(si(812_345), "812k");
+        assert_eq!(si(999), "999");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn prometheus_has_help_type_and_one_sample_per_direction() {
+        let mut r = Row {
+            namespace: Some("shop".into()),
+            pod: Some("web".into()),
+            ifname: Some("eth0".into()),
+            ..Default::default()
+        };
+        r.ingress.bytes = Some(5);
+        r.egress.bytes = Some(6);
+        r.ingress.rate_bits_per_second = Some(10);
+        let view = NodeView {
+            rows: vec![r],
+            anything_read: true,
+            problems: vec![],
+        };
+        let text = prometheus(&view);
+        assert!(text.contains("# TYPE cni_rs_bytes_total counter"));
+        assert!(text.contains(
+            "cni_rs_bytes_total{namespace=\"shop\",pod=\"web\",interface=\"eth0\",zone=\"\",direction=\"egress\"} 6"
+        ));
+        assert_eq!(text.matches("cni_rs_rate_bits_per_second{").count(), 1);
+        assert!(text.ends_with("cni_rs_unreadable_attachments 0\n"));
+    }
+}
