@@ -956,6 +956,41 @@ fn daemonset_manifest_is_valid() {
     assert_eq!(arch["operator"], "In");
     assert_eq!(arch["values"], json!(["amd64", "arm64"]));
 
+    // The metrics sidecar: cni-rs writes the textfile; the state is read-only.
+    let m = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "metrics")
+        .expect("the metrics container");
+    assert_eq!(m["command"][0], "/opt/cni-rs/bin/cni-rs");
+    assert_eq!(m["command"][1], "metrics");
+    let args: Vec<&str> = m["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let after = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
+    assert!(
+        after("--textfile").is_some_and(|p| p.ends_with(".prom")),
+        "{args:?}"
+    );
+    assert!(after("--interval").is_some(), "{args:?}");
+    let state_mount = m["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "cni-state")
+        .expect("state mount");
+    assert_eq!(state_mount["readOnly"], true);
+    assert!(
+        after("--bandwidth-state-dir")
+            .is_some_and(|p| p.starts_with(state_mount["mountPath"].as_str().unwrap()))
+    );
+    assert_eq!(pod["hostNetwork"], true, "the node's counters");
+    assert_ne!(m["securityContext"]["privileged"], true);
+
     let c = &pod["containers"][0];
     assert_eq!(
         c["command"],
