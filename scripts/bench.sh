@@ -555,6 +555,7 @@ probe_at() { # probe_at N
     tc -n "$NODE" qdisc show dev "${ENI[bw]}" | grep -q 'qdisc noqueue' ||
         { echo "bench: bw pod not clean after the probe at $1" >&2; exit 1; }
     # The kernel's share: the same ifb creation by ip, among N pods.
+    ip -n "$NODE" link add bwprobe0 type ifb   # the first prepare deletes it
     hf "ifb-add-at$1" bw "ip link del bwprobe0" "ip link add bwprobe0 type ifb" 1
     ip -n "$NODE" link del bwprobe0 2>/dev/null || true
     log "  our ADD alone with $1 other pods: median $(f3 "$(stat_of "bw-add-at$1" median)") ms (reference $(f3 "$(stat_of "ref-bw-add-at$1" median)") ms)"

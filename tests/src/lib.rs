@@ -381,6 +381,18 @@ pub struct Outcome {
     pub stderr: String,
 }
 
+impl From<Output> for Outcome {
+    /// A finished process's exit status (-1 when killed by a signal) and
+    /// its output as text.
+    fn from(out: Output) -> Outcome {
+        Outcome {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Outcome {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or(Value::Null)
@@ -458,12 +470,7 @@ pub fn run_plugin(
         // The plugin may refuse to read everything (oversized input): ignore EPIPE.
         let _ = si.write_all(stdin);
     }
-    let out: Output = child.wait_with_output().expect("wait plugin");
-    Outcome {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Outcome::from(child.wait_with_output().expect("wait plugin"))
 }
 
 /// Env pairs from string slices.
@@ -787,10 +794,7 @@ pub fn run_plugin_within(
             }
         }
     }
-    let out = child.wait_with_output().expect("wait plugin");
-    Some(Outcome {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    Some(Outcome::from(
+        child.wait_with_output().expect("wait plugin"),
+    ))
 }

@@ -234,11 +234,7 @@ impl Node {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .output()
             .expect("run libcni-driver");
-        Outcome {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Outcome::from(out)
     }
 
     fn add(&self, conflist: &Path, pod: &SimPod, caps: &Value) -> Value {

@@ -68,11 +68,7 @@ impl Node {
             .stdin(Stdio::null())
             .output()
             .expect("run cni-rs");
-        Outcome {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Outcome::from(out)
     }
 
     fn rows(&self) -> Vec<Value> {

@@ -116,11 +116,7 @@ impl Node {
             .stdin(Stdio::null())
             .output()
             .expect("run script");
-        Outcome {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Outcome::from(out)
     }
 
     fn install(&self, extra: &[&str]) -> Outcome {
@@ -134,11 +130,7 @@ impl Node {
             .stdin(Stdio::null())
             .output()
             .expect("run uninstall.sh");
-        Outcome {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Outcome::from(out)
     }
 
     fn conf_json(&self) -> Value {
@@ -1134,11 +1126,7 @@ fn patched_conflist_runs_the_chain() {
             .args(["--cache-dir", &cache.str()])
             .output()
             .unwrap();
-        Outcome {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Outcome::from(out)
     };
     let res = cni("add", &pod.path_str()).ok().json();
     let eni = res["interfaces"]

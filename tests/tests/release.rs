@@ -253,11 +253,7 @@ impl Node {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        Outcome {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Outcome::from(out)
     }
 
     fn installed(&self) -> Vec<String> {
