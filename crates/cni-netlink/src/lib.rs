@@ -31,6 +31,12 @@ pub use link::{Link, LinkCounters};
 /// most 32 KiB); a larger datagram is detected with `MSG_TRUNC` and reported
 /// as an error, never parsed cut.
 const RECV_BUF_SIZE: usize = 64 * 1024;
+/// What [`Netlink::dump_each`] hands each data message to: its type and
+/// payload, or `None` when the dump starts over.
+type RawHandler<'a> = &'a mut dyn FnMut(Option<(u16, &[u8])>);
+/// Netlink's own message types (NOOP, ERROR, DONE, OVERRUN) are 1..=4;
+/// rtnetlink's data messages start at 16.
+const NLMSG_MAX_CONTROL: u16 = 15;
 /// How often a dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried.
 const DUMP_RETRIES: usize = 5;
 /// Length of `struct nlmsghdr`.
@@ -268,6 +274,42 @@ impl Netlink {
     /// (dumps). Messages of other sequence numbers (left over from an earlier
     /// aborted exchange) are skipped.
     fn receive(&mut self, op: &str, seq: u32, dump: bool) -> Result<Reply> {
+        self.receive_with(op, seq, dump, None)
+    }
+
+    /// Runs a dump and hands each data message's type and payload (after
+    /// the netlink header) to `each` as it arrives, unparsed: for dumps of
+    /// the whole node, where decoding every attribute of every message
+    /// (and allocating for each) would cost more than the kernel's work.
+    /// `each(None)` means "start over": the kernel flagged the dump as
+    /// inconsistent and it is being retried.
+    pub(crate) fn dump_each(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        each: RawHandler<'_>,
+    ) -> Result<()> {
+        for _ in 0..DUMP_RETRIES {
+            let seq = self.send(op, msg.clone(), NLM_F_REQUEST | NLM_F_DUMP)?;
+            let reply = self.receive_with(op, seq, true, Some(&mut *each))?;
+            if !reply.interrupted {
+                return Ok(());
+            }
+            each(None);
+        }
+        Err(NlError::protocol(
+            op,
+            "dump kept being interrupted by concurrent changes",
+        ))
+    }
+
+    fn receive_with(
+        &mut self,
+        op: &str,
+        seq: u32,
+        dump: bool,
+        mut raw: Option<RawHandler<'_>>,
+    ) -> Result<Reply> {
         let mut reply = Reply {
             messages: Vec::new(),
             interrupted: false,
@@ -297,6 +339,14 @@ impl Netlink {
                 }
                 if msg_flags & NLM_F_DUMP_INTR != 0 {
                     reply.interrupted = true;
+                }
+                // Data messages (types above the control range) go to the
+                // raw handler, when there is one, without being decoded.
+                if let (Some(f), Some(ty)) = (raw.as_mut(), read_u16(bytes, 4))
+                    && ty > NLMSG_MAX_CONTROL
+                {
+                    f(Some((ty, &bytes[NLMSG_HDR_LEN..])));
+                    continue;
                 }
                 let parsed = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
                     Ok(p) => p,
@@ -360,6 +410,40 @@ impl Netlink {
         };
         extack_from_tlvs(payload.get(tlv_off..)?)
     }
+}
+
+/// The attributes (type without the nested/byte-order flags, payload) in
+/// `buf`, as the kernel lays them out: 4-byte aligned TLVs. Stops at the
+/// first malformed one.
+pub(crate) fn raw_attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        let len = read_u16(buf, off)? as usize;
+        let ty = read_u16(buf, off + 2)? & 0x3FFF;
+        let payload = buf.get(off + 4..off + len.max(4))?;
+        off += align4(len.max(4));
+        Some((ty, payload))
+    })
+}
+
+/// A native-endian u64 at `off`.
+pub(crate) fn read_u64(buf: &[u8], off: usize) -> Option<u64> {
+    let b = buf.get(off..off + 8)?;
+    Some(u64::from_ne_bytes(b.try_into().ok()?))
+}
+
+/// A native-endian u32 at `off` (for the raw parsers).
+pub(crate) fn read_u32_at(buf: &[u8], off: usize) -> Option<u32> {
+    read_u32(buf, off)
+}
+
+/// A NUL-terminated string attribute.
+pub(crate) fn c_string(payload: &[u8]) -> String {
+    let end = payload
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(payload.len());
+    String::from_utf8_lossy(&payload[..end]).into_owned()
 }
 
 fn extack_from_tlvs(tlvs: &[u8]) -> Option<String> {

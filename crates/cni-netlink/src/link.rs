@@ -66,24 +66,31 @@ pub struct LinkCounters {
 }
 
 impl LinkCounters {
-    fn from_message(msg: LinkMessage) -> LinkCounters {
+    /// From an RTM_NEWLINK payload, unparsed but for the two attributes it
+    /// needs (a dump of a big node is mostly other attributes).
+    fn from_raw(payload: &[u8]) -> Option<LinkCounters> {
+        const IFINFOMSG_LEN: usize = 16;
+        const IFLA_IFNAME: u16 = 3;
+        const IFLA_STATS64: u16 = 23;
         let mut c = LinkCounters {
-            index: msg.header.index,
+            index: crate::read_u32_at(payload, 4)?,
             ..Default::default()
         };
-        for attr in msg.attributes {
-            match attr {
-                LinkAttribute::IfName(n) => c.name = n,
-                LinkAttribute::Stats64(s) => {
-                    c.rx_bytes = s.rx_bytes;
-                    c.rx_packets = s.rx_packets;
-                    c.tx_bytes = s.tx_bytes;
-                    c.tx_packets = s.tx_packets;
+        for (ty, p) in crate::raw_attrs(payload.get(IFINFOMSG_LEN..)?) {
+            match ty {
+                IFLA_IFNAME => c.name = crate::c_string(p),
+                // struct rtnl_link_stats64: rx_packets, tx_packets,
+                // rx_bytes, tx_bytes, ...
+                IFLA_STATS64 => {
+                    c.rx_packets = crate::read_u64(p, 0)?;
+                    c.tx_packets = crate::read_u64(p, 8)?;
+                    c.rx_bytes = crate::read_u64(p, 16)?;
+                    c.tx_bytes = crate::read_u64(p, 24)?;
                 }
                 _ => {}
             }
         }
-        c
+        Some(c)
     }
 }
 
@@ -156,17 +163,18 @@ impl Netlink {
 
     /// Every interface's counters, in one dump.
     pub fn link_counters(&mut self) -> Result<Vec<LinkCounters>> {
-        let msgs = self.dump(
+        const RTM_NEWLINK: u16 = 16;
+        let mut out = Vec::new();
+        self.dump_each(
             "dump link counters",
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            &mut |msg| match msg {
+                Some((RTM_NEWLINK, p)) => out.extend(LinkCounters::from_raw(p)),
+                Some(_) => {}
+                None => out.clear(),
+            },
         )?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(LinkCounters::from_message(l)),
-                _ => None,
-            })
-            .collect())
+        Ok(out)
     }
 
     /// Looks an interface up by name; `None` lets callers treat absence as a

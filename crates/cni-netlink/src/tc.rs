@@ -12,7 +12,7 @@ use netlink_packet_route::{
     tc::{
         TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType,
         TcAttribute, TcFilterMatchAllOption, TcFilterU32Option, TcHeader, TcMessage, TcMirror,
-        TcMirrorActionType, TcOption, TcStats2, TcU32Key, TcU32Selector, TcU32SelectorFlags,
+        TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
     },
 };
 
@@ -347,43 +347,57 @@ pub struct QdiscCounters {
     pub overlimits: u64,
 }
 
-fn parse_qdisc_counters(msg: TcMessage) -> QdiscCounters {
-    let (header, attrs) = msg.into_parts();
+/// From an RTM_NEWQDISC payload, unparsed but for the kind and counters.
+fn qdisc_counters_from_raw(payload: &[u8]) -> Option<QdiscCounters> {
+    const TCMSG_LEN: usize = 20;
+    const TCA_KIND: u16 = 1;
+    const TCA_STATS: u16 = 3;
+    const TCA_STATS2: u16 = 7;
+    const TCA_STATS_BASIC: u16 = 1;
+    const TCA_STATS_QUEUE: u16 = 3;
     let mut c = QdiscCounters {
-        ifindex: header.index as u32,
-        handle: header.handle.into(),
-        parent: header.parent.into(),
-        kind: kind_of(&attrs),
+        ifindex: crate::read_u32_at(payload, 4)?,
+        handle: crate::read_u32_at(payload, 8)?,
+        parent: crate::read_u32_at(payload, 12)?,
         ..Default::default()
     };
-    for attr in &attrs {
-        match attr {
-            TcAttribute::Stats2(parts) => {
-                for part in parts {
-                    match part {
-                        TcStats2::Basic(b) => {
-                            c.bytes = b.bytes;
-                            c.packets = u64::from(b.packets);
+    let mut have_stats2 = false;
+    let mut old_stats: Option<&[u8]> = None;
+    for (ty, p) in crate::raw_attrs(payload.get(TCMSG_LEN..)?) {
+        match ty {
+            TCA_KIND => c.kind = crate::c_string(p),
+            TCA_STATS2 => {
+                have_stats2 = true;
+                for (sty, sp) in crate::raw_attrs(p) {
+                    match sty {
+                        // struct gnet_stats_basic: bytes u64, packets u32
+                        TCA_STATS_BASIC => {
+                            c.bytes = crate::read_u64(sp, 0)?;
+                            c.packets = u64::from(crate::read_u32_at(sp, 8)?);
                         }
-                        TcStats2::Queue(q) => {
-                            c.drops = u64::from(q.drops);
-                            c.overlimits = u64::from(q.overlimits);
+                        // struct gnet_stats_queue: qlen, backlog, drops,
+                        // requeues, overlimits (u32 each)
+                        TCA_STATS_QUEUE => {
+                            c.drops = u64::from(crate::read_u32_at(sp, 8)?);
+                            c.overlimits = u64::from(crate::read_u32_at(sp, 16)?);
                         }
                         _ => {}
                     }
                 }
             }
-            // Kernels without TCA_STATS2 (before 2.6.x): the old struct.
-            TcAttribute::Stats(old) if c.packets == 0 && c.bytes == 0 => {
-                c.bytes = old.bytes;
-                c.packets = u64::from(old.packets);
-                c.drops = u64::from(old.drops);
-                c.overlimits = u64::from(old.overlimits);
-            }
+            TCA_STATS => old_stats = Some(p),
             _ => {}
         }
     }
-    c
+    // Kernels without TCA_STATS2: struct tc_stats (bytes u64, packets,
+    // drops, overlimits u32).
+    if let (false, Some(p)) = (have_stats2, old_stats) {
+        c.bytes = crate::read_u64(p, 0)?;
+        c.packets = u64::from(crate::read_u32_at(p, 8)?);
+        c.drops = u64::from(crate::read_u32_at(p, 12)?);
+        c.overlimits = u64::from(crate::read_u32_at(p, 16)?);
+    }
+    Some(c)
 }
 
 fn mirred_of(actions: &[TcAction], out: &mut Vec<Mirred>) {
@@ -503,18 +517,19 @@ impl Netlink {
     /// the operator's view of the whole node costs one request, not one per
     /// pod.
     pub fn qdisc_counters(&mut self) -> Result<Vec<QdiscCounters>> {
+        const RTM_NEWQDISC: u16 = 36;
         let header = tc_header(0, 0, 0, 0)?;
-        let msgs = self.dump(
+        let mut out = Vec::new();
+        self.dump_each(
             "dump qdiscs with counters",
             RouteNetlinkMessage::GetQueueDiscipline(tc_message(header, vec![])),
+            &mut |msg| match msg {
+                Some((RTM_NEWQDISC, p)) => out.extend(qdisc_counters_from_raw(p)),
+                Some(_) => {}
+                None => out.clear(),
+            },
         )?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewQueueDiscipline(q) => Some(parse_qdisc_counters(q)),
-                _ => None,
-            })
-            .collect())
+        Ok(out)
     }
 
     /// Lists every qdisc of one interface, children included (the kernel
@@ -874,6 +889,40 @@ mod tests {
             let with_clsact = check(&mut nl, "clsact");
             assert!(with_clsact.iter().any(|q| q.kind == "clsact"));
             assert!(nl.top_qdiscs(999_999).unwrap().is_empty(), "no such link");
+        }
+
+        /// The raw counter dumps see what the typed ones see, and count.
+        #[test]
+        fn counter_dumps_agree_with_the_typed_dumps() {
+            let Some(mut nl) = private_netns() else {
+                return;
+            };
+            let ifb = nl.create_ifb("cnt0", 1500, None).unwrap();
+            nl.replace_root_tbf(ifb.index, &spec(125_000, 10_000, 50_000))
+                .unwrap();
+            nl.add_ingress_qdisc(ifb.index).unwrap();
+            let typed = nl.qdiscs(ifb.index).unwrap();
+            let raw: Vec<QdiscCounters> = nl
+                .qdisc_counters()
+                .unwrap()
+                .into_iter()
+                .filter(|q| q.ifindex == ifb.index)
+                .collect();
+            assert_eq!(raw.len(), typed.len(), "{raw:?} vs {typed:?}");
+            for t in &typed {
+                assert!(
+                    raw.iter()
+                        .any(|r| (r.handle, r.parent, &r.kind) == (t.handle, t.parent, &t.kind)),
+                    "{t:?} in {raw:?}"
+                );
+            }
+            let links = nl.link_counters().unwrap();
+            let mine = links
+                .iter()
+                .find(|l| l.index == ifb.index)
+                .expect("the ifb");
+            assert_eq!(mine.name, "cnt0");
+            assert!(links.iter().any(|l| l.name == "lo"));
         }
 
         #[test]

@@ -28,10 +28,11 @@ fn not_regular(path: &Path, file: &File) -> io::Error {
     )
 }
 
-/// Checks that an opened file is a regular file.
-fn ensure_regular(path: &Path, file: &File) -> io::Result<()> {
-    if file.metadata()?.file_type().is_file() {
-        Ok(())
+/// Checks that an opened file is a regular file; returns its size.
+fn ensure_regular(path: &Path, file: &File) -> io::Result<u64> {
+    let meta = file.metadata()?;
+    if meta.file_type().is_file() {
+        Ok(meta.len())
     } else {
         Err(not_regular(path, file))
     }
@@ -41,11 +42,16 @@ fn ensure_regular(path: &Path, file: &File) -> io::Result<()> {
 /// a regular file (on which `O_NONBLOCK` has no effect, so reads and writes
 /// behave as usual).
 pub fn open_regular_nofollow(path: &Path, opts: &mut OpenOptions) -> io::Result<File> {
+    open_regular_sized(path, opts).map(|(f, _)| f)
+}
+
+/// [`open_regular_nofollow`], also returning the size the file had.
+fn open_regular_sized(path: &Path, opts: &mut OpenOptions) -> io::Result<(File, u64)> {
     let file = opts
         .custom_flags(BASE_FLAGS | nix::libc::O_NOFOLLOW)
         .open(path)?;
-    ensure_regular(path, &file)?;
-    Ok(file)
+    let len = ensure_regular(path, &file)?;
+    Ok((file, len))
 }
 
 /// Opens any file read-only without blocking (for namespace files, which
@@ -61,13 +67,30 @@ pub fn open_nonblocking(path: &Path) -> io::Result<File> {
 /// Reads a regular file of at most `max` bytes, not through a symlink and
 /// never blocking on a FIFO. `Ok(None)` when the file does not exist.
 pub fn read_bounded(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
-    let file = match open_regular_nofollow(path, OpenOptions::new().read(true)) {
+    let (file, len) = match open_regular_sized(path, OpenOptions::new().read(true)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut buf = Vec::new();
-    file.take(max + 1).read_to_end(&mut buf)?;
+    // Sized from fstat, the whole file comes in one read: a regular file
+    // returns less than asked only at its end. One that grew meanwhile
+    // (the read filled the byte to spare) is read on, up to the bound.
+    // procfs files report size 0 and an integer sysctl answers only a read
+    // at offset 0, so the first read always has room for a page.
+    const FIRST_READ_MIN: u64 = 4096;
+    let first = len.max(FIRST_READ_MIN).min(max);
+    let mut buf = vec![0u8; first as usize + 1];
+    let mut file = file;
+    let n = loop {
+        match file.read(&mut buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other?,
+        }
+    };
+    buf.truncate(n);
+    if n as u64 > first {
+        file.take(max + 1 - n as u64).read_to_end(&mut buf)?;
+    }
     if buf.len() as u64 > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -181,6 +204,28 @@ mod tests {
         assert_eq!(read_bounded(&d.join("absent"), 10).unwrap(), None);
         assert!(read_bounded(&d, 10).is_err());
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Sizes around the bound: empty, exactly the bound, one byte over.
+    #[test]
+    fn bounded_reads_take_the_whole_file_and_refuse_one_byte_more() {
+        let d = tmpdir("bounds");
+        let p = d.join("f");
+        for (size, ok) in [(0usize, true), (100, true), (101, false)] {
+            std::fs::write(&p, vec![b'x'; size]).unwrap();
+            match read_bounded(&p, 100) {
+                Ok(Some(b)) => assert!(ok && b.len() == size, "{size}"),
+                Err(e) => assert!(!ok, "{size}: {e}"),
+                Ok(None) => panic!("{size}: missing"),
+            }
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+        // procfs says size 0, and an integer sysctl answers only a read at
+        // offset 0: the value must come whole.
+        let proc = Path::new("/proc/sys/net/ipv4/tcp_keepalive_time");
+        if let Ok(want) = std::fs::read(proc) {
+            assert_eq!(read_bounded(proc, 4096).unwrap(), Some(want));
+        }
     }
 
     /// A killed writer's temp file under this pid's name (pid reuse) is

@@ -141,27 +141,37 @@ fn sanitize(s: &str) -> String {
 
 /// One state file as an operator's tool reads it: whose it is, and its data.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Surveyed {
+pub struct Surveyed<T> {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
-    pub data: serde_json::Value,
+    pub data: T,
 }
 
 /// What [`survey`] found in one directory.
-#[derive(Debug, Default)]
-pub struct Survey {
-    pub found: Vec<Surveyed>,
+#[derive(Debug)]
+pub struct Survey<T> {
+    pub found: Vec<Surveyed<T>>,
     /// This owner's files (by name) that could not be read or decoded, with why.
     pub broken: Vec<(PathBuf, String)>,
 }
 
+impl<T> Default for Survey<T> {
+    fn default() -> Self {
+        Survey {
+            found: Vec::new(),
+            broken: Vec::new(),
+        }
+    }
+}
+
 /// Every attachment `owner` (a plugin's name) keeps state for in `dir`,
-/// whatever the network, read-only: nothing is removed or rewritten, so an
-/// operator's tool can run at any time next to the plugins. A missing
-/// directory is an empty survey; one that cannot be listed is an error.
-/// Files of another owner sharing the directory are skipped.
-pub fn survey(dir: &Path, owner: &str) -> Result<Survey> {
+/// whatever the network, decoded as `T`, read-only: nothing is removed or
+/// rewritten, so an operator's tool can run at any time next to the
+/// plugins. A missing directory is an empty survey; one that cannot be
+/// listed is an error. Files of another owner sharing the directory are
+/// skipped.
+pub fn survey<T: DeserializeOwned>(dir: &Path, owner: &str) -> Result<Survey<T>> {
     let mut out = Survey::default();
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -177,7 +187,7 @@ pub fn survey(dir: &Path, owner: &str) -> Result<Survey> {
     names.sort();
     for (name, path) in names {
         let mine_by_name = name.starts_with(&own_prefix);
-        match StateStore::read_envelope::<serde_json::Value>(&path) {
+        match StateStore::read_envelope::<T>(&path) {
             Ok(Some(e)) if e.owner.as_ref().is_none_or(|o| o == owner) => {
                 out.found.push(Surveyed {
                     network: e.network,
