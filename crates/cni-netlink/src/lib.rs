@@ -129,7 +129,8 @@ struct Reply {
     interrupted: bool,
 }
 
-fn read_u32(buf: &[u8], off: usize) -> Option<u32> {
+/// A native-endian u32 at `off`.
+pub(crate) fn read_u32(buf: &[u8], off: usize) -> Option<u32> {
     let b = buf.get(off..off + 4)?;
     Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
@@ -413,16 +414,14 @@ impl Netlink {
 }
 
 /// The attributes (type without the nested/byte-order flags, payload) in
-/// `buf`, as the kernel lays them out: 4-byte aligned TLVs. Stops at the
-/// first malformed one.
+/// `buf`, walked by netlink-packet-core's `NlasIterator` (as the tbf
+/// options and extended acks are); stops at the first malformed one.
 pub(crate) fn raw_attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = 0;
-    std::iter::from_fn(move || {
-        let len = read_u16(buf, off)? as usize;
-        let ty = read_u16(buf, off + 2)? & 0x3FFF;
-        let payload = buf.get(off + 4..off + len.max(4))?;
-        off += align4(len.max(4));
-        Some((ty, payload))
+    NlasIterator::new(buf).map_while(|r| r.ok()).map(|nla| {
+        let (kind, len) = (nla.kind(), nla.length() as usize);
+        // `value()` borrows the iterator's item; the inner slice lives as
+        // long as `buf`.
+        (kind, &nla.into_inner()[4..len])
     })
 }
 
@@ -430,11 +429,6 @@ pub(crate) fn raw_attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 pub(crate) fn read_u64(buf: &[u8], off: usize) -> Option<u64> {
     let b = buf.get(off..off + 8)?;
     Some(u64::from_ne_bytes(b.try_into().ok()?))
-}
-
-/// A native-endian u32 at `off` (for the raw parsers).
-pub(crate) fn read_u32_at(buf: &[u8], off: usize) -> Option<u32> {
-    read_u32(buf, off)
 }
 
 /// A NUL-terminated string attribute.

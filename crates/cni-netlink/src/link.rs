@@ -48,7 +48,7 @@ pub struct Link {
 
 /// One interface's traffic counters (`IFLA_STATS64`), for the operator's
 /// view. On a pod's host veth, tx is what went into the pod and rx what
-/// came out of it; bytes are whole frames, as tbf meters them.
+/// came out of it; a GSO super-packet counts once, with one set of headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LinkCounters {
     /// Interface index.
@@ -73,7 +73,7 @@ impl LinkCounters {
         const IFLA_IFNAME: u16 = 3;
         const IFLA_STATS64: u16 = 23;
         let mut c = LinkCounters {
-            index: crate::read_u32_at(payload, 4)?,
+            index: crate::read_u32(payload, 4)?,
             ..Default::default()
         };
         for (ty, p) in crate::raw_attrs(payload.get(IFINFOMSG_LEN..)?) {

@@ -225,11 +225,6 @@ pub fn encode_tbf_options(spec: &TbfSpec) -> Vec<u8> {
     out
 }
 
-fn ne_u32(b: &[u8], off: usize) -> Option<u32> {
-    let s = b.get(off..off + 4)?;
-    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
-}
-
 /// Decodes the nested tbf `TCA_OPTIONS` payload the kernel dumps; `None`
 /// when it carries no (valid) `TCA_TBF_PARMS`.
 pub fn decode_tbf_options(opts: &[u8]) -> Option<TbfParams> {
@@ -240,12 +235,13 @@ pub fn decode_tbf_options(opts: &[u8]) -> Option<TbfParams> {
         let v = nla.value();
         match nla.kind() & NLA_TYPE_MASK {
             TCA_TBF_PARMS if v.len() >= TBF_QOPT_LEN => {
-                parms = Some((ne_u32(v, 8)?, ne_u32(v, 24)?, ne_u32(v, 28)?));
+                parms = Some((
+                    crate::read_u32(v, 8)?,
+                    crate::read_u32(v, 24)?,
+                    crate::read_u32(v, 28)?,
+                ));
             }
-            TCA_TBF_RATE64 => {
-                let b = v.get(..8)?;
-                rate64 = u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-            }
+            TCA_TBF_RATE64 => rate64 = crate::read_u64(v, 0)?,
             _ => {}
         }
     }
@@ -356,9 +352,9 @@ fn qdisc_counters_from_raw(payload: &[u8]) -> Option<QdiscCounters> {
     const TCA_STATS_BASIC: u16 = 1;
     const TCA_STATS_QUEUE: u16 = 3;
     let mut c = QdiscCounters {
-        ifindex: crate::read_u32_at(payload, 4)?,
-        handle: crate::read_u32_at(payload, 8)?,
-        parent: crate::read_u32_at(payload, 12)?,
+        ifindex: crate::read_u32(payload, 4)?,
+        handle: crate::read_u32(payload, 8)?,
+        parent: crate::read_u32(payload, 12)?,
         ..Default::default()
     };
     let mut have_stats2 = false;
@@ -373,13 +369,13 @@ fn qdisc_counters_from_raw(payload: &[u8]) -> Option<QdiscCounters> {
                         // struct gnet_stats_basic: bytes u64, packets u32
                         TCA_STATS_BASIC => {
                             c.bytes = crate::read_u64(sp, 0)?;
-                            c.packets = u64::from(crate::read_u32_at(sp, 8)?);
+                            c.packets = u64::from(crate::read_u32(sp, 8)?);
                         }
                         // struct gnet_stats_queue: qlen, backlog, drops,
                         // requeues, overlimits (u32 each)
                         TCA_STATS_QUEUE => {
-                            c.drops = u64::from(crate::read_u32_at(sp, 8)?);
-                            c.overlimits = u64::from(crate::read_u32_at(sp, 16)?);
+                            c.drops = u64::from(crate::read_u32(sp, 8)?);
+                            c.overlimits = u64::from(crate::read_u32(sp, 16)?);
                         }
                         _ => {}
                     }
@@ -393,9 +389,9 @@ fn qdisc_counters_from_raw(payload: &[u8]) -> Option<QdiscCounters> {
     // drops, overlimits u32).
     if let (false, Some(p)) = (have_stats2, old_stats) {
         c.bytes = crate::read_u64(p, 0)?;
-        c.packets = u64::from(crate::read_u32_at(p, 8)?);
-        c.drops = u64::from(crate::read_u32_at(p, 12)?);
-        c.overlimits = u64::from(crate::read_u32_at(p, 16)?);
+        c.packets = u64::from(crate::read_u32(p, 8)?);
+        c.drops = u64::from(crate::read_u32(p, 12)?);
+        c.overlimits = u64::from(crate::read_u32(p, 16)?);
     }
     Some(c)
 }
@@ -754,14 +750,14 @@ mod tests {
         let q = &b[4..40];
         assert_eq!(q[1], TC_LINKLAYER_ETHERNET);
         assert_eq!(i16::from_ne_bytes([q[4], q[5]]), -1);
-        assert_eq!(ne_u32(q, 8), Some(125_000));
+        assert_eq!(crate::read_u32(q, 8), Some(125_000));
         assert_eq!(&q[12..24], &[0u8; 12]);
-        assert_eq!(ne_u32(q, 24), Some(50_000));
+        assert_eq!(crate::read_u32(q, 24), Some(50_000));
         // 10 kB at 125 kB/s = 80 ms = 1_250_000 ticks
-        assert_eq!(ne_u32(q, 28), Some(1_250_000));
-        assert_eq!(ne_u32(q, 32), Some(0));
+        assert_eq!(crate::read_u32(q, 28), Some(1_250_000));
+        assert_eq!(crate::read_u32(q, 32), Some(0));
         assert_eq!(u16::from_ne_bytes([b[42], b[43]]), TCA_TBF_BURST);
-        assert_eq!(ne_u32(&b, 44), Some(10_000));
+        assert_eq!(crate::read_u32(&b, 44), Some(10_000));
     }
 
     #[test]
@@ -777,7 +773,7 @@ mod tests {
         let b = encode_tbf_options(&big);
         assert_eq!(b.len(), 40 + 12 + 8);
         let q = &b[4..40];
-        assert_eq!(ne_u32(q, 8), Some(u32::MAX));
+        assert_eq!(crate::read_u32(q, 8), Some(u32::MAX));
         let p = decode_tbf_options(&b).unwrap();
         assert_eq!(p.rate_bytes_per_sec, 10_000_000_000);
         assert!(p.matches(&big));
