@@ -408,3 +408,27 @@ fn help_needs_no_root_and_no_state() {
         "{text}"
     );
 }
+
+/// Egress shaped inside the pod (egressMode pod): drops and overlimits come
+/// from the container interface's tbf, read in the recorded namespace.
+#[test]
+fn pod_mode_egress_counts_the_pod_side_tbf() {
+    let n = Node::new();
+    let pod = Pod::new(&n.node).unwrap();
+    n.add(
+        &pod,
+        "bandwidth",
+        json!({"egressRate": RATE, "egressBurst": RATE / 40, "egressMode": "pod"}),
+    );
+    let before = n.row_of(&pod);
+    assert_eq!(before["egressMode"], "pod");
+    assert_eq!(u(&before["egress"]["rateBitsPerSecond"]), RATE);
+    assert!(before["egress"]["overlimits"].is_u64(), "{before}");
+    iperf(&n.node, &pod.host_ip, &pod.ns, 2).unwrap();
+    let after = n.row_of(&pod);
+    assert!(
+        u(&after["egress"]["overlimits"]) > u(&before["egress"]["overlimits"]),
+        "{after}"
+    );
+    assert!(after["ingress"]["rateBitsPerSecond"].is_null());
+}

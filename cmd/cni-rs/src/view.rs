@@ -244,15 +244,17 @@ fn fill(
     // In ifb mode the host veth receives what the pod sent, including what
     // the ifb's tbf then drops: what left the pod's shaper is what the ifb
     // transmitted (in pod mode and unshaped, the veth already sees that).
-    if let Some(ifb) = bw
+    let ifb = bw
         .and_then(|b| b.ifb.as_ref())
         .and_then(|name| kernel.links_by_name.get(name))
-        .and_then(|i| kernel.links.get(i))
-    {
+        .and_then(|i| kernel.links.get(i));
+    if let Some(ifb) = ifb {
         row.egress.bytes = Some(ifb.tx_bytes);
         row.egress.packets = Some(ifb.tx_packets);
     }
-    let (ingress_q, egress_q) = shaping_counters(bw, link.index, kernel);
+    let ifname = row.ifname.as_deref().unwrap_or_default();
+    let (ingress_q, egress_q) =
+        shaping_counters(bw, link.index, ifb.map(|l| l.index), ifname, kernel);
     for (dir, q) in [(&mut row.ingress, ingress_q), (&mut row.egress, egress_q)] {
         match (dir.rate_bits_per_second, q) {
             (_, Some((drops, overlimits))) => {
@@ -273,10 +275,14 @@ fn fill(
 /// A tbf's (drops, overlimits).
 type Throttled = Option<(u64, u64)>;
 
-/// Drops and overlimits of the tbfs shaping each direction (ingress, egress).
+/// Drops and overlimits of the tbfs shaping each direction (ingress, egress):
+/// the host veth's root tbf, and the ifb's (found once, by the caller) or,
+/// in pod mode, the one on the container interface `ifname`.
 fn shaping_counters(
     bw: Option<&Installed>,
     host_index: u32,
+    ifb_index: Option<u32>,
+    ifname: &str,
     kernel: &Kernel,
 ) -> (Throttled, Throttled) {
     let Some(bw) = bw else { return (None, None) };
@@ -286,20 +292,18 @@ fn shaping_counters(
         .then(|| kernel.root_tbf(host_index).map(pair))
         .flatten();
     let egress = match (&bw.ifb, bw.pod_tbf) {
-        (Some(ifb), _) => kernel
-            .links_by_name
-            .get(ifb)
-            .and_then(|i| kernel.root_tbf(*i))
-            .map(pair),
-        (None, true) => pod_side_tbf(bw).map(|q| pair(&q)),
+        (Some(_), _) => ifb_index.and_then(|i| kernel.root_tbf(i)).map(pair),
+        (None, true) => pod_side_tbf(bw, ifname).map(|q| pair(&q)),
         (None, false) => None,
     };
     (ingress, egress)
 }
 
-/// The root tbf on the container interface, inside the pod's namespace
-/// (egressMode pod), only if that namespace is still the recorded one.
-fn pod_side_tbf(bw: &Installed) -> Option<QdiscCounters> {
+/// The root tbf on the container interface `ifname`, inside the pod's
+/// namespace (egressMode pod), only if that namespace is still the recorded
+/// one. The interface is looked up by name, so another attachment's tbf in
+/// the same pod (a second interface) is never reported as this one's.
+fn pod_side_tbf(bw: &Installed, ifname: &str) -> Option<QdiscCounters> {
     let path = Path::new(bw.netns_path.as_deref()?);
     let file = cni_types::fsutil::open_nonblocking(path).ok()?;
     let now = NetnsId::of_file(&file).ok();
@@ -308,13 +312,10 @@ fn pod_side_tbf(bw: &Installed) -> Option<QdiscCounters> {
     }
     cni_netlink::netns::run_in(path, || {
         let mut nl = Netlink::new()?;
-        let qdiscs = nl.qdisc_counters()?;
-        let links = nl.link_counters()?;
-        // The container interface: the one whose root tbf we installed is
-        // the only root tbf `1:` a record with pod_tbf speaks for.
-        Ok(links
-            .iter()
-            .find_map(|l| root_tbf_in(&qdiscs, l.index).cloned()))
+        let Some(cont) = nl.link_by_name(ifname)? else {
+            return Ok(None);
+        };
+        Ok(root_tbf_in(&nl.qdisc_counters()?, cont.index).cloned())
     })
     .ok()
     .flatten()
