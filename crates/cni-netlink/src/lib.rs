@@ -21,11 +21,12 @@ use nix::libc;
 #[cfg(any(test, feature = "testing"))]
 mod addr;
 pub mod host_veth;
+pub mod htb;
 mod link;
 pub mod netns;
 pub mod tc;
 
-pub use link::{Link, LinkCounters};
+pub use link::{IFB_TXQUEUELEN, Link, LinkCounters};
 
 /// Size of the receive buffer: dumps put many messages in one datagram (at
 /// most 32 KiB); a larger datagram is detected with `MSG_TRUNC` and reported
@@ -202,6 +203,21 @@ impl Netlink {
             Err(e) if tc_object && e.errno() == Some(libc::EINVAL) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Like [`Netlink::request`], but hands each answer message to `each`
+    /// unparsed (type and payload), for answers netlink-packet-route does
+    /// not decode (a fifo's options are a bare struct, not attributes).
+    pub(crate) fn request_each(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        each: RawHandler<'_>,
+    ) -> Result<()> {
+        let seq = self.send(op, msg, NLM_F_REQUEST | NLM_F_ACK | flags)?;
+        self.receive_with(op, seq, false, Some(each))?;
+        Ok(())
     }
 
     /// Runs a dump, retrying when the kernel flags it as inconsistent.

@@ -16,6 +16,8 @@ use crate::{Netlink, NlError, Result};
 const IFLA_IFALIAS: u16 = 20;
 /// Kernel limit for interface names including the NUL (`IFNAMSIZ`).
 const IFNAMSIZ: usize = 16;
+/// txqueuelen of the ifbs we create (the kernel default for an ifb is 32).
+pub const IFB_TXQUEUELEN: u32 = 1000;
 
 /// A snapshot of one interface, with the fields the plugins decide on.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -259,6 +261,12 @@ impl Netlink {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
+        // The kernel gives an ifb 32; a qdisc whose queue defaults to the
+        // txqueuelen (pfifo under an htb class, htb's direct queue) would
+        // drop at 32 packets. Our qdiscs set their limits explicitly; this
+        // keeps anything else someone adds sane.
+        msg.attributes
+            .push(LinkAttribute::TxQueueLen(IFB_TXQUEUELEN));
         msg.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Ifb)]));
         let op = format!("create ifb {name}");

@@ -31,7 +31,6 @@ pub const TCA_EGRESS_REDIR: i32 = 1;
 /// `ETH_P_ALL`: a filter protocol matching every frame.
 pub const ETH_P_ALL: u16 = 0x0003;
 /// `ETH_P_IP`: a filter protocol matching IPv4 only.
-#[cfg(any(test, feature = "testing"))]
 pub const ETH_P_IP: u16 = 0x0800;
 
 const TCA_OPTIONS: u16 = 2;
@@ -121,6 +120,12 @@ impl Qdisc {
         self.is_root() && self.kind == "tbf" && self.handle == TBF_HANDLE
     }
 
+    /// A root qdisc `1:` of a kind the bandwidth plugin installs there (tbf,
+    /// or htb when traffic classes are configured).
+    pub fn is_root_shaper(&self) -> bool {
+        self.is_root() && self.handle == TBF_HANDLE && (self.kind == "tbf" || self.kind == "htb")
+    }
+
     /// An `ingress` qdisc (not a `clsact`, which sits on the same hook).
     pub fn is_ingress(&self) -> bool {
         self.parent == TC_H_INGRESS && self.kind == "ingress"
@@ -150,6 +155,10 @@ pub struct Filter {
     pub handle: u32,
     /// mirred actions attached to the filter, to see where traffic is sent.
     pub mirred: Vec<Mirred>,
+    /// The class a u32 filter sends matches to (`classid`/`flowid`).
+    pub classid: Option<u32>,
+    /// A u32 filter's keys, in order.
+    pub keys: Vec<crate::htb::U32Match>,
 }
 
 /// A mirred action: where and how a filter sends matching packets.
@@ -260,7 +269,7 @@ fn nla_bytes(nla: &DefaultNla) -> Vec<u8> {
 }
 
 /// Builds the tc header; `info` carries prio and protocol for filters.
-fn tc_header(index: u32, parent: u32, handle: u32, info: u32) -> Result<TcHeader> {
+pub(crate) fn tc_header(index: u32, parent: u32, handle: u32, info: u32) -> Result<TcHeader> {
     let index = i32::try_from(index)
         .map_err(|_| NlError::invalid_input(format!("ifindex {index} out of range")))?;
     Ok(TcHeader {
@@ -274,11 +283,11 @@ fn tc_header(index: u32, parent: u32, handle: u32, info: u32) -> Result<TcHeader
 
 /// Filter `info`: prio in the upper 16 bits, protocol in network byte order
 /// in the lower 16 (what the kernel reads as `htons(ETH_P_*)`).
-fn filter_info(prio: u16, protocol: u16) -> u32 {
+pub(crate) fn filter_info(prio: u16, protocol: u16) -> u32 {
     (u32::from(prio) << 16) | u32::from(protocol.to_be())
 }
 
-fn tc_message(header: TcHeader, attributes: Vec<TcAttribute>) -> TcMessage {
+pub(crate) fn tc_message(header: TcHeader, attributes: Vec<TcAttribute>) -> TcMessage {
     TcMessage::from_parts(header, attributes)
 }
 
@@ -417,11 +426,25 @@ fn parse_filter(msg: TcMessage) -> Filter {
     let (header, attrs) = msg.into_parts();
     let kind = kind_of(&attrs);
     let mut mirred = Vec::new();
+    let mut classid = None;
+    let mut keys = Vec::new();
     for attr in &attrs {
         if let TcAttribute::Options(opts) = attr {
             for opt in opts {
                 match opt {
                     TcOption::U32(TcFilterU32Option::Action(acts)) => mirred_of(acts, &mut mirred),
+                    TcOption::U32(TcFilterU32Option::ClassId(h)) => classid = Some(u32::from(*h)),
+                    TcOption::U32(TcFilterU32Option::Selector(sel)) => {
+                        keys = sel
+                            .keys
+                            .iter()
+                            .map(|k| crate::htb::U32Match {
+                                mask: k.mask,
+                                val: k.val,
+                                off: k.off,
+                            })
+                            .collect();
+                    }
                     TcOption::MatchAll(TcFilterMatchAllOption::Action(acts)) => {
                         mirred_of(acts, &mut mirred)
                     }
@@ -438,6 +461,8 @@ fn parse_filter(msg: TcMessage) -> Filter {
         kind,
         handle: header.handle.into(),
         mirred,
+        classid,
+        keys,
     }
 }
 

@@ -13,13 +13,14 @@
 //! is installed, so DEL, CHECK and GC touch only what is ours, also after a
 //! crash half-way through ADD.
 
+use crate::classes::{ClassName, Direction, Origin, PeerClasses};
 use crate::config::{BandwidthConf, EgressMode};
 use crate::devices::{IfbOwner, MAX_ALIAS_BYTES, ifb_alias, ifb_candidates, ifb_name, ifb_owner};
+use crate::layout::{RootLayout, install_root, root_difference};
 use crate::tbf::{Shape, shape};
 use anyhow::Context as _;
 use cni_netlink::tc::{
     ETH_P_ALL, INGRESS_HANDLE, Qdisc, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR,
-    TbfSpec,
 };
 use cni_netlink::{Link, Netlink, netns};
 use cni_types::env::NetnsId;
@@ -37,7 +38,8 @@ pub const FILTER_PRIO: u16 = 1;
 pub struct Installed {
     pub host_veth: String,
     pub host_index: u32,
-    /// Root tbf `1:` on the host veth (ingress shaping) is ours.
+    /// The root `1:` on the host veth (a tbf, or an htb with classes) is
+    /// ours. (The name is kept from when it could only be a tbf.)
     pub ingress_tbf: bool,
     /// The egress ifb's name, when egress is shaped.
     pub ifb: Option<String>,
@@ -45,7 +47,8 @@ pub struct Installed {
     pub ingress_qdisc: bool,
     /// Our redirect filter's prio under `ffff:`.
     pub filter_prio: Option<u16>,
-    /// Root tbf `1:` on the container interface (egress mode "pod") is ours.
+    /// The root `1:` (tbf or htb) on the container interface (egress mode
+    /// "pod", or counting only) is ours.
     #[serde(default)]
     pub pod_tbf: bool,
     /// How egress is shaped (`ifb` or `pod`), for CHECK and operators.
@@ -68,6 +71,17 @@ pub struct Installed {
     pub egress_rate: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_path: Option<String>,
+    /// The traffic classes' leaf class minors (the same in both
+    /// directions), for operators: `cni-rs` names the counters with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassRecord>,
+}
+
+/// One traffic class as recorded: its name and leaf class `1:minor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassRecord {
+    pub name: ClassName,
+    pub minor: u32,
 }
 
 impl Installed {
@@ -93,14 +107,6 @@ impl Attachment<'_> {
 
     fn alias(&self) -> String {
         ifb_alias(self.network, self.container_id, self.ifname)
-    }
-}
-
-fn spec(s: &Shape) -> TbfSpec {
-    TbfSpec {
-        rate_bytes_per_sec: s.rate_bytes_per_sec,
-        burst_bytes: s.burst_bytes,
-        limit_bytes: s.limit_bytes,
     }
 }
 
@@ -169,9 +175,28 @@ pub struct AddRequest<'a> {
     pub egress: Option<Shape>,
     pub policy: Option<crate::policy::PolicyRecord>,
     pub pod: Option<cni_types::env::PodRef>,
+    /// Peer classes, when configured.
+    pub classes: Option<&'a PeerClasses>,
+    pub latency_ms: u32,
 }
 
 impl AddRequest<'_> {
+    /// What goes at the root of the device shaping `dir`: a tbf for the
+    /// pod's limit; an htb tree when classes are configured and there is a
+    /// limit to split, or (zone classes) always, to count. None: nothing.
+    pub fn layout(&self, dir: Direction, mtu: u32) -> Option<RootLayout> {
+        let shape = match dir {
+            Direction::IntoPod => self.ingress.as_ref(),
+            Direction::OutOfPod => self.egress.as_ref(),
+        };
+        match self.classes {
+            Some(c) if shape.is_some() || c.origin == Origin::Zones => Some(RootLayout::Htb(
+                crate::classes::plan(c, shape, dir, mtu, self.latency_ms),
+            )),
+            _ => shape.map(|s| RootLayout::Tbf(*s)),
+        }
+    }
+
     pub fn attachment(&self) -> Attachment<'_> {
         Attachment {
             network: self.network,
@@ -213,19 +238,28 @@ pub fn install(
         ingress_rate: req.ingress.map(|s| s.rate_bytes_per_sec.saturating_mul(8)),
         egress_rate: req.egress.map(|s| s.rate_bytes_per_sec.saturating_mul(8)),
         netns_path: (!req.netns.as_os_str().is_empty()).then(|| req.netns.display().to_string()),
+        classes: Vec::new(),
     };
+    let ingress_layout = req.layout(Direction::IntoPod, host.mtu);
+    let egress_layout = req.layout(Direction::OutOfPod, host.mtu);
     let qdiscs = nl
         .top_qdiscs(host.index)
         .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
     adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
-    let mode = resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?;
-    if req.ingress.is_some() {
+    // Counting without a limit needs no ifb (whose deletion would add the
+    // kernel's ~15 ms to every DEL): the pod side counts what leaves it.
+    let mode = if req.egress.is_none() && egress_layout.is_some() {
+        EgressMode::Pod
+    } else {
+        resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?
+    };
+    if ingress_layout.is_some() {
         let root = qdiscs.iter().find(|q| q.is_root());
         refuse_foreign_root(root, owned.ingress_tbf, &host.name)?;
     }
     // The pod's root qdisc, read once: judged here, and reused by the
     // step that installs the pod-side tbf.
-    let pod_root = if req.egress.is_some() && mode == EgressMode::Pod {
+    let pod_root = if egress_layout.is_some() && mode == EgressMode::Pod {
         let root = pod_root_qdisc(req.netns, req.ifname)?;
         refuse_foreign_root(
             root.as_ref(),
@@ -236,7 +270,7 @@ pub fn install(
     } else {
         None
     };
-    let ifb = match (&req.egress, mode) {
+    let ifb = match (&egress_layout, mode) {
         (Some(_), EgressMode::Ifb | EgressMode::Auto) => Some(choose_ifb(nl, req, &owned)?),
         _ => None,
     };
@@ -244,8 +278,20 @@ pub fn install(
     // the kernel is touched, so a crash from here on leaves a state file
     // that lets DEL find everything.
     let mut inst = owned.clone();
-    inst.ingress_tbf |= req.ingress.is_some();
-    match (&req.egress, &ifb) {
+    inst.ingress_tbf |= ingress_layout.is_some();
+    inst.classes = [&ingress_layout, &egress_layout]
+        .into_iter()
+        .find_map(|l| match l {
+            Some(RootLayout::Htb(p)) => Some(
+                p.names
+                    .iter()
+                    .map(|&(name, minor)| ClassRecord { name, minor })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default();
+    match (&egress_layout, &ifb) {
         (Some(_), Some(name)) => {
             inst.ifb = Some(name.clone());
             inst.ingress_qdisc = true;
@@ -262,6 +308,8 @@ pub fn install(
         owned: &owned,
         ifb: ifb.as_deref(),
         pod_root: pod_root.as_ref(),
+        ingress: ingress_layout.as_ref(),
+        egress: egress_layout.as_ref(),
     };
     match install_steps(nl, host, req, &decided, &mut inst, &mut undo) {
         Ok(ifb) => {
@@ -284,7 +332,7 @@ fn refuse_foreign_root(
     device: &str,
 ) -> anyhow::Result<()> {
     let Some(r) = root else { return Ok(()) };
-    let free = r.is_default_root() || (ours && r.is_root_tbf());
+    let free = r.is_default_root() || (ours && r.is_root_shaper());
     if free {
         return Ok(());
     }
@@ -365,6 +413,9 @@ struct Decisions<'a> {
     ifb: Option<&'a str>,
     /// The container interface's root qdisc (mode pod).
     pod_root: Option<&'a cni_netlink::tc::Qdisc>,
+    /// The root layouts wanted for each direction.
+    ingress: Option<&'a RootLayout>,
+    egress: Option<&'a RootLayout>,
 }
 
 /// One change step after another: each records what to undo, so a
@@ -395,48 +446,43 @@ fn install_steps(
         undo,
     };
     steps.ingress()?;
-    match (&req.egress, decided.mode) {
+    match (decided.egress, decided.mode) {
         (None, _) => {
             steps.no_egress()?;
             Ok(None)
         }
-        (Some(s), EgressMode::Pod) => {
-            steps.egress_in_pod(s)?;
+        (Some(l), EgressMode::Pod) => {
+            steps.egress_in_pod(l)?;
             Ok(None)
         }
-        (Some(s), _) => steps.egress_through_ifb(s).map(Some),
+        (Some(l), _) => steps.egress_through_ifb(l).map(Some),
     }
 }
 
 impl Steps<'_, '_> {
-    /// Into the pod: root tbf on the host veth (coexists with a clsact).
-    /// The root was judged free (default or ours) before anything changed.
+    /// Into the pod: the root `1:` on the host veth (coexists with a
+    /// clsact). The root was judged free (default or ours) before anything
+    /// changed.
     fn ingress(&mut self) -> anyhow::Result<()> {
         let (host, owned) = (self.host, self.decided.owned);
         let root = self.decided.qdiscs.iter().find(|q| q.is_root());
-        let Some(s) = &self.req.ingress else {
-            if owned.ingress_tbf && root.is_some_and(|r| r.is_root_tbf()) {
+        let Some(layout) = self.decided.ingress else {
+            if owned.ingress_tbf && root.is_some_and(|r| r.is_root_shaper()) {
                 self.nl
                     .delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE)
-                    .cni_with(Code::Kernel, || format!("removing tbf from {}", host.name))?;
+                    .cni_with(Code::Kernel, || {
+                        format!("removing our root qdisc from {}", host.name)
+                    })?;
             }
             self.inst.ingress_tbf = false;
             return Ok(());
         };
-        if root.is_none_or(|r| !r.is_root_tbf()) {
+        if root.is_none_or(|r| !r.is_root_shaper()) {
             self.undo.push(Undo::RootTbf(host.index));
         }
-        self.nl
-            .replace_root_tbf(host.index, &spec(s))
-            .cni_with(Code::Kernel, || format!("installing tbf on {}", host.name))?;
+        install_root(self.nl, host, layout, root)?;
         self.inst.ingress_tbf = true;
-        log_info!(
-            "ingress: tbf rate {}B/s burst {}B limit {}B on {}",
-            s.rate_bytes_per_sec,
-            s.burst_bytes,
-            s.limit_bytes,
-            host.name
-        );
+        log_info!("ingress: {} on {}", layout.describe(), host.name);
         Ok(())
     }
 
@@ -448,14 +494,15 @@ impl Steps<'_, '_> {
         Ok(())
     }
 
-    /// Out of the pod, mode pod: root tbf on the container interface.
-    fn egress_in_pod(&mut self, s: &Shape) -> anyhow::Result<()> {
+    /// Out of the pod, mode pod: the root `1:` on the container interface.
+    fn egress_in_pod(&mut self, layout: &RootLayout) -> anyhow::Result<()> {
         let (req, owned) = (self.req, self.decided.owned);
         // Only what was ours before: the claims for ifb mode were not made.
         self.inst.ingress_qdisc = owned.ingress_qdisc;
         self.inst.filter_prio = owned.filter_prio;
         remove_egress(self.nl, self.host, self.inst, &req.attachment())?;
-        let existed = owned.pod_tbf && self.decided.pod_root.is_some_and(|q| q.is_root_tbf());
+        let pod_root = self.decided.pod_root;
+        let existed = owned.pod_tbf && pod_root.is_some_and(|q| q.is_root_shaper());
         in_pod(req.netns, req.ifname, |pn, link| {
             let link = link.ok_or_else(|| {
                 CniError::new(
@@ -463,10 +510,8 @@ impl Steps<'_, '_> {
                     format!("{} vanished from the pod", req.ifname),
                 )
             })?;
-            pn.replace_root_tbf(link.index, &spec(s))
-                .cni_with(Code::Kernel, || {
-                    format!("installing tbf on the pod's {}", req.ifname)
-                })
+            install_root(pn, &link, layout, pod_root)
+                .with_context(|| format!("in the pod's {}", req.ifname))
         })?;
         if !existed {
             self.undo.push(Undo::PodTbf(
@@ -477,33 +522,37 @@ impl Steps<'_, '_> {
         self.inst.pod_tbf = true;
         self.inst.egress_mode = Some(EgressMode::Pod);
         log_info!(
-            "egress (mode pod): tbf rate {}B/s burst {}B limit {}B on {} inside the pod",
-            s.rate_bytes_per_sec,
-            s.burst_bytes,
-            s.limit_bytes,
+            "egress (mode pod): {} on {} inside the pod",
+            layout.describe(),
             req.ifname
         );
         Ok(())
     }
 
     /// Out of the pod, mode ifb: the ifb, the ingress qdisc, the redirect,
-    /// and the tbf on the ifb.
-    fn egress_through_ifb(&mut self, s: &Shape) -> anyhow::Result<Link> {
+    /// and the root `1:` on the ifb.
+    fn egress_through_ifb(&mut self, layout: &RootLayout) -> anyhow::Result<Link> {
         self.inst.pod_tbf = self.decided.owned.pod_tbf;
         remove_pod_side(self.req.netns, self.req.ifname, self.inst)?;
         self.inst.egress_mode = Some(EgressMode::Ifb);
-        let ifb = self.ifb_link()?;
+        let (ifb, created) = self.ifb_link()?;
         self.inst.ifb = Some(ifb.name.clone());
         self.ingress_qdisc()?;
         self.redirect_to(&ifb)?;
-        self.nl
-            .replace_root_tbf(ifb.index, &spec(s))
-            .cni_with(Code::Kernel, || format!("installing tbf on {}", ifb.name))?;
+        // The ifb is ours whole; a new one has only the kernel's default.
+        let root = if created {
+            None
+        } else {
+            self.nl
+                .top_qdiscs(ifb.index)
+                .cni_with(Code::Kernel, || format!("listing qdiscs of {}", ifb.name))?
+                .into_iter()
+                .find(|q| q.is_root())
+        };
+        install_root(self.nl, &ifb, layout, root.as_ref())?;
         log_info!(
-            "egress: tbf rate {}B/s burst {}B limit {}B on {} (from {})",
-            s.rate_bytes_per_sec,
-            s.burst_bytes,
-            s.limit_bytes,
+            "egress: {} on {} (from {})",
+            layout.describe(),
             ifb.name,
             self.host.name
         );
@@ -513,7 +562,8 @@ impl Steps<'_, '_> {
     /// The chosen ifb: created, or (ours: marked for this attachment, left
     /// by a retried or crashed ADD, or adopted from the reference plugin's
     /// layout) brought in line. choose_ifb never hands out another's.
-    fn ifb_link(&mut self) -> anyhow::Result<Link> {
+    /// True when it was created now.
+    fn ifb_link(&mut self) -> anyhow::Result<(Link, bool)> {
         let host = self.host;
         let who = self.req.attachment();
         let name = self
@@ -531,7 +581,7 @@ impl Steps<'_, '_> {
                 .create_ifb(name, host.mtu, Some(&alias))
                 .cni_with(Code::Kernel, || format!("creating ifb {name}"))?;
             self.undo.push(Undo::Link(l.index));
-            return Ok(l);
+            return Ok((l, true));
         };
         if who.owner_of(&existing) == IfbOwner::Foreign {
             return Err(
@@ -558,7 +608,7 @@ impl Steps<'_, '_> {
                 .set_up(existing.index)
                 .cni_with(Code::Kernel, || format!("bringing up {name}"))?;
         }
-        Ok(existing)
+        Ok((existing, false))
     }
 
     /// The `ingress` qdisc on the host veth: ours, or added now.
@@ -755,7 +805,7 @@ fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink:
 /// Removes our root tbf from the container interface, if it is still there.
 fn remove_pod_tbf(ns: &Path, ifname: &str) -> anyhow::Result<()> {
     in_pod(ns, ifname, |pn, link| match link {
-        Some(link) => delete_qdisc_if(pn, &link, Qdisc::is_root_tbf, TC_H_ROOT, TBF_HANDLE),
+        Some(link) => delete_qdisc_if(pn, &link, Qdisc::is_root_shaper, TC_H_ROOT, TBF_HANDLE),
         None => Ok(()),
     })
 }
@@ -864,7 +914,7 @@ pub fn teardown(
     }
     if let Some(host) = recorded_host(nl, &inst)? {
         if inst.ingress_tbf {
-            delete_qdisc_if(nl, &host, Qdisc::is_root_tbf, TC_H_ROOT, TBF_HANDLE)?;
+            delete_qdisc_if(nl, &host, Qdisc::is_root_shaper, TC_H_ROOT, TBF_HANDLE)?;
         }
         inst.ifb = None;
         remove_egress(nl, &host, &mut inst, who)?;
@@ -878,14 +928,18 @@ fn mismatch(m: String) -> anyhow::Error {
 
 /// The tbf parameters as dumped against the shape asked for: the first
 /// difference, if any (pure, for CHECK).
-fn tbf_difference(device: &str, q: Option<&cni_netlink::tc::Qdisc>, s: &Shape) -> Option<String> {
+pub(crate) fn tbf_difference(
+    device: &str,
+    q: Option<&cni_netlink::tc::Qdisc>,
+    s: &Shape,
+) -> Option<String> {
     let Some(q) = q else {
         return Some(format!("{device}: root tbf 1: is missing"));
     };
     let Some(p) = q.tbf else {
         return Some(format!("{device}: tbf options unreadable"));
     };
-    let want = spec(s);
+    let want = crate::layout::tbf_spec(s);
     if p.rate_bytes_per_sec != want.rate_bytes_per_sec {
         return Some(format!(
             "{device}: tbf rate is {} B/s, expected {}",
@@ -907,27 +961,29 @@ fn tbf_difference(device: &str, q: Option<&cni_netlink::tc::Qdisc>, s: &Shape) -
     None
 }
 
-/// CHECK of one device's root tbf.
-fn check_tbf(nl: &mut Netlink, link: &Link, s: &Shape) -> anyhow::Result<()> {
-    let qs = nl
-        .top_qdiscs(link.index)
-        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", link.name))?;
-    match tbf_difference(&link.name, qs.iter().find(|q| q.is_root_tbf()), s) {
+/// CHECK of one device's root against the wanted layout.
+fn check_root(nl: &mut Netlink, link: &Link, want: &RootLayout) -> anyhow::Result<()> {
+    match root_difference(nl, link, want)? {
         Some(m) => Err(mismatch(m)),
         None => Ok(()),
     }
 }
 
-/// CHECK of the ifb layout: the ifb's tbf, the host veth's ingress qdisc
+/// CHECK of the ifb layout: the ifb's root, the host veth's ingress qdisc
 /// and the redirect to the recorded ifb.
-fn check_ifb_egress(nl: &mut Netlink, host: &Link, name: &str, s: &Shape) -> anyhow::Result<()> {
+fn check_ifb_egress(
+    nl: &mut Netlink,
+    host: &Link,
+    name: &str,
+    want: &RootLayout,
+) -> anyhow::Result<()> {
     let Some(ifb) = nl
         .link_by_name(name)
         .cni_with(Code::Kernel, || format!("looking up {name}"))?
     else {
         return Err(mismatch(format!("ifb {name} is missing")));
     };
-    check_tbf(nl, &ifb, s)?;
+    check_root(nl, &ifb, want)?;
     let qs = nl
         .top_qdiscs(host.index)
         .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
@@ -961,34 +1017,37 @@ fn check_ifb_egress(nl: &mut Netlink, host: &Link, name: &str, s: &Shape) -> any
     Ok(())
 }
 
-/// CHECK: the first difference between what should be and what is.
+/// CHECK: the first difference between what should be and what is, object
+/// by object (qdiscs, classes, leaf queues, filters and their matches).
 pub fn verify(
     nl: &mut Netlink,
     host: &Link,
     req: &AddRequest<'_>,
     inst: Option<&Installed>,
 ) -> anyhow::Result<()> {
-    if inst.is_none() && (req.ingress.is_some() || req.egress.is_some()) {
+    let ingress = req.layout(Direction::IntoPod, host.mtu);
+    let egress = req.layout(Direction::OutOfPod, host.mtu);
+    if inst.is_none() && (ingress.is_some() || egress.is_some()) {
         return Err(mismatch("no record of an ADD for this attachment".into()));
     }
     // (CHECK refused another namespace before looking the host veth up.)
-    if let Some(s) = &req.ingress {
-        check_tbf(nl, host, s)?;
+    if let Some(l) = &ingress {
+        check_root(nl, host, l)?;
     }
-    let Some(s) = &req.egress else {
+    let Some(l) = &egress else {
         return Ok(());
     };
     if inst.and_then(|i| i.egress_mode) == Some(EgressMode::Pod) {
         return in_pod(req.netns, req.ifname, |pn, link| {
             let link =
                 link.ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
-            check_tbf(pn, &link, s)
+            check_root(pn, &link, l)
         });
     }
     let name = inst
         .and_then(|i| i.ifb.clone())
         .unwrap_or_else(|| ifb_name(req.network, req.container_id));
-    check_ifb_egress(nl, host, &name, s)
+    check_ifb_egress(nl, host, &name, l)
 }
 
 #[cfg(test)]
@@ -1024,6 +1083,8 @@ mod tests {
             egress: egress.then_some(s),
             policy: None,
             pod: None,
+            classes: None,
+            latency_ms: 25,
         }
     }
 

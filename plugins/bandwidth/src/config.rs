@@ -93,6 +93,8 @@ pub struct BandwidthConf {
     pub egress_mode: EgressMode,
     /// Per-namespace defaults and maxima (see [`crate::policy`]).
     pub namespace_policy: Option<crate::policy::NamespacePolicy>,
+    /// Peer classes (subnets or zones), see [`crate::classes`].
+    pub classes: Option<crate::classes::PeerClasses>,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/run/cni/bandwidth";
@@ -387,6 +389,7 @@ impl BandwidthConf {
         let sentinel_is_unset = source == Source::Runtime && runtime_burst == RuntimeBurst::Cap;
         let (ingress, egress) = block.limits(sentinel_is_unset)?;
         let namespace_policy = crate::policy::NamespacePolicy::parse(raw)?;
+        let classes = crate::classes::parse(raw, conf.runtime_config_entry("bandwidth"))?;
         Ok(BandwidthConf {
             ingress,
             egress,
@@ -396,6 +399,7 @@ impl BandwidthConf {
             state_dir,
             egress_mode,
             namespace_policy,
+            classes,
         })
     }
 
@@ -432,6 +436,17 @@ impl BandwidthConf {
 
     pub fn shapes_anything(&self) -> bool {
         self.ingress.is_some() || self.egress.is_some()
+    }
+
+    /// Something goes on the node for this pod: a limit, or zone classes
+    /// (which count every pod, limited or not). Subnets alone change
+    /// nothing for a pod without a limit, as in the reference.
+    pub fn installs_anything(&self) -> bool {
+        self.shapes_anything()
+            || self
+                .classes
+                .as_ref()
+                .is_some_and(|c| c.origin == crate::classes::Origin::Zones)
     }
 }
 

@@ -47,7 +47,7 @@ impl Plugin for Bandwidth {
         let mut result = chained_prev(&ctx.conf)?;
         let env = &ctx.env;
         let store = store(&bw, &ctx.conf.name);
-        if !bw.shapes_anything() && load_state::<Installed>(&store, env).is_none() {
+        if !bw.installs_anything() && load_state::<Installed>(&store, env).is_none() {
             // Nothing to shape and nothing of ours: touch nothing at all.
             return pass_through(&ctx.conf);
         }
@@ -56,7 +56,7 @@ impl Plugin for Bandwidth {
             .lock()
             .cni(Code::Io, "cannot lock the state directory")?;
         let previous: Option<Installed> = load_state(&store, env);
-        if !bw.shapes_anything() {
+        if !bw.installs_anything() {
             // A retried ADD that no longer asks for shaping removes what an
             // earlier one installed.
             if let Some(prev) = &previous {
@@ -149,7 +149,7 @@ impl Plugin for Bandwidth {
     fn check(&self, ctx: &Context) -> anyhow::Result<()> {
         let (bw, policy) = conf_for_pod(ctx)?;
         let prev = chained_prev(&ctx.conf)?;
-        if !bw.shapes_anything() {
+        if !bw.installs_anything() {
             return Ok(());
         }
         let env = &ctx.env;
@@ -273,7 +273,7 @@ fn conf_for_pod(ctx: &Context) -> anyhow::Result<(BandwidthConf, Option<PolicyRe
 
 fn request<'a>(
     ctx: &'a Context,
-    bw: &BandwidthConf,
+    bw: &'a BandwidthConf,
     policy: Option<PolicyRecord>,
     nl: &mut Netlink,
     prev: &CniResult,
@@ -293,6 +293,8 @@ fn request<'a>(
         egress,
         policy,
         pod: env.args.pod(),
+        classes: bw.classes.as_ref(),
+        latency_ms: bw.latency_ms,
     };
     Ok((host, req))
 }

@@ -1,0 +1,277 @@
+//! The desired root of one shaped device (host veth, ifb or the pod's
+//! interface) as data, and the three things done with it: install
+//! (reconcile against what is there), compare (CHECK, object by object)
+//! and the description logged.
+//!
+//! Without classes the root is one tbf `1:`, exactly the layout of earlier
+//! versions and of the reference plugin; with classes it is an htb `1:`
+//! tree ([`crate::classes::plan`]). Both are removed by deleting the root
+//! `1:`, which takes its classes, leaf queues and filters with it.
+
+use crate::classes::{HtbPlan, ROOT_HANDLE};
+use crate::tbf::Shape;
+use cni_netlink::tc::{Qdisc, TC_H_ROOT, TbfSpec};
+use cni_netlink::{Link, Netlink};
+use cni_types::error::{Code, ResultExt};
+
+/// What goes at the root `1:` of one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootLayout {
+    Tbf(Shape),
+    Htb(HtbPlan),
+}
+
+pub fn tbf_spec(s: &Shape) -> TbfSpec {
+    TbfSpec {
+        rate_bytes_per_sec: s.rate_bytes_per_sec,
+        burst_bytes: s.burst_bytes,
+        limit_bytes: s.limit_bytes,
+    }
+}
+
+impl RootLayout {
+    /// For logs: what was installed.
+    pub fn describe(&self) -> String {
+        match self {
+            RootLayout::Tbf(s) => format!(
+                "tbf rate {}B/s burst {}B limit {}B",
+                s.rate_bytes_per_sec, s.burst_bytes, s.limit_bytes
+            ),
+            RootLayout::Htb(p) => format!(
+                "htb with {} classes ({}) and {} filters",
+                p.classes.len(),
+                p.names
+                    .iter()
+                    .map(|(n, m)| format!("{}=1:{m:x}", n.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                p.filters.len()
+            ),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            RootLayout::Tbf(_) => "tbf",
+            RootLayout::Htb(_) => "htb",
+        }
+    }
+}
+
+/// Makes `link`'s root `1:` what `want` says. `live` is the root qdisc
+/// there now, already judged free (the kernel's default) or ours by the
+/// caller. A tbf is replaced in place; an htb tree that already matches
+/// is kept (a retried ADD changes nothing), and any other root of ours is
+/// removed first (the kernel cannot change a qdisc's kind, and rebuilding
+/// a tree is simpler and safer than patching it).
+pub fn install_root(
+    nl: &mut Netlink,
+    link: &Link,
+    want: &RootLayout,
+    live: Option<&Qdisc>,
+) -> anyhow::Result<()> {
+    let ours = live.filter(|q| q.is_root_shaper());
+    if let Some(q) = ours {
+        let keep = match want {
+            RootLayout::Tbf(_) => q.kind == "tbf",
+            RootLayout::Htb(plan) => q.kind == "htb" && htb_difference(nl, link, plan)?.is_none(),
+        };
+        if keep && matches!(want, RootLayout::Htb(_)) {
+            return Ok(());
+        }
+        if !keep {
+            nl.delete_qdisc(link.index, TC_H_ROOT, ROOT_HANDLE)
+                .cni_with(Code::Kernel, || {
+                    format!("removing the old {} from {}", q.kind, link.name)
+                })?;
+        }
+    }
+    match want {
+        RootLayout::Tbf(s) => nl
+            .replace_root_tbf(link.index, &tbf_spec(s))
+            .cni_with(Code::Kernel, || format!("installing tbf on {}", link.name)),
+        RootLayout::Htb(plan) => build_htb(nl, link, plan),
+    }
+}
+
+/// Root, classes (parents first), leaf queues, then filters: traffic is
+/// classified only once every class it can reach exists.
+fn build_htb(nl: &mut Netlink, link: &Link, plan: &HtbPlan) -> anyhow::Result<()> {
+    let ctx = |what: String| format!("{what} on {}", link.name);
+    nl.add_root_htb(link.index, ROOT_HANDLE, plan.default_minor)
+        .cni_with(Code::Kernel, || ctx("adding root htb".into()))?;
+    for c in &plan.classes {
+        nl.add_htb_class(link.index, c).cni_with(Code::Kernel, || {
+            ctx(format!("adding class {:x}", c.classid))
+        })?;
+    }
+    for (class, handle, limit) in &plan.leaves {
+        nl.add_leaf_bfifo(link.index, *class, *handle, *limit)
+            .cni_with(Code::Kernel, || {
+                ctx(format!("adding the queue of {class:x}"))
+            })?;
+    }
+    for f in &plan.filters {
+        nl.add_u32_classifier(link.index, ROOT_HANDLE, f)
+            .cni_with(Code::Kernel, || {
+                ctx(format!("adding a filter to {:x}", f.classid))
+            })?;
+    }
+    Ok(())
+}
+
+fn top_as_qdisc(parent: u32) -> u32 {
+    if parent == TC_H_ROOT {
+        ROOT_HANDLE
+    } else {
+        parent
+    }
+}
+
+fn class_name(plan: &HtbPlan, classid: u32) -> String {
+    plan.names
+        .iter()
+        .find(|(_, m)| ROOT_HANDLE | m == classid)
+        .map(|(n, _)| format!("{} ", n.as_str()))
+        .unwrap_or_default()
+}
+
+/// The first difference between `plan` and the htb tree on `link`:
+/// classes (rate, ceiling, parent, quantum), leaf queues, and the filters
+/// with their matches and target classes, in the order they are tried.
+pub fn htb_difference(
+    nl: &mut Netlink,
+    link: &Link,
+    plan: &HtbPlan,
+) -> anyhow::Result<Option<String>> {
+    let dev = &link.name;
+    let live = nl
+        .htb_classes(link.index)
+        .cni_with(Code::Kernel, || format!("listing classes of {dev}"))?;
+    for want in &plan.classes {
+        let name = class_name(plan, want.classid);
+        let Some(have) = live.iter().find(|c| c.classid == want.classid) else {
+            return Ok(Some(format!(
+                "{dev}: {name}class {:x} is missing",
+                want.classid
+            )));
+        };
+        for (what, h, w) in [
+            ("rate (B/s)", have.rate, want.rate),
+            ("ceil (B/s)", have.ceil, want.ceil),
+            // A class at the top of the tree is dumped with the root as
+            // parent; it was added under the qdisc `1:`.
+            (
+                "parent",
+                u64::from(top_as_qdisc(have.parent)),
+                u64::from(want.parent),
+            ),
+            ("quantum", u64::from(have.quantum), u64::from(want.quantum)),
+        ] {
+            if h != w {
+                return Ok(Some(format!(
+                    "{dev}: {name}class {:x} {what} is {h}, expected {w}",
+                    want.classid
+                )));
+            }
+        }
+    }
+    if let Some(extra) = live
+        .iter()
+        .find(|c| !plan.classes.iter().any(|w| w.classid == c.classid))
+    {
+        return Ok(Some(format!(
+            "{dev}: class {:x} is not in the configured layout",
+            extra.classid
+        )));
+    }
+    for (class, _, limit) in &plan.leaves {
+        let fifo = nl
+            .fifo_under(link.index, *class)
+            .cni_with(Code::Kernel, || {
+                format!("reading the queue of {class:x} on {dev}")
+            })?;
+        match fifo {
+            Some(f) if f.bytes_mode && f.limit == *limit => {}
+            Some(f) => {
+                return Ok(Some(format!(
+                    "{dev}: the queue of {}class {class:x} holds {} {}, expected {limit} bytes",
+                    class_name(plan, *class),
+                    f.limit,
+                    if f.bytes_mode { "bytes" } else { "packets" }
+                )));
+            }
+            None => {
+                return Ok(Some(format!(
+                    "{dev}: the queue of {}class {class:x} is missing",
+                    class_name(plan, *class)
+                )));
+            }
+        }
+    }
+    let filters = nl
+        .filters(link.index, ROOT_HANDLE)
+        .cni_with(Code::Kernel, || format!("listing filters of {dev}"))?;
+    // u32 also dumps its hash tables (no keys): only entries classify.
+    let live: Vec<_> = filters.iter().filter(|f| !f.keys.is_empty()).collect();
+    for (i, want) in plan.filters.iter().enumerate() {
+        let Some(have) = live.get(i) else {
+            return Ok(Some(format!(
+                "{dev}: filter {} of {} (to {}class {:x}) is missing",
+                i + 1,
+                plan.filters.len(),
+                class_name(plan, want.classid),
+                want.classid
+            )));
+        };
+        let same = have.prio == want.prio
+            && have.protocol == want.protocol
+            && have.classid == Some(want.classid)
+            && have.keys == want.keys;
+        if !same {
+            return Ok(Some(format!(
+                "{dev}: filter {} differs: prio {} to {:x?} matching {:?}, expected prio {} to {:x} matching {:?}",
+                i + 1,
+                have.prio,
+                have.classid,
+                have.keys,
+                want.prio,
+                want.classid,
+                want.keys
+            )));
+        }
+    }
+    if live.len() > plan.filters.len() {
+        return Ok(Some(format!(
+            "{dev}: {} filters, expected {}",
+            live.len(),
+            plan.filters.len()
+        )));
+    }
+    Ok(None)
+}
+
+/// The first difference between `want` and `link`'s root, for CHECK.
+pub fn root_difference(
+    nl: &mut Netlink,
+    link: &Link,
+    want: &RootLayout,
+) -> anyhow::Result<Option<String>> {
+    let qs = nl
+        .top_qdiscs(link.index)
+        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", link.name))?;
+    let root = qs
+        .iter()
+        .find(|q| q.is_root_shaper() && q.kind == want.kind());
+    let Some(root) = root else {
+        return Ok(Some(format!(
+            "{}: root {} 1: is missing",
+            link.name,
+            want.kind()
+        )));
+    };
+    match want {
+        RootLayout::Tbf(s) => Ok(crate::apply::tbf_difference(&link.name, Some(root), s)),
+        RootLayout::Htb(plan) => htb_difference(nl, link, plan),
+    }
+}
