@@ -167,7 +167,9 @@ impl Netns {
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or(Value::Null);
         for q in qdiscs.as_array().into_iter().flatten() {
-            if ["tbf", "ingress", "clsact"].contains(&q["kind"].as_str().unwrap_or_default()) {
+            if ["tbf", "htb", "bfifo", "ingress", "clsact"]
+                .contains(&q["kind"].as_str().unwrap_or_default())
+            {
                 left.push(format!("qdisc {q}"));
             }
         }
@@ -604,6 +606,17 @@ pub fn iperf(
     sender: &Netns,
     seconds: u32,
 ) -> Result<Throughput> {
+    iperf_with(receiver, receiver_ip, sender, seconds, &[])
+}
+
+/// [`iperf`] with more client arguments (`-b 1G` to pace a flow, `-6`).
+pub fn iperf_with(
+    receiver: &Netns,
+    receiver_ip: &str,
+    sender: &Netns,
+    seconds: u32,
+    client_args: &[&str],
+) -> Result<Throughput> {
     let port = 5201 + (COUNTER.fetch_add(1, Ordering::Relaxed) % 500) as u16;
     let port_s = port.to_string();
     let server = Command::new("ip")
@@ -637,16 +650,19 @@ pub fn iperf(
     if !ready {
         bail!("iperf3 server did not start");
     }
-    let client = sender.exec(&[
+    let secs = seconds.to_string();
+    let mut args = vec![
         "iperf3",
         "-c",
         receiver_ip,
         "-p",
         &port_s,
         "-t",
-        &seconds.to_string(),
+        &secs,
         "-J",
-    ]);
+    ];
+    args.extend_from_slice(client_args);
+    let client = sender.exec(&args);
     let out = server
         .wait_with_output()
         .context("waiting for iperf3 server")?;

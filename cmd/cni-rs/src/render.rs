@@ -189,6 +189,39 @@ pub fn prometheus(view: &NodeView) -> String {
             }
         }
     }
+    // Per traffic class: what each class's leaf sent, so a dashboard can
+    // sum cross-zone bytes per pod or namespace.
+    for (name, help, get) in [
+        (
+            "cni_rs_class_bytes_total",
+            "Bytes of the pod per traffic class (sameZone, crossZone, outside; shaped/unshaped for subnets) and direction, every frame's headers included.",
+            (|c: &crate::view::ClassCounters| c.bytes) as fn(&crate::view::ClassCounters) -> u64,
+        ),
+        (
+            "cni_rs_class_drops_total",
+            "Packets of the pod dropped in one traffic class's queue.",
+            |c| c.drops,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for r in &rows {
+            for (direction, d) in [("ingress", &r.ingress), ("egress", &r.egress)] {
+                for (class, c) in &d.classes {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{namespace=\"{}\",pod=\"{}\",interface=\"{}\",zone=\"{}\",direction=\"{direction}\",class=\"{}\"}} {}",
+                        label(r.namespace.as_deref().unwrap_or("")),
+                        label(r.pod.as_deref().unwrap_or("")),
+                        label(r.ifname.as_deref().unwrap_or("")),
+                        label(r.zone.as_deref().unwrap_or("")),
+                        label(class),
+                        get(c)
+                    );
+                }
+            }
+        }
+    }
     // What could not be read is a metric too, so an alert can see it.
     let _ = writeln!(
         out,

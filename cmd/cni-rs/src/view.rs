@@ -44,7 +44,9 @@ pub struct Direction {
     pub drops: Option<u64>,
     /// Times a packet waited for tokens: the pod hit its limit.
     pub overlimits: Option<u64>,
-    /// Per traffic class bytes and packets (none until classes exist).
+    /// Per traffic class (`sameZone`, `crossZone`, `outside`, or
+    /// `shaped`/`unshaped` for subnets): what the class's htb leaf sent,
+    /// headers of every frame included. Empty without classes.
     pub classes: BTreeMap<String, ClassCounters>,
 }
 
@@ -52,6 +54,8 @@ pub struct Direction {
 pub struct ClassCounters {
     pub bytes: u64,
     pub packets: u64,
+    pub drops: u64,
+    pub overlimits: u64,
 }
 
 /// One attachment (a pod's interface on one network), or a state file that
@@ -197,10 +201,41 @@ impl Kernel {
     }
 }
 
+/// Our root `1:` on a device: a tbf, or the htb of traffic classes.
 fn root_tbf_in(qdiscs: &[QdiscCounters], ifindex: u32) -> Option<&QdiscCounters> {
     qdiscs.iter().find(|q| {
-        q.ifindex == ifindex && q.parent == TC_H_ROOT && q.handle == TBF_HANDLE && q.kind == "tbf"
+        q.ifindex == ifindex
+            && q.parent == TC_H_ROOT
+            && q.handle == TBF_HANDLE
+            && (q.kind == "tbf" || q.kind == "htb")
     })
+}
+
+/// The named classes' counters on one device of the current namespace
+/// (class dumps are per device: one request per shaped device of a pod
+/// with classes).
+fn class_counters(bw: &Installed, ifindex: u32) -> BTreeMap<String, ClassCounters> {
+    let Ok(classes) = Netlink::new().and_then(|mut nl| nl.htb_classes(ifindex)) else {
+        return BTreeMap::new();
+    };
+    classes
+        .into_iter()
+        .filter_map(|c| {
+            let rec = bw
+                .classes
+                .iter()
+                .find(|r| TBF_HANDLE | r.minor == c.classid)?;
+            Some((
+                rec.name.as_str().to_string(),
+                ClassCounters {
+                    bytes: c.bytes,
+                    packets: c.packets,
+                    drops: c.drops,
+                    overlimits: c.overlimits,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Fills one attachment's row from its state records and the kernel.
@@ -253,6 +288,16 @@ fn fill(
         row.egress.packets = Some(ifb.tx_packets);
     }
     let ifname = row.ifname.as_deref().unwrap_or_default();
+    if let Some(bw) = bw.filter(|b| !b.classes.is_empty()) {
+        if bw.ingress_tbf {
+            row.ingress.classes = class_counters(bw, link.index);
+        }
+        row.egress.classes = match (ifb, bw.pod_tbf) {
+            (Some(ifb), _) => class_counters(bw, ifb.index),
+            (None, true) => pod_side_classes(bw, ifname),
+            (None, false) => BTreeMap::new(),
+        };
+    }
     let (ingress_q, egress_q) =
         shaping_counters(bw, link.index, ifb.map(|l| l.index), ifname, kernel);
     for (dir, q) in [(&mut row.ingress, ingress_q), (&mut row.egress, egress_q)] {
@@ -299,11 +344,19 @@ fn shaping_counters(
     (ingress, egress)
 }
 
-/// The root tbf on the container interface `ifname`, inside the pod's
-/// namespace (egressMode pod), only if that namespace is still the recorded
-/// one. The interface is looked up by name, so another attachment's tbf in
-/// the same pod (a second interface) is never reported as this one's.
-fn pod_side_tbf(bw: &Installed, ifname: &str) -> Option<QdiscCounters> {
+/// The class counters on the container interface `ifname`, inside the
+/// recorded namespace (as [`pod_side_tbf`] finds it).
+fn pod_side_classes(bw: &Installed, ifname: &str) -> BTreeMap<String, ClassCounters> {
+    in_recorded_pod(bw, ifname, |_, index| Ok(class_counters(bw, index))).unwrap_or_default()
+}
+
+/// Runs `f` in the pod's namespace with the index of `ifname` there, only
+/// if that namespace is still the recorded one.
+fn in_recorded_pod<T>(
+    bw: &Installed,
+    ifname: &str,
+    f: impl FnOnce(&mut Netlink, u32) -> cni_netlink::Result<T>,
+) -> Option<T> {
     let path = Path::new(bw.netns_path.as_deref()?);
     let file = cni_types::fsutil::open_nonblocking(path).ok()?;
     let now = NetnsId::of_file(&file).ok();
@@ -315,9 +368,20 @@ fn pod_side_tbf(bw: &Installed, ifname: &str) -> Option<QdiscCounters> {
         let Some(cont) = nl.link_by_name(ifname)? else {
             return Ok(None);
         };
-        Ok(root_tbf_in(&nl.qdisc_counters()?, cont.index).cloned())
+        Ok(Some(f(&mut nl, cont.index)?))
     })
     .ok()
+    .flatten()
+}
+
+/// The root tbf on the container interface `ifname`, inside the pod's
+/// namespace (egressMode pod), only if that namespace is still the recorded
+/// one. The interface is looked up by name, so another attachment's tbf in
+/// the same pod (a second interface) is never reported as this one's.
+fn pod_side_tbf(bw: &Installed, ifname: &str) -> Option<QdiscCounters> {
+    in_recorded_pod(bw, ifname, |nl, index| {
+        Ok(root_tbf_in(&nl.qdisc_counters()?, index).cloned())
+    })
     .flatten()
 }
 
