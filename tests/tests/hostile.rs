@@ -67,13 +67,15 @@ fn no_leaks(node: &Netns, pod: &Pod, states: &[&TempDir]) -> Vec<String> {
     if !ifbs.is_empty() {
         leaks.push(format!("ifbs {ifbs:?}"));
     }
-    for kind in ["tbf", "ingress"] {
+    for kind in ["tbf", "htb", "bfifo", "ingress"] {
         if node.qdisc(&pod.host_veth, kind).is_some() {
             leaks.push(format!("{kind} on {}", pod.host_veth));
         }
     }
-    if pod.ns.qdisc("eth0", "tbf").is_some() {
-        leaks.push("tbf in pod".into());
+    for kind in ["tbf", "htb"] {
+        if pod.ns.qdisc("eth0", kind).is_some() {
+            leaks.push(format!("{kind} in pod"));
+        }
     }
     for s in states {
         if !s.files().is_empty() {
@@ -93,6 +95,44 @@ fn run_all(node: &Netns, pod: &Pod, verb: &str, chain: &[(&str, &Value)]) {
             conf.to_string().as_bytes(),
         )
         .ok();
+    }
+}
+
+/// The same sweep over an ADD that builds htb trees (traffic classes): the
+/// root, each class, each leaf queue and each filter is a step a kill can
+/// land between, on the host veth, the ifb and (pod mode) inside the pod.
+#[test]
+fn sigkill_at_every_point_of_add_with_classes() {
+    let node = Netns::new("cnin").unwrap();
+    let pod = Pod::new(&node).unwrap();
+    let bws = TempDir::new("crcl");
+    for mode in ["ifb", "pod"] {
+        let mut bw = bw_conf(&pod, &bws);
+        bw["egressMode"] = json!(mode);
+        bw["trafficClasses"] = json!({
+            "zone": "a", "zoneCidrs": {"a": ["10.1.0.0/16", "fd0a::/32"], "b": ["10.2.0.0/16", "fd0b::/32"]},
+            "sameZone": {"shaped": false}, "crossZone": {"ingressRate": 20_000_000, "egressRate": 20_000_000}
+        });
+        let chain = [("bandwidth", &bw)];
+        let t0 = Instant::now();
+        run_all(&node, &pod, "ADD", &chain);
+        let span = t0.elapsed();
+        run_all(&node, &pod, "DEL", &chain);
+        const TRIALS: u32 = 30;
+        for i in 0..TRIALS {
+            let delay = span * i / TRIALS;
+            add_killed_after("bandwidth", &node, &pod, &bw, delay);
+            if i % 2 == 1 {
+                run_all(&node, &pod, "ADD", &chain);
+                run_all(&node, &pod, "CHECK", &chain);
+            }
+            run_all(&node, &pod, "DEL", &chain);
+            let leaks = no_leaks(&node, &pod, &[&bws]);
+            assert!(
+                leaks.is_empty(),
+                "{mode} trial {i} (kill after {delay:?}): {leaks:?}"
+            );
+        }
     }
 }
 
