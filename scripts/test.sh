@@ -56,7 +56,19 @@ cargo build --workspace --bins --quiet
 echo "==> scripts/release.sh (static amd64 + arm64 tarballs in dist/, tested by tests/release.rs)"
 scripts/release.sh >/dev/null
 echo "==> cargo test"
+# HTB logs "quantum of class ... is small/big" when a class has no explicit
+# quantum: the suite must not make the kernel warn (the reference's v1.5
+# did). Count the kernel log's HTB lines before and after.
+htb_warnings() { dmesg 2>/dev/null | grep -c 'HTB\|htb:' || true; }
+htb_before=$(htb_warnings)
 cargo test --workspace --quiet -- "$@"
+htb_after=$(htb_warnings)
+if [ "$htb_after" -gt "$htb_before" ]; then
+    echo "the kernel logged HTB warnings during the suite:" >&2
+    dmesg | grep 'HTB\|htb:' | tail -n $((htb_after - htb_before)) >&2
+    exit 1
+fi
+echo "==> dmesg: no HTB warnings during the suite"
 
 # The arm64 tier, under qemu-user (no arm64 machine here). What qemu cannot
 # run, and why, is in the README ("Release and architectures").
