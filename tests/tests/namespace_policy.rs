@@ -9,6 +9,13 @@ use serde_json::{Value, json};
 const NET: &str = "policy-net";
 const M: u64 = 1_000_000;
 
+/// Seconds per flow. Not 5: the kernel's cleanup of earlier tests'
+/// namespaces runs in the background on this 2-core machine and took two
+/// of five seconds of a 20 Mbit/s flow in one CI run (0.9575x steady with
+/// 0.99x on either side); the median over 7 seconds after the first rides
+/// that out without widening the 3% bound.
+const SECONDS: u32 = 8;
+
 fn policy() -> Value {
     json!({
         "tenant-a": {"default": {"ingressRate": 50 * M, "egressRate": 50 * M},
@@ -87,11 +94,11 @@ impl World {
     }
 
     fn measure_into_pod(&self) -> Throughput {
-        iperf(&self.pod.ns, &self.pod.pod_ip, &self.node, 5).unwrap()
+        iperf(&self.pod.ns, &self.pod.pod_ip, &self.node, SECONDS).unwrap()
     }
 
     fn measure_out_of_pod(&self) -> Throughput {
-        iperf(&self.node, &self.pod.host_ip, &self.pod.ns, 5).unwrap()
+        iperf(&self.node, &self.pod.host_ip, &self.pod.ns, SECONDS).unwrap()
     }
 
     fn state_text(&self) -> String {
