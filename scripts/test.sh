@@ -78,7 +78,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64-static
 # qemu-user's netlink translation refuses RTM_GETNSID, neighbour and tc
 # messages (EOPNOTSUPP, before the kernel sees them): these kernel tests of
 # cni-netlink need them.
-cargo test --quiet --target aarch64-unknown-linux-musl -p cni-types -p cni-netlink -p bandwidth -p topology-label -p cni-rs \
+cargo test --quiet --target aarch64-unknown-linux-musl -p cni-types -p cni-netlink -p node-topology -p bandwidth -p topology-label -p cni-rs \
     --features cni-netlink/testing -- \
     --skip addr::tests::address_route_neighbour --skip netns::tests::veth_peer_moved_to_other_netns \
     --skip tc::tests::kernel::

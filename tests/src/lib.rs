@@ -7,6 +7,7 @@
 //! plugin runs inside it, so host-side veths and ifbs never touch the real
 //! host) and one or more "pod" netns, each joined to the node by a veth.
 
+pub mod imds;
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 use std::io::Write;

@@ -4,13 +4,9 @@
 //! Each test has its own node + pod namespaces and state directory; IMDS
 //! is a small HTTP server on 127.0.0.1 inside the node netns.
 
+use integration_tests::imds::{Imds, Mode, REDIRECT_BODY};
 use integration_tests::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const NET: &str = "tl-test-net";
@@ -474,152 +470,6 @@ fn gc_removes_only_stale_state_and_status() {
 }
 
 // ---------------------------------------------------------------- IMDS
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Normal,
-    /// Accepts the token PUT, then answers 401 to every GET.
-    RejectToken,
-    /// Waits this long before answering anything.
-    Slow(Duration),
-    /// Answers everything (token PUT included) with a 302 whose body looks
-    /// like a zone.
-    Redirect,
-    /// Hands out the token, then answers every GET with such a 302.
-    RedirectMetadata,
-}
-
-/// The body of the test server's redirects: it must never become a label.
-const REDIRECT_BODY: &str = "us-east-1z";
-
-/// A tiny IMDSv2 on 127.0.0.1 inside the node netns: GETs without the
-/// token PUT hands out get 401.
-struct Imds {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Vec<String>>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-const TOKEN: &str = "test-token-123";
-
-impl Imds {
-    fn start(node: &Netns, mode: Mode) -> Imds {
-        let path = node.path();
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let (stop2, log2) = (stop.clone(), log.clone());
-        let handle = std::thread::spawn(move || {
-            // This thread only: the listener lives in the node's netns.
-            let f = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.set_nonblocking(true).unwrap();
-            tx.send(l.local_addr().unwrap().port()).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match l.accept() {
-                    Ok((conn, _)) => serve(conn, mode, &log2, &stop2),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        let port = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        Imds {
-            port,
-            stop,
-            log,
-            handle: Some(handle),
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Imds {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn serve(conn: TcpStream, mode: Mode, log: &Mutex<Vec<String>>, stop: &AtomicBool) {
-    let _ = conn.set_nonblocking(false);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut reader = BufReader::new(&conn);
-    let mut first = String::new();
-    if reader.read_line(&mut first).is_err() {
-        return;
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if line == "\r\n" || line == "\n" => break,
-            Ok(_) => headers.push(line.trim().to_ascii_lowercase()),
-        }
-    }
-    let mut parts = first.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let header = |name: &str| {
-        headers.iter().find_map(|h| {
-            h.strip_prefix(&format!("{name}:"))
-                .map(|v| v.trim().to_string())
-        })
-    };
-    let token_ok = header("x-aws-ec2-metadata-token").as_deref() == Some(TOKEN);
-    log.lock()
-        .unwrap()
-        .push(format!("{method} {path} token={token_ok}"));
-    if let Mode::Slow(d) = mode {
-        let until = Instant::now() + d;
-        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    let (status, body) = match (method, path) {
-        _ if mode == Mode::Redirect => ("302 Found", REDIRECT_BODY),
-        ("GET", _) if mode == Mode::RedirectMetadata => ("302 Found", REDIRECT_BODY),
-        ("PUT", "/latest/api/token") => {
-            if header("x-aws-ec2-metadata-token-ttl-seconds").is_some() {
-                ("200 OK", TOKEN)
-            } else {
-                ("400 Bad Request", "")
-            }
-        }
-        ("GET", _) if !token_ok || mode == Mode::RejectToken => ("401 Unauthorized", ""),
-        ("GET", "/latest/meta-data/placement/availability-zone") => ("200 OK", "us-test-1a"),
-        ("GET", "/latest/meta-data/placement/availability-zone-id") => ("200 OK", "uste1-az9"),
-        ("GET", "/latest/meta-data/placement/region") => ("200 OK", "us-test-1"),
-        ("GET", "/latest/meta-data/instance-type") => ("200 OK", "m7g.large"),
-        _ => ("404 Not Found", ""),
-    };
-    let location = if status.starts_with("302") {
-        "Location: http://127.0.0.1:1/elsewhere\r\n"
-    } else {
-        ""
-    };
-    let mut w = &conn;
-    let _ = write!(
-        w,
-        "HTTP/1.1 {status}\r\n{location}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
 
 fn imds_conf(endpoint: &str, cache: &std::path::Path, extra: Value) -> Value {
     let imds = merged(

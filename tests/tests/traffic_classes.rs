@@ -599,3 +599,109 @@ fn gc_removes_class_trees() {
     .ok();
     assert_clean(&site);
 }
+
+/// EKS with no zone configuration: the zone, the ENIs' subnets (same zone)
+/// and the VPC's CIDR blocks (the rest of the VPC: cross zone) come from
+/// IMDSv2, through the cache topology-label uses, so the node asks once.
+#[test]
+fn zero_config_zones_from_imds() {
+    use integration_tests::imds::{Imds, Mode};
+    let _serial = serial();
+    let site = site();
+    let mut server = Imds::start(&site.node, Mode::Normal);
+    let cache = TempDir::new("imdsc");
+    let cache_file = format!("{}/imds-cache.json", cache.str());
+    let imds = json!({"enabled": true, "endpoint": server.endpoint(), "timeoutMs": 2000, "cacheFile": cache_file});
+    let c = conf(
+        &site,
+        json!({"egressMode": "ifb", "trafficClasses": {
+            "imds": imds, "sameZone": {"shaped": false},
+            "crossZone": {"ingressRate": CROSS_RATE, "egressRate": CROSS_RATE}}}),
+    );
+    run(&site, "ADD", &c).ok();
+    run(&site, "CHECK", &c).ok();
+    let asked = server.log().len();
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("vpc-ipv4-cidr-blocks")),
+        "{:?}",
+        server.log()
+    );
+    let cached = std::fs::read_to_string(&cache_file).unwrap();
+    assert!(
+        cached.contains("10.0.0.0/8") && cached.contains("us-test-1a"),
+        "{cached}"
+    );
+    // topology-label on the same node reads the same cache: no request.
+    let tl = json!({
+        "cniVersion": "1.0.0", "name": "classes-net", "type": "topology-label",
+        "stateDir": TempDir::new("tlst").str(), "imds": imds,
+        "prevResult": site.pod.prev_result("1.0.0"),
+    });
+    run_plugin(
+        &plugin_bin("topology-label"),
+        Some(&site.node),
+        &site.pod.env("ADD"),
+        tl.to_string().as_bytes(),
+    )
+    .ok();
+    assert_eq!(
+        server.log().len(),
+        asked,
+        "topology-label asked again: {:?}",
+        server.log()
+    );
+    run_plugin(
+        &plugin_bin("topology-label"),
+        Some(&site.node),
+        &site.pod.env("DEL"),
+        tl.to_string().as_bytes(),
+    )
+    .ok();
+    // The classes IMDS described, with real traffic out of the pod.
+    let t = flows(
+        &site,
+        Way::OutOfPod,
+        false,
+        [Some(UNSHAPED_PACE), None, None],
+    );
+    let (pod, cross) = (POD_RATE as f64, CROSS_RATE as f64);
+    assert!(
+        t[0].steady(1) > 1.5 * pod,
+        "same zone (ENI subnet) is unshaped"
+    );
+    assert_rate(&t[1], cross, cross, "IMDS crossZone (VPC)");
+    assert_rate(&t[2], pod - cross, pod, "IMDS outside");
+    // IMDS gone: the cache answers a fresh ADD and CHECK.
+    server.stop();
+    run(&site, "DEL", &c).ok();
+    run(&site, "ADD", &c).ok();
+    run(&site, "CHECK", &c).ok();
+    run(&site, "DEL", &c).ok();
+    assert_clean(&site);
+}
+
+/// Zone facts that cannot be had are "try again later" (11), and change
+/// nothing: no IMDS and no cache, or a zone file bootstrap has not written.
+#[test]
+fn unavailable_zone_facts_are_code_11_and_change_nothing() {
+    let _serial = serial();
+    let site = site();
+    let before = site.node.snapshot();
+    let cache = TempDir::new("imdsc");
+    for tc in [
+        json!({"imds": {"endpoint": "http://127.0.0.1:1", "timeoutMs": 200,
+                         "cacheFile": format!("{}/c.json", cache.str())}}),
+        json!({"zoneCidrsFile": format!("{}/not-yet.json", cache.str())}),
+    ] {
+        let c = conf(&site, json!({"trafficClasses": tc}));
+        let err = run(&site, "ADD", &c).err(11);
+        eprintln!("{}: {}", err["msg"], err["details"]);
+        assert_eq!(site.node.snapshot(), before);
+        assert!(site.state.files().is_empty());
+        // DEL does not need the facts.
+        run(&site, "DEL", &c).ok();
+    }
+}

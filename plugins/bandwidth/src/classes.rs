@@ -293,25 +293,156 @@ fn parse_zone_map(v: &Value, what: &str) -> Result<Vec<(String, Vec<IpNetwork>)>
 /// The largest zone CIDRs file we read: node bootstrap writes a few KiB.
 const MAX_ZONE_FILE_BYTES: u64 = 1 << 20;
 
-fn read_zone_file(path: &str) -> Result<Value, CniError> {
-    if !Path::new(path).is_absolute() {
+/// Where the zone facts come from: resolved on ADD and CHECK only, never on
+/// DEL (which needs none, and must not wait for IMDS or a missing file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneSource {
+    /// `zone` and `zoneCidrs` inline (validated at parse).
+    Inline {
+        zone: String,
+        zones: Vec<(String, Vec<IpNetwork>)>,
+    },
+    /// `zoneCidrsFile`, with an inline `zone` that wins over the file's.
+    File { path: String, zone: Option<String> },
+    /// Neither: on EKS, the node's zone, its ENIs' subnets (same zone) and
+    /// the VPC's CIDR blocks (the rest of the VPC: other zones) from IMDSv2.
+    Imds(node_topology::ImdsConf),
+}
+
+/// The zone classes before their CIDRs are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSpec {
+    pub source: ZoneSource,
+    /// sameZone, crossZone, outside (CIDRs empty until resolved).
+    pub classes: [PeerClass; 3],
+}
+
+/// The classes as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassSpec {
+    Subnets(PeerClasses),
+    Zones(Box<ZoneSpec>),
+}
+
+impl ClassSpec {
+    pub fn origin(&self) -> Origin {
+        match self {
+            ClassSpec::Subnets(_) => Origin::Subnets,
+            ClassSpec::Zones(_) => Origin::Zones,
+        }
+    }
+
+    /// The classes with their CIDRs: reads `zoneCidrsFile` or asks IMDS
+    /// (through the node's shared cache) when that is the source.
+    pub fn resolve(&self) -> Result<PeerClasses, CniError> {
+        let z = match self {
+            ClassSpec::Subnets(c) => return Ok(c.clone()),
+            ClassSpec::Zones(z) => z,
+        };
+        let (same, cross) = match &z.source {
+            ZoneSource::Inline { zone, zones } => split_zones(zone, zones)?,
+            ZoneSource::File { path, zone } => {
+                let file = read_zone_file(path)?;
+                let map = parse_zone_map(
+                    file.get("zoneCidrs").unwrap_or(&file),
+                    &format!("zoneCidrsFile {path}"),
+                )?;
+                let zone = zone
+                    .clone()
+                    .or_else(|| file.get("zone").and_then(Value::as_str).map(String::from))
+                    .filter(|z| !z.is_empty())
+                    .ok_or_else(|| {
+                        invalid(
+                            "trafficClasses.zoneCidrsFile without the node's zone",
+                            format!(
+                                "neither trafficClasses.zone nor {path} names this node's zone"
+                            ),
+                        )
+                    })?;
+                split_zones(&zone, &map)?
+            }
+            ZoneSource::Imds(conf) => imds_zones(conf)?,
+        };
+        let [s, c, o] = z.classes.clone();
+        let classes = vec![
+            PeerClass { cidrs: same, ..s },
+            PeerClass { cidrs: cross, ..c },
+            o,
+        ];
+        let out = PeerClasses {
+            origin: Origin::Zones,
+            classes,
+        };
+        check_count(&out)?;
+        Ok(out)
+    }
+}
+
+/// This zone's CIDRs and every other listed zone's.
+#[allow(clippy::type_complexity)]
+fn split_zones(
+    zone: &str,
+    zones: &[(String, Vec<IpNetwork>)],
+) -> Result<(Vec<IpNetwork>, Vec<IpNetwork>), CniError> {
+    if !zones.iter().any(|(z, _)| z == zone) {
         return Err(invalid(
-            "invalid trafficClasses.zoneCidrsFile",
-            format!("zoneCidrsFile must be an absolute path, got {path:?}"),
+            "trafficClasses.zoneCidrs does not list the node's zone",
+            format!("zone {zone:?} has no entry; same-zone peers could not be told apart"),
         ));
     }
+    let mut same = Vec::new();
+    let mut cross = Vec::new();
+    for (z, cidrs) in zones {
+        if z == zone {
+            same.extend(cidrs.iter().copied());
+        } else {
+            cross.extend(cidrs.iter().copied());
+        }
+    }
+    Ok((same, cross))
+}
+
+#[allow(clippy::type_complexity)]
+fn imds_zones(
+    conf: &node_topology::ImdsConf,
+) -> Result<(Vec<IpNetwork>, Vec<IpNetwork>), CniError> {
+    let unavailable = |why: String| {
+        CniError::new(
+            Code::TryAgainLater,
+            "the node's zone and network are unknown (trafficClasses from IMDS)",
+        )
+        .with_details(why)
+    };
+    let (labels, net) =
+        node_topology::imds::labels_and_network(conf).map_err(|e| unavailable(format!("{e:#}")))?;
+    let zone = labels.get(node_topology::ZONE).cloned().unwrap_or_default();
+    if zone.is_empty() {
+        return Err(unavailable("IMDS gave no availability zone".into()));
+    }
+    let parse = |list: &[String]| -> Result<Vec<IpNetwork>, CniError> {
+        list.iter()
+            .map(|c| {
+                c.parse::<IpNetwork>()
+                    .map_err(|e| unavailable(format!("IMDS CIDR {c:?}: {e}")))
+            })
+            .collect()
+    };
+    Ok((parse(&net.subnet_cidrs)?, parse(&net.vpc_cidrs)?))
+}
+
+fn read_zone_file(path: &str) -> Result<Value, CniError> {
     let bytes = cni_types::fsutil::read_bounded(Path::new(path), MAX_ZONE_FILE_BYTES)
         .map_err(|e| {
-            invalid(
-                "cannot read trafficClasses.zoneCidrsFile",
-                format!("{path}: {e:#}"),
-            )
+            CniError::new(Code::Io, "cannot read trafficClasses.zoneCidrsFile")
+                .with_details(format!("{path}: {e:#}"))
         })?
         .ok_or_else(|| {
-            invalid(
-                "cannot read trafficClasses.zoneCidrsFile",
-                format!("{path} does not exist"),
+            // Node bootstrap may not have written it yet: worth a retry.
+            CniError::new(
+                Code::TryAgainLater,
+                "trafficClasses.zoneCidrsFile does not exist (yet)",
             )
+            .with_details(format!("{path} is missing; node bootstrap writes it"))
         })?;
     serde_json::from_slice(&bytes).map_err(|e| {
         invalid(
@@ -322,7 +453,7 @@ fn read_zone_file(path: &str) -> Result<Value, CniError> {
 }
 
 /// `trafficClasses` (node policy, top level only).
-fn zones_in(raw: &Value) -> Result<Option<PeerClasses>, CniError> {
+fn zones_in(raw: &Value) -> Result<Option<ZoneSpec>, CniError> {
     let tc = match raw.get("trafficClasses") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Object(o)) => o,
@@ -333,10 +464,11 @@ fn zones_in(raw: &Value) -> Result<Option<PeerClasses>, CniError> {
             ));
         }
     };
-    const KEYS: [&str; 6] = [
+    const KEYS: [&str; 7] = [
         "zone",
         "zoneCidrs",
         "zoneCidrsFile",
+        "imds",
         "sameZone",
         "crossZone",
         "outside",
@@ -347,73 +479,94 @@ fn zones_in(raw: &Value) -> Result<Option<PeerClasses>, CniError> {
             format!("trafficClasses takes {}", KEYS.join(", ")),
         ));
     }
-    // The file may carry the zone too ({"zone": .., "zoneCidrs": {..}}), or
-    // be the bare map; inline keys win over the file's.
-    let file = match tc.get("zoneCidrsFile") {
+    let zone = match tc.get("zone") {
         None | Some(Value::Null) => None,
-        Some(Value::String(p)) => Some(read_zone_file(p)?),
+        Some(Value::String(z)) if !z.is_empty() => Some(z.clone()),
         Some(v) => {
             return Err(invalid(
-                "invalid trafficClasses.zoneCidrsFile",
-                format!("zoneCidrsFile must be a path, got {v}"),
+                "invalid trafficClasses.zone",
+                format!("zone must be a zone name, got {v}"),
             ));
         }
     };
-    let file_map = file
-        .as_ref()
-        .map(|f| f.get("zoneCidrs").unwrap_or(f))
-        .filter(|_| tc.get("zoneCidrs").is_none());
-    let map_value = tc.get("zoneCidrs").or(file_map).ok_or_else(|| {
-        invalid(
-            "trafficClasses has no zone CIDRs",
-            "set zoneCidrs, or zoneCidrsFile (written by node bootstrap)",
-        )
-    })?;
-    let map = parse_zone_map(map_value, "trafficClasses.zoneCidrs")?;
-    let zone = tc
-        .get("zone")
-        .or_else(|| file.as_ref().and_then(|f| f.get("zone")))
-        .and_then(Value::as_str)
-        .filter(|z| !z.is_empty())
-        .ok_or_else(|| {
-            invalid(
-                "trafficClasses.zoneCidrs without the node's zone",
-                "set trafficClasses.zone to this node's zone (topology.kubernetes.io/zone)",
-            )
-        })?;
-    let mut same = Vec::new();
-    let mut cross = Vec::new();
-    let mut found = false;
-    for (z, cidrs) in map {
-        if z == zone {
-            found = true;
-            same.extend(cidrs);
-        } else {
-            cross.extend(cidrs);
+    let file = match tc.get("zoneCidrsFile") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if Path::new(p).is_absolute() => Some(p.clone()),
+        Some(v) => {
+            return Err(invalid(
+                "invalid trafficClasses.zoneCidrsFile",
+                format!("zoneCidrsFile must be an absolute path, got {v}"),
+            ));
         }
-    }
-    if !found {
-        return Err(invalid(
-            "trafficClasses.zoneCidrs does not list the node's zone",
-            format!("zone {zone:?} has no entry; same-zone peers could not be told apart"),
-        ));
-    }
-    let classes = vec![
-        parse_class(tc, "sameZone", ClassName::SameZone, same)?,
-        parse_class(tc, "crossZone", ClassName::CrossZone, cross)?,
+    };
+    let inline = tc.get("zoneCidrs").filter(|v| !v.is_null());
+    let source = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "trafficClasses has both zoneCidrs and zoneCidrsFile",
+                "keep one source of zone CIDRs",
+            ));
+        }
+        (Some(m), None) => {
+            let zones = parse_zone_map(m, "trafficClasses.zoneCidrs")?;
+            let zone = zone.ok_or_else(|| {
+                invalid(
+                    "trafficClasses.zoneCidrs without the node's zone",
+                    "set trafficClasses.zone to this node's zone (topology.kubernetes.io/zone)",
+                )
+            })?;
+            // Checked now: an inline map that cannot work is bad input.
+            split_zones(&zone, &zones)?;
+            ZoneSource::Inline { zone, zones }
+        }
+        (None, Some(path)) => ZoneSource::File { path, zone },
+        (None, None) => {
+            if zone.is_some() {
+                return Err(invalid(
+                    "trafficClasses.zone without zone CIDRs",
+                    "with a zone, give zoneCidrs or zoneCidrsFile; leave all three out to learn them from IMDS",
+                ));
+            }
+            let raw_imds: node_topology::RawImds = match tc.get("imds") {
+                None | Some(Value::Null) => node_topology::RawImds::default(),
+                Some(v) => serde_json::from_value(v.clone())
+                    .map_err(|e| invalid("invalid trafficClasses.imds", e.to_string()))?,
+            };
+            let conf = node_topology::ImdsConf::parse(
+                &raw_imds,
+                Path::new(node_topology::DEFAULT_IMDS_CACHE),
+            )
+            .map_err(|e| invalid("invalid trafficClasses.imds", e.0))?;
+            ZoneSource::Imds(conf)
+        }
+    };
+    let classes = [
+        parse_class(tc, "sameZone", ClassName::SameZone, Vec::new())?,
+        parse_class(tc, "crossZone", ClassName::CrossZone, Vec::new())?,
         parse_class(tc, "outside", ClassName::Outside, Vec::new())?,
     ];
-    Ok(Some(PeerClasses {
-        origin: Origin::Zones,
-        classes,
-    }))
+    Ok(Some(ZoneSpec { source, classes }))
 }
 
-/// The classes for this attachment: `trafficClasses`, or the subnets of
+fn check_count(c: &PeerClasses) -> Result<(), CniError> {
+    let n: usize = c.classes.iter().map(|c| c.cidrs.len()).sum();
+    if n > MAX_PEER_CIDRS {
+        return Err(invalid(
+            "too many peer CIDRs",
+            format!(
+                "{n} CIDRs; at most {MAX_PEER_CIDRS} per attachment (each is a filter tried for every packet)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The classes as configured: `trafficClasses`, or the subnets of
 /// `runtimeConfig.bandwidth` (the pod's) else of the top level (the
 /// node's). None of these is one of the four rate keys, so they never
-/// decide which rate block applies.
-pub fn parse(raw: &Value, runtime: Option<&Value>) -> Result<Option<PeerClasses>, CniError> {
+/// decide which rate block applies. Zone CIDRs from a file or IMDS are
+/// read later, by [`ClassSpec::resolve`].
+pub fn parse(raw: &Value, runtime: Option<&Value>) -> Result<Option<ClassSpec>, CniError> {
     let top = subnets_in(raw, "config")?;
     let pod = match runtime {
         Some(r) => subnets_in(r, "runtimeConfig.bandwidth")?,
@@ -421,27 +574,18 @@ pub fn parse(raw: &Value, runtime: Option<&Value>) -> Result<Option<PeerClasses>
     };
     let zones = zones_in(raw)?;
     let subnets = pod.or(top);
-    let classes = match (zones, subnets) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "trafficClasses and shaped/unshapedSubnets cannot be combined",
-                "zone classes already classify every peer; express the exemption as \"shaped\": false on a class",
-            ));
+    match (zones, subnets) {
+        (Some(_), Some(_)) => Err(invalid(
+            "trafficClasses and shaped/unshapedSubnets cannot be combined",
+            "zone classes already classify every peer; express the exemption as \"shaped\": false on a class",
+        )),
+        (Some(z), None) => Ok(Some(ClassSpec::Zones(Box::new(z)))),
+        (None, Some(s)) => {
+            check_count(&s)?;
+            Ok(Some(ClassSpec::Subnets(s)))
         }
-        (z, s) => z.or(s),
-    };
-    if let Some(c) = &classes {
-        let n: usize = c.classes.iter().map(|c| c.cidrs.len()).sum();
-        if n > MAX_PEER_CIDRS {
-            return Err(invalid(
-                "too many peer CIDRs",
-                format!(
-                    "{n} CIDRs; at most {MAX_PEER_CIDRS} per attachment (each is a filter tried for every packet)"
-                ),
-            ));
-        }
+        (None, None) => Ok(None),
     }
-    Ok(classes)
 }
 
 /// Which way traffic flows, which decides where the peer's address is.
@@ -659,8 +803,15 @@ mod tests {
         v
     }
 
-    fn code(r: Result<Option<PeerClasses>, CniError>) -> Code {
-        r.unwrap_err().code
+    fn code(r: Result<Option<ClassSpec>, CniError>) -> Code {
+        match r {
+            Err(e) => e.code,
+            Ok(spec) => spec.expect("classes").resolve().unwrap_err().code,
+        }
+    }
+
+    fn resolved(raw: &Value, runtime: Option<&Value>) -> PeerClasses {
+        parse(raw, runtime).unwrap().unwrap().resolve().unwrap()
     }
 
     fn pod(rate_bits: u64) -> Shape {
@@ -676,7 +827,7 @@ mod tests {
 
     #[test]
     fn zone_classes_parse_in_match_order() {
-        let c = parse(&zones(json!({})), None).unwrap().unwrap();
+        let c = resolved(&zones(json!({})), None);
         let names: Vec<_> = c.classes.iter().map(|c| c.name).collect();
         assert_eq!(
             names,
@@ -695,11 +846,11 @@ mod tests {
     #[test]
     fn subnets_any_case_runtime_over_top_level() {
         let raw = json!({"UnshapedSubnets": ["10.0.0.0/8"]});
-        let c = parse(&raw, None).unwrap().unwrap();
+        let c = resolved(&raw, None);
         assert_eq!(c.classes[0].name, ClassName::Unshaped);
         assert!(!c.classes[0].shaped && c.classes[1].shaped);
         let rt = json!({"shapedSubnets": ["192.168.0.0/16", "fd00::/8"]});
-        let c = parse(&raw, Some(&rt)).unwrap().unwrap();
+        let c = resolved(&raw, Some(&rt));
         assert_eq!(c.classes[0].name, ClassName::Shaped);
         assert_eq!(c.classes[0].cidrs.len(), 2);
     }
@@ -737,7 +888,7 @@ mod tests {
 
     #[test]
     fn plan_caps_inside_the_pod_limit() {
-        let c = parse(&zones(json!({})), None).unwrap().unwrap();
+        let c = resolved(&zones(json!({})), None);
         let p = pod(200_000_000);
         let plan = plan(&c, Some(&p), Direction::OutOfPod, 9001, 25);
         let by = |id: u32| plan.classes.iter().find(|k| k.classid == id).unwrap();
@@ -767,7 +918,7 @@ mod tests {
 
     #[test]
     fn counting_only_limits_nothing() {
-        let c = parse(&zones(json!({})), None).unwrap().unwrap();
+        let c = resolved(&zones(json!({})), None);
         let plan = plan(&c, None, Direction::IntoPod, 1500, 25);
         assert_eq!(plan.classes.len(), 3, "no pod class");
         assert!(
@@ -782,7 +933,7 @@ mod tests {
         let v = zones(
             json!({"sameZone": {"egressRate": 150_000_000}, "crossZone": {"egressRate": 150_000_000}}),
         );
-        let c = parse(&v, None).unwrap().unwrap();
+        let c = resolved(&v, None);
         let p = pod(200_000_000);
         let plan = plan(&c, Some(&p), Direction::OutOfPod, 9001, 25);
         let guaranteed: u64 = plan
@@ -792,5 +943,65 @@ mod tests {
             .map(|k| k.rate)
             .sum();
         assert!(guaranteed <= 25_000_000 + 2, "{guaranteed}");
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn zone_sources() {
+        // Nothing given: IMDS, with the shared cache by default.
+        let spec = parse(
+            &json!({"trafficClasses": {"crossZone": {"egressRate": 1_000_000}}}),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let ClassSpec::Zones(z) = &spec else { panic!() };
+        let ZoneSource::Imds(conf) = &z.source else {
+            panic!("{:?}", z.source)
+        };
+        assert_eq!(
+            conf.cache_file,
+            Path::new(node_topology::DEFAULT_IMDS_CACHE)
+        );
+        // A file: read at resolve time, not at parse (DEL parses too).
+        let dir = std::env::temp_dir().join(format!("zones-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("zones.json");
+        let v = json!({"trafficClasses": {"zoneCidrsFile": f.to_str().unwrap()}});
+        let spec = parse(&v, None).unwrap().unwrap();
+        assert_eq!(
+            spec.resolve().unwrap_err().code,
+            Code::TryAgainLater,
+            "missing file"
+        );
+        std::fs::write(
+            &f,
+            r#"{"zone": "b", "zoneCidrs": {"a": ["10.1.0.0/16"], "b": ["10.2.0.0/16"]}}"#,
+        )
+        .unwrap();
+        let c = spec.resolve().unwrap();
+        assert_eq!(c.classes[0].cidrs[0].to_string(), "10.2.0.0/16");
+        assert_eq!(c.classes[1].cidrs[0].to_string(), "10.1.0.0/16");
+        std::fs::write(&f, "not json").unwrap();
+        assert_eq!(spec.resolve().unwrap_err().code, Code::InvalidConfig);
+        let _ = std::fs::remove_dir_all(&dir);
+        // A zone alone, or both sources, is bad input.
+        for bad in [
+            json!({"trafficClasses": {"zone": "a"}}),
+            json!({"trafficClasses": {"zone": "a", "zoneCidrs": {"a": []}, "zoneCidrsFile": "/x"}}),
+            json!({"trafficClasses": {"zoneCidrsFile": "relative.json"}}),
+            json!({"trafficClasses": {"imds": {"endpoint": "https://x"}}}),
+        ] {
+            assert_eq!(
+                parse(&bad, None).unwrap_err().code,
+                Code::InvalidConfig,
+                "{bad}"
+            );
+        }
     }
 }

@@ -93,7 +93,10 @@ pub struct BandwidthConf {
     pub egress_mode: EgressMode,
     /// Per-namespace defaults and maxima (see [`crate::policy`]).
     pub namespace_policy: Option<crate::policy::NamespacePolicy>,
-    /// Peer classes (subnets or zones), see [`crate::classes`].
+    /// Peer classes as configured (subnets or zones), see [`crate::classes`].
+    pub class_spec: Option<crate::classes::ClassSpec>,
+    /// The same with zone CIDRs read (file, IMDS): set by
+    /// [`BandwidthConf::resolve_classes`] for ADD and CHECK only.
     pub classes: Option<crate::classes::PeerClasses>,
 }
 
@@ -389,7 +392,7 @@ impl BandwidthConf {
         let sentinel_is_unset = source == Source::Runtime && runtime_burst == RuntimeBurst::Cap;
         let (ingress, egress) = block.limits(sentinel_is_unset)?;
         let namespace_policy = crate::policy::NamespacePolicy::parse(raw)?;
-        let classes = crate::classes::parse(raw, conf.runtime_config_entry("bandwidth"))?;
+        let class_spec = crate::classes::parse(raw, conf.runtime_config_entry("bandwidth"))?;
         Ok(BandwidthConf {
             ingress,
             egress,
@@ -399,7 +402,8 @@ impl BandwidthConf {
             state_dir,
             egress_mode,
             namespace_policy,
-            classes,
+            class_spec,
+            classes: None,
         })
     }
 
@@ -444,9 +448,20 @@ impl BandwidthConf {
     pub fn installs_anything(&self) -> bool {
         self.shapes_anything()
             || self
-                .classes
+                .class_spec
                 .as_ref()
-                .is_some_and(|c| c.origin == crate::classes::Origin::Zones)
+                .is_some_and(|c| c.origin() == crate::classes::Origin::Zones)
+    }
+
+    /// Reads the zone CIDRs where the config says they are (inline, file,
+    /// IMDS), when something will be installed or checked with them.
+    pub fn resolve_classes(&mut self) -> Result<(), CniError> {
+        if self.installs_anything()
+            && let Some(spec) = &self.class_spec
+        {
+            self.classes = Some(spec.resolve()?);
+        }
+        Ok(())
     }
 }
 

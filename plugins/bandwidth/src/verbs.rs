@@ -268,6 +268,7 @@ fn conf_for_pod(ctx: &Context) -> anyhow::Result<(BandwidthConf, Option<PolicyRe
     let mut bw = BandwidthConf::parse(&ctx.conf)?;
     let args = &ctx.env.args;
     let record = bw.apply_namespace_policy(args.pod_namespace(), args.pod_name());
+    bw.resolve_classes()?;
     Ok((bw, record))
 }
 

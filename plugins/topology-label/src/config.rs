@@ -11,23 +11,14 @@ use cni_types::error::{CniError, Code};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
-/// Labels by Kubernetes key.
-pub type Labels = BTreeMap<String, String>;
-
-pub const ZONE: &str = "topology.kubernetes.io/zone";
-pub const REGION: &str = "topology.kubernetes.io/region";
-pub const ZONE_ID: &str = "topology.k8s.aws/zone-id";
-pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
-pub const ARCH: &str = "kubernetes.io/arch";
+pub use node_topology::{
+    ARCH, INSTANCE_TYPE, ImdsConf, Invalid, Labels, REGION, ZONE, ZONE_ID, check_label,
+};
 
 pub const DEFAULT_STATE_DIR: &str = "/run/cni/topology-label";
 pub const DEFAULT_ALIAS: &str = "{namespace}/{pod} {zone}";
-pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
-const DEFAULT_IMDS_TIMEOUT_MS: u64 = 500;
-const DEFAULT_CACHE_TTL_SECONDS: u64 = 3600;
-const DEFAULT_FAILURE_BACKOFF_SECONDS: u64 = 30;
+pub use node_topology::DEFAULT_IMDS_ENDPOINT;
 const MIN_MTU: u32 = 68;
 const MAX_MTU: u32 = 65535;
 
@@ -39,7 +30,7 @@ struct Raw {
     #[serde(default)]
     labels_file: Option<PathBuf>,
     #[serde(default)]
-    imds: Option<RawImds>,
+    imds: Option<node_topology::RawImds>,
     #[serde(default)]
     required: bool,
     #[serde(default)]
@@ -56,25 +47,6 @@ struct Raw {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawImds {
-    #[serde(default)]
-    enabled: bool,
-    #[serde(default)]
-    endpoint: Option<String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    cache_file: Option<PathBuf>,
-    #[serde(default)]
-    cache_ttl_seconds: Option<u64>,
-    #[serde(default)]
-    failure_backoff_seconds: Option<u64>,
-    #[serde(default)]
-    required: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct RawProfile {
     #[serde(default, rename = "match")]
     matches: Labels,
@@ -84,19 +56,6 @@ struct RawProfile {
     txqueuelen: Option<u32>,
     #[serde(default)]
     sysctls: BTreeMap<String, String>,
-}
-
-/// IMDS settings.
-#[derive(Debug, Clone)]
-pub struct ImdsConf {
-    /// `http://host[:port]` without a trailing slash.
-    pub endpoint: String,
-    pub timeout: Duration,
-    pub cache_file: PathBuf,
-    pub cache_ttl: Duration,
-    /// After a failed fetch, pods skip IMDS this long instead of each
-    /// waiting out the timeout (0 disables).
-    pub failure_backoff: Duration,
 }
 
 /// The validated plugin configuration.
@@ -140,7 +99,10 @@ impl Config {
         let imds = match raw.imds {
             Some(i) if i.enabled => {
                 required |= i.required;
-                Some(parse_imds(i, &state_dir)?)
+                Some(
+                    ImdsConf::parse(&i, &state_dir.join("imds-cache.json"))
+                        .map_err(|e| invalid(e.0))?,
+                )
             }
             Some(i) => {
                 required |= i.required;
@@ -186,84 +148,10 @@ impl Config {
     }
 }
 
-/// A value that breaks a rule, with the rule it breaks; callers add where
-/// it came from and turn it into a code-7 error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
-
-/// A label key and value as Kubernetes allows them (loosely for keys:
-/// printable ASCII, no whitespace; values: `[A-Za-z0-9._-]`, at most 63).
-pub fn check_label(key: &str, value: &str) -> Result<(), Invalid> {
-    if key.is_empty() || key.len() > 317 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Invalid(format!(
-            "{} is not a valid label key",
-            cni_types::error::excerpt(key)
-        )));
-    }
-    if value.len() > 63
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Err(Invalid(format!(
-            "{key}: {} is not a valid label value (at most 63 of [A-Za-z0-9._-])",
-            cni_types::error::excerpt(value)
-        )));
-    }
-    Ok(())
-}
-
 /// Only the state directory, for DEL and GC when the rest of the
 /// configuration is unusable.
 pub fn state_dir_of(raw: &serde_json::Value) -> PathBuf {
     cni_types::state::state_dir_in(raw, DEFAULT_STATE_DIR)
-}
-
-fn parse_imds(i: RawImds, state_dir: &std::path::Path) -> anyhow::Result<ImdsConf> {
-    let endpoint = i
-        .endpoint
-        .unwrap_or_else(|| DEFAULT_IMDS_ENDPOINT.to_string());
-    let endpoint = endpoint.trim_end_matches('/').to_string();
-    let host = endpoint.strip_prefix("http://").ok_or_else(|| {
-        invalid(format!(
-            "imds.endpoint {endpoint:?} must be a plain http:// URL (IMDS has no TLS)"
-        ))
-    })?;
-    if host.is_empty()
-        || host.contains(['/', '?', '#', '@'])
-        || host.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(invalid(format!(
-            "imds.endpoint {endpoint:?} must be http://host[:port] with no path"
-        )));
-    }
-    let timeout_ms = i.timeout_ms.unwrap_or(DEFAULT_IMDS_TIMEOUT_MS);
-    if !(1..=30_000).contains(&timeout_ms) {
-        return Err(invalid(format!(
-            "imds.timeoutMs {timeout_ms} must be 1..30000"
-        )));
-    }
-    let cache_file = i
-        .cache_file
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| state_dir.join("imds-cache.json"));
-    if !cache_file.is_absolute() {
-        return Err(invalid(format!(
-            "imds.cacheFile {} must be an absolute path",
-            cache_file.display()
-        )));
-    }
-    Ok(ImdsConf {
-        endpoint,
-        timeout: Duration::from_millis(timeout_ms),
-        cache_file,
-        cache_ttl: Duration::from_secs(i.cache_ttl_seconds.unwrap_or(DEFAULT_CACHE_TTL_SECONDS)),
-        failure_backoff: Duration::from_secs(
-            i.failure_backoff_seconds
-                .unwrap_or(DEFAULT_FAILURE_BACKOFF_SECONDS),
-        ),
-    })
 }
 
 fn parse_profile(i: usize, p: RawProfile, allow: Option<&[Pattern]>) -> anyhow::Result<Profile> {
@@ -301,6 +189,7 @@ fn parse_profile(i: usize, p: RawProfile, allow: Option<&[Pattern]>) -> anyhow::
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn conf(extra: serde_json::Value) -> anyhow::Result<Config> {
         let mut v = json!({"cniVersion":"1.0.0","name":"net","type":"topology-label"});

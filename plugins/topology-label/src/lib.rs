@@ -12,7 +12,8 @@
 pub mod alias;
 pub mod apply;
 pub mod config;
-pub mod imds;
+/// IMDSv2 with its cache lives in the shared `node-topology` crate.
+pub use node_topology::imds;
 pub mod labels;
 pub mod profiles;
 pub mod state;
