@@ -44,6 +44,19 @@ Node settings (written into the plugin entries):
                          bandwidth: per-namespace default and max rates (a
                          JSON file the admin owns, embedded as namespacePolicy;
                          read at install time: re-run after changing it)
+  --traffic-classes      bandwidth: count (and with the flags below, shape)
+                         every pod's traffic per peer zone: sameZone,
+                         crossZone, outside. Without --zone-cidrs-file the
+                         zone, ENI subnets and VPC CIDRs come from IMDSv2
+                         (EKS zero-config). Each flag below implies it.
+  --zone NAME            bandwidth: this node's zone (with --zone-cidrs-file
+                         when the file does not name it)
+  --zone-cidrs-file PATH bandwidth: JSON {"zone": .., "zoneCidrs": {zone:
+                         [CIDR..]}} written by node bootstrap
+  --cross-zone-rate BITS bandwidth: cap cross-zone traffic (both directions)
+                         inside each pod's limit
+  --outside-rate BITS    bandwidth: cap traffic leaving the VPC likewise
+  --same-zone-unshaped   bandwidth: same-zone traffic bypasses the pod limit
   --labels-file PATH     topology-label: JSON label map written at node
                          bootstrap (default /etc/cni/topology-labels.json;
                          "" for none)
@@ -72,6 +85,12 @@ LATENCY_MS=25
 RUNTIME_BURST=cap
 EGRESS_MODE=auto
 NS_POLICY=""
+TRAFFIC_CLASSES=0
+ZONE=""
+ZONE_CIDRS_FILE=""
+CROSS_ZONE_RATE=""
+OUTSIDE_RATE=""
+SAME_ZONE_UNSHAPED=false
 LABELS_FILE=/etc/cni/topology-labels.json
 IMDS=false
 ALIAS=""
@@ -94,6 +113,12 @@ while [ $# -gt 0 ]; do
         --runtime-burst) need "$@"; RUNTIME_BURST=$2; PASS+=("$1" "$2"); shift 2 ;;
         --egress-mode) need "$@"; EGRESS_MODE=$2; PASS+=("$1" "$2"); shift 2 ;;
         --namespace-policy) need "$@"; NS_POLICY=$2; PASS+=("$1" "$2"); shift 2 ;;
+        --traffic-classes) TRAFFIC_CLASSES=1; PASS+=("$1"); shift ;;
+        --zone) need "$@"; ZONE=$2; TRAFFIC_CLASSES=1; PASS+=("$1" "$2"); shift 2 ;;
+        --zone-cidrs-file) need "$@"; ZONE_CIDRS_FILE=$2; TRAFFIC_CLASSES=1; PASS+=("$1" "$2"); shift 2 ;;
+        --cross-zone-rate) need "$@"; CROSS_ZONE_RATE=$2; TRAFFIC_CLASSES=1; PASS+=("$1" "$2"); shift 2 ;;
+        --outside-rate) need "$@"; OUTSIDE_RATE=$2; TRAFFIC_CLASSES=1; PASS+=("$1" "$2"); shift 2 ;;
+        --same-zone-unshaped) SAME_ZONE_UNSHAPED=true; TRAFFIC_CLASSES=1; PASS+=("$1"); shift ;;
         --labels-file) need "$@"; LABELS_FILE=$2; PASS+=("$1" "$2"); shift 2 ;;
         --imds) IMDS=true; PASS+=("$1"); shift ;;
         --alias) need "$@"; ALIAS=$2; ALIAS_SET=true; PASS+=("$1" "$2"); shift 2 ;;
@@ -213,9 +238,32 @@ if [ -n "$NS_POLICY" ]; then
     NS_POLICY_JSON=$(timeout 10 jq -c 'if type == "object" then . else error("must be a JSON object of namespaces") end' \
         "$NS_POLICY" 2>&1) || refuse "--namespace-policy $NS_POLICY: ${NS_POLICY_JSON:0:300}"
 fi
+# The trafficClasses block (node policy); the plugin's STATUS check below
+# judges it like any other setting.
+TC_JSON=null
+if [ "$TRAFFIC_CLASSES" = 1 ]; then
+    for r in "$CROSS_ZONE_RATE" "$OUTSIDE_RATE"; do
+        [ -z "$r" ] || [[ "$r" =~ ^[1-9][0-9]{0,17}$ ]] || usage_error "a zone rate must be bits per second (digits), got '$r'"
+    done
+    [ -z "$ZONE_CIDRS_FILE" ] || [[ "$ZONE_CIDRS_FILE" == /* ]] || usage_error "--zone-cidrs-file must be an absolute path"
+    if [ -n "$ZONE_CIDRS_FILE" ] && [ ! -f "$ZONE_CIDRS_FILE" ]; then
+        log "note: $ZONE_CIDRS_FILE does not exist yet; pods get code 11 (try again) until node bootstrap writes it"
+    fi
+    [ -z "$ZONE" ] || [ -n "$ZONE_CIDRS_FILE" ] || usage_error "--zone needs --zone-cidrs-file (without both, IMDS answers)"
+    TC_JSON=$(jq -cn --arg zone "$ZONE" --arg file "$ZONE_CIDRS_FILE" --arg cross "$CROSS_ZONE_RATE" \
+        --arg out "$OUTSIDE_RATE" --argjson unshaped "$SAME_ZONE_UNSHAPED" '
+        def cap($r): if $r == "" then {} else {ingressRate: ($r | tonumber), egressRate: ($r | tonumber)} end;
+        {}
+        + (if $zone != "" then {zone: $zone} else {} end)
+        + (if $file != "" then {zoneCidrsFile: $file} else {} end)
+        + {sameZone: (if $unshaped then {shaped: false} else {} end),
+           crossZone: cap($cross), outside: cap($out)}')
+fi
 BW_ENTRY=$(jq -cn --arg rb "$RUNTIME_BURST" --argjson lat "$LATENCY_MS" --arg em "$EGRESS_MODE" --argjson np "$NS_POLICY_JSON" \
+    --argjson tc "$TC_JSON" \
     '{type: "bandwidth-rs", capabilities: {bandwidth: true}, runtimeBurst: $rb, latencyMs: $lat, egressMode: $em}
-     + (if $np != null then {namespacePolicy: $np} else {} end)')
+     + (if $np != null then {namespacePolicy: $np} else {} end)
+     + (if $tc != null then {trafficClasses: $tc} else {} end)')
 TL_ENTRY=null
 if [ "$TOPOLOGY" = 1 ]; then
     TL_ENTRY=$(jq -cn --arg lf "$LABELS_FILE" --argjson imds "$IMDS" --arg alias "$ALIAS" --argjson alias_set "$ALIAS_SET" '

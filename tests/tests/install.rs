@@ -483,6 +483,69 @@ fn settings_the_plugin_rejects_are_refused() {
 }
 
 #[test]
+fn traffic_class_flags_write_the_block_and_bad_ones_are_refused() {
+    let node = Node::new("10-aws.conflist");
+    node.use_built_plugins();
+    let before = std::fs::read(&node.conf).unwrap();
+    let bw_entry = |node: &Node| {
+        node.conf_json()["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["type"] == "bandwidth-rs")
+            .unwrap()
+            .clone()
+    };
+    for (bad, says) in [
+        (vec!["--cross-zone-rate", "20M"], "bits per second"),
+        (vec!["--zone-cidrs-file", "relative.json"], "absolute path"),
+        (
+            vec!["--zone", "us-west-2a"],
+            "--zone needs --zone-cidrs-file",
+        ),
+    ] {
+        let o = node.install(&bad);
+        assert_eq!(o.status, 2, "{bad:?}: {o:?}");
+        assert!(o.stderr.contains(says), "{bad:?}: {}", o.stderr);
+        assert_eq!(std::fs::read(&node.conf).unwrap(), before, "{bad:?}");
+    }
+    // EKS zero-config: the block alone, IMDS answers on the node.
+    ok(node.install(&[
+        "--traffic-classes",
+        "--cross-zone-rate",
+        "20000000",
+        "--same-zone-unshaped",
+    ]));
+    assert_eq!(
+        bw_entry(&node)["trafficClasses"],
+        json!({"sameZone": {"shaped": false},
+               "crossZone": {"ingressRate": 20_000_000, "egressRate": 20_000_000},
+               "outside": {}})
+    );
+    // From a bootstrap file, with the zone.
+    let file = node.dir.path.join("zones.json");
+    std::fs::write(
+        &file,
+        r#"{"zoneCidrs": {"a": ["10.1.0.0/16"], "b": ["10.2.0.0/16"]}}"#,
+    )
+    .unwrap();
+    let f = file.display().to_string();
+    ok(node.install(&[
+        "--zone",
+        "a",
+        "--zone-cidrs-file",
+        &f,
+        "--outside-rate",
+        "50000000",
+    ]));
+    assert_eq!(
+        bw_entry(&node)["trafficClasses"],
+        json!({"zone": "a", "zoneCidrsFile": f, "sameZone": {}, "crossZone": {},
+               "outside": {"ingressRate": 50_000_000, "egressRate": 50_000_000}})
+    );
+}
+
+#[test]
 fn namespace_policy_file_lands_in_the_entry_and_bad_ones_are_refused() {
     let node = Node::new("10-aws.conflist");
     node.use_built_plugins();
