@@ -705,3 +705,63 @@ fn unavailable_zone_facts_are_code_11_and_change_nothing() {
         run(&site, "DEL", &c).ok();
     }
 }
+
+/// Without classes the layout is exactly the one earlier versions (and the
+/// reference) install: pinned as `tc -j` prints it, so the drop-in promise
+/// cannot drift with the layout code.
+#[test]
+fn no_classes_layout_is_pinned() {
+    let _serial = serial();
+    let node = Netns::new("cnin").unwrap();
+    let pod = Pod::new(&node).unwrap();
+    let state = TempDir::new("pinst");
+    let c = json!({
+        "cniVersion": "1.0.0", "name": "pin-net", "type": "bandwidth", "stateDir": state.str(),
+        "runtimeConfig": {"bandwidth": {"ingressRate": 10_000_000, "ingressBurst": 4_294_967_295u64,
+                                         "egressRate": 20_000_000, "egressBurst": 4_294_967_295u64}},
+        "prevResult": pod.prev_result("1.0.0"),
+    });
+    let run = |verb: &str| {
+        run_plugin(
+            &plugin_bin("bandwidth"),
+            Some(&node),
+            &pod.env(verb),
+            c.to_string().as_bytes(),
+        )
+        .ok()
+    };
+    let added = run("ADD").json();
+    let ifb = added["interfaces"][2]["name"].as_str().unwrap().to_string();
+    let tc = |args: &[&str]| -> Value {
+        let mut full = vec!["tc", "-j"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&node.exec(&full).unwrap()).unwrap()
+    };
+    let host = tc(&["qdisc", "show", "dev", &pod.host_veth]);
+    let mut filters = tc(&["filter", "show", "dev", &pod.host_veth, "parent", "ffff:"]);
+    let on_ifb = tc(&["qdisc", "show", "dev", &ifb]);
+    // The ifb's name is per attachment, the action's index per namespace.
+    let action = &mut filters[2]["options"]["actions"][0];
+    assert_eq!(action["to_dev"], ifb.as_str());
+    for k in ["to_dev", "index", "ref", "bind"] {
+        action.as_object_mut().unwrap().remove(k);
+    }
+    assert_eq!(
+        host,
+        json!([{"kind":"tbf","handle":"1:","root":true,"refcnt":3,"options":{"rate":1250000,"burst":31250,"lat":28640}},
+               {"kind":"ingress","handle":"ffff:","parent":"ffff:fff1","options":{}}])
+    );
+    assert_eq!(
+        filters,
+        json!([{"protocol":"all","pref":1,"kind":"u32","chain":0},
+               {"protocol":"all","pref":1,"kind":"u32","chain":0,"options":{"fh":"800:","ht_divisor":1}},
+               {"protocol":"all","pref":1,"kind":"u32","chain":0,"options":{"fh":"800::800","order":2048,"key_ht":"800","bkt":"0","not_in_hw":true,
+                 "match":{"value":"0","mask":"0","offmask":"","off":0},
+                 "actions":[{"order":1,"kind":"mirred","mirred_action":"redirect","direction":"egress","control_action":{"type":"stolen"}}]}}])
+    );
+    assert_eq!(
+        on_ifb,
+        json!([{"kind":"tbf","handle":"1:","root":true,"refcnt":2,"options":{"rate":2500000,"burst":62500,"lat":1820}}])
+    );
+    run("DEL");
+}
