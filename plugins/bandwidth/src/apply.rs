@@ -1,17 +1,26 @@
-//! The netlink work: install, verify and remove the tc layout.
+//! The netlink work behind the verbs, on one model: from the config and
+//! the attachment, [`desired`] lists the kernel objects ([`Object`]) the
+//! attachment should have, each with its parameters, and the state record
+//! ([`Installed`]) says which objects are ours. Then:
+//! - ADD ([`install`]) decides everything that could refuse before the
+//!   first change, records its intent, removes what is ours but no longer
+//!   wanted, and makes each wanted object (creating what is missing,
+//!   replacing what differs, adopting its own leftovers and the reference
+//!   plugin's layout), undoing what it created when a step fails;
+//! - CHECK ([`verify`]) compares each wanted object with the kernel;
+//! - DEL and GC ([`teardown`]) remove what is ours in reverse order,
+//!   continuing past failures and reporting them all.
 //!
-//! Layout (same as the reference, so `tc` output looks familiar):
-//! - into the pod: root tbf `1:` on the host veth;
+//! Layout (the reference's, so `tc` output looks familiar):
+//! - into the pod: root `1:` on the host veth;
 //! - out of the pod: ifb `bwp…`, `ingress` qdisc on the host veth, a u32
-//!   match-all filter redirecting to the ifb, root tbf `1:` on the ifb.
+//!   match-all filter redirecting to the ifb, root `1:` on the ifb; or
+//!   (`egressMode: "pod"`, and counting without a limit) root `1:` on the
+//!   container interface inside the pod netns, which leaves the host veth's
+//!   ingress hook (`ffff:`) to a network policy agent's `clsact`.
 //!
-//! Out of the pod can instead be shaped by a root tbf on the container
-//! interface inside the pod netns (`egressMode: "pod"`), which leaves the
-//! host veth's ingress hook (`ffff:`) to a network policy agent's `clsact`.
-//!
-//! What we installed is recorded in the attachment's state file before it
-//! is installed, so DEL, CHECK and GC touch only what is ours, also after a
-//! crash half-way through ADD.
+//! Each root is a tbf, or with traffic classes an htb tree
+//! ([`crate::layout`]).
 
 use crate::classes::{ClassName, Direction, Origin, PeerClasses};
 use crate::config::{BandwidthConf, EgressMode};
@@ -24,7 +33,7 @@ use cni_netlink::tc::{
 };
 use cni_netlink::{Link, Netlink, netns};
 use cni_types::env::NetnsId;
-use cni_types::error::{CniError, Code, ResultExt};
+use cni_types::error::{CniError, Code, Failures, ResultExt};
 use cni_types::{log_info, log_warn};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -135,24 +144,97 @@ pub fn shapes(conf: &BandwidthConf, host: &Link) -> (Option<Shape>, Option<Shape
     (conf.ingress.as_ref().map(mk), conf.egress.as_ref().map(mk))
 }
 
+/// One kernel object of an attachment, with what it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// Root `1:` on the host veth: traffic into the pod.
+    HostRoot(RootLayout),
+    /// The ifb egress is redirected to (created, marked, up, host MTU).
+    Ifb(String),
+    /// The `ingress` qdisc on the host veth.
+    IngressQdisc,
+    /// The u32 match-all redirect at [`FILTER_PRIO`] under `ffff:` to the ifb.
+    Redirect(String),
+    /// Root `1:` on the ifb: traffic out of the pod.
+    IfbRoot(String, RootLayout),
+    /// Root `1:` on the container interface inside the pod.
+    PodRoot(RootLayout),
+}
+
+/// The objects an attachment should have, in the order they are made
+/// (parents and targets first). Pure.
+pub fn desired(
+    ingress: Option<RootLayout>,
+    egress: Option<RootLayout>,
+    mode: EgressMode,
+    ifb: Option<&str>,
+) -> Vec<Object> {
+    let mut out = Vec::with_capacity(5);
+    if let Some(l) = ingress {
+        out.push(Object::HostRoot(l));
+    }
+    match (egress, mode, ifb) {
+        (None, _, _) => {}
+        (Some(l), EgressMode::Pod, _) | (Some(l), _, None) => out.push(Object::PodRoot(l)),
+        (Some(l), _, Some(name)) => {
+            out.push(Object::Ifb(name.to_string()));
+            out.push(Object::IngressQdisc);
+            out.push(Object::Redirect(name.to_string()));
+            out.push(Object::IfbRoot(name.to_string(), l));
+        }
+    }
+    out
+}
+
+impl Installed {
+    /// Marks `objects` as ours (the claims before ADD touches the kernel).
+    fn claim(&mut self, objects: &[Object]) {
+        for o in objects {
+            match o {
+                Object::HostRoot(_) => self.ingress_tbf = true,
+                Object::Ifb(name) => self.ifb = Some(name.clone()),
+                Object::IngressQdisc => self.ingress_qdisc = true,
+                Object::Redirect(_) => self.filter_prio = Some(FILTER_PRIO),
+                Object::IfbRoot(..) => {}
+                Object::PodRoot(_) => self.pod_tbf = true,
+            }
+        }
+    }
+
+    /// Exactly `objects` as ours (after a successful ADD).
+    fn set_to(&mut self, objects: &[Object]) {
+        self.ingress_tbf = false;
+        self.ifb = None;
+        self.ingress_qdisc = false;
+        self.filter_prio = None;
+        self.pod_tbf = false;
+        self.claim(objects);
+        self.egress_mode = objects.iter().find_map(|o| match o {
+            Object::IfbRoot(..) => Some(EgressMode::Ifb),
+            Object::PodRoot(_) => Some(EgressMode::Pod),
+            _ => None,
+        });
+    }
+}
+
 /// What to delete when a failing ADD rolls back, in reverse order.
 enum Undo {
     Link(u32),
-    RootTbf(u32),
+    Root(u32),
     IngressQdisc(u32),
     Filter(u32),
-    PodTbf(PathBuf, String),
+    PodRoot(PathBuf, String),
 }
 
 fn run_undo(nl: &mut Netlink, undo: Vec<Undo>) {
     for u in undo.into_iter().rev() {
         let r = match u {
             Undo::Link(i) => nl.delete_link(i),
-            Undo::RootTbf(i) => nl.delete_qdisc(i, TC_H_ROOT, TBF_HANDLE),
+            Undo::Root(i) => nl.delete_qdisc(i, TC_H_ROOT, TBF_HANDLE),
             Undo::IngressQdisc(i) => nl.delete_qdisc(i, TC_H_INGRESS, INGRESS_HANDLE),
             Undo::Filter(i) => nl.delete_filter(i, INGRESS_HANDLE, FILTER_PRIO, ETH_P_ALL),
-            Undo::PodTbf(ns, ifname) => {
-                if let Err(e) = remove_pod_tbf(&ns, &ifname) {
+            Undo::PodRoot(ns, ifname) => {
+                if let Err(e) = remove_pod_root(&ns, &ifname) {
                     log_warn!("rollback step failed: {e:#}");
                 }
                 Ok(true)
@@ -247,7 +329,7 @@ pub fn install(
         .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
     adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
     // Counting without a limit needs no ifb (whose deletion would add the
-    // kernel's ~15 ms to every DEL): the pod side counts what leaves it.
+    // kernel's ~20 ms to every DEL): the pod side counts what leaves it.
     let mode = if req.egress.is_none() && egress_layout.is_some() {
         EgressMode::Pod
     } else {
@@ -258,7 +340,7 @@ pub fn install(
         refuse_foreign_root(root, owned.ingress_tbf, &host.name)?;
     }
     // The pod's root qdisc, read once: judged here, and reused by the
-    // step that installs the pod-side tbf.
+    // step that installs the pod-side root.
     let pod_root = if egress_layout.is_some() && mode == EgressMode::Pod {
         let root = pod_root_qdisc(req.netns, req.ifname)?;
         refuse_foreign_root(
@@ -274,12 +356,7 @@ pub fn install(
         (Some(_), EgressMode::Ifb | EgressMode::Auto) => Some(choose_ifb(nl, req, &owned)?),
         _ => None,
     };
-    // The claims: a superset of what this ADD may create, recorded before
-    // the kernel is touched, so a crash from here on leaves a state file
-    // that lets DEL find everything.
-    let mut inst = owned.clone();
-    inst.ingress_tbf |= ingress_layout.is_some();
-    inst.classes = [&ingress_layout, &egress_layout]
+    let classes = [&ingress_layout, &egress_layout]
         .into_iter()
         .find_map(|l| match l {
             Some(RootLayout::Htb(p)) => Some(
@@ -291,33 +368,36 @@ pub fn install(
             _ => None,
         })
         .unwrap_or_default();
-    match (&egress_layout, &ifb) {
-        (Some(_), Some(name)) => {
-            inst.ifb = Some(name.clone());
-            inst.ingress_qdisc = true;
-            inst.filter_prio = Some(FILTER_PRIO);
-        }
-        (Some(_), None) => inst.pod_tbf = true,
-        (None, _) => {}
-    }
+    let want = desired(ingress_layout, egress_layout, mode, ifb.as_deref());
+    // The claims: what was ours plus what this ADD may create, recorded
+    // before the kernel is touched, so a crash from here on leaves a state
+    // file that lets DEL find everything.
+    let mut inst = owned.clone();
+    inst.classes = classes;
+    inst.claim(&want);
     save(&inst)?;
-    let mut undo = Vec::new();
-    let decided = Decisions {
+    let mut run = Reconcile {
+        nl,
+        host,
+        req,
         qdiscs: &qdiscs,
-        mode,
-        owned: &owned,
-        ifb: ifb.as_deref(),
         pod_root: pod_root.as_ref(),
-        ingress: ingress_layout.as_ref(),
-        egress: egress_layout.as_ref(),
+        owned: &owned,
+        undo: Vec::new(),
+        ifb: None,
     };
-    match install_steps(nl, host, req, &decided, &mut inst, &mut undo) {
-        Ok(ifb) => {
+    let made = run
+        .remove_unwanted(&want)
+        .and_then(|()| want.iter().try_for_each(|o| run.ensure(o)));
+    match made {
+        Ok(()) => {
+            inst.set_to(&want);
             save(&inst)?;
-            Ok((inst, ifb))
+            Ok((inst, run.ifb.map(|(l, _)| l)))
         }
         Err(e) => {
-            run_undo(nl, undo);
+            let undo = std::mem::take(&mut run.undo);
+            run_undo(run.nl, undo);
             Err(e)
         }
     }
@@ -403,173 +483,158 @@ fn choose_ifb(nl: &mut Netlink, req: &AddRequest<'_>, owned: &Installed) -> anyh
     )
 }
 
-/// What `install` found and decided before the first change.
-struct Decisions<'a> {
-    qdiscs: &'a [cni_netlink::tc::Qdisc],
-    mode: EgressMode,
-    /// What the attachment owned before this ADD.
-    owned: &'a Installed,
-    /// The ifb name chosen for egress (mode ifb).
-    ifb: Option<&'a str>,
-    /// The container interface's root qdisc (mode pod).
-    pod_root: Option<&'a cni_netlink::tc::Qdisc>,
-    /// The root layouts wanted for each direction.
-    ingress: Option<&'a RootLayout>,
-    egress: Option<&'a RootLayout>,
-}
-
-/// One change step after another: each records what to undo, so a
-/// failure part-way removes exactly what this ADD created.
-struct Steps<'a, 'n> {
+/// One ADD's way from what is there to what is wanted: what it found
+/// before the first change, and what to undo if a step fails.
+struct Reconcile<'a, 'n> {
     nl: &'n mut Netlink,
     host: &'a Link,
     req: &'a AddRequest<'a>,
-    decided: &'a Decisions<'a>,
-    inst: &'n mut Installed,
-    undo: &'n mut Vec<Undo>,
+    /// The host veth's root and ingress-hook qdiscs before the ADD.
+    qdiscs: &'a [Qdisc],
+    /// The container interface's root qdisc (mode pod).
+    pod_root: Option<&'a Qdisc>,
+    /// What the attachment owned before this ADD.
+    owned: &'a Installed,
+    undo: Vec<Undo>,
+    /// The ifb once made, and whether this ADD created it.
+    ifb: Option<(Link, bool)>,
 }
 
-fn install_steps(
-    nl: &mut Netlink,
-    host: &Link,
-    req: &AddRequest<'_>,
-    decided: &Decisions<'_>,
-    inst: &mut Installed,
-    undo: &mut Vec<Undo>,
-) -> anyhow::Result<Option<Link>> {
-    let mut steps = Steps {
-        nl,
-        host,
-        req,
-        decided,
-        inst,
-        undo,
-    };
-    steps.ingress()?;
-    match (decided.egress, decided.mode) {
-        (None, _) => {
-            steps.no_egress()?;
-            Ok(None)
+impl Reconcile<'_, '_> {
+    /// Removes what is ours but not wanted any more (egress moved between
+    /// the ifb and the pod, a direction no longer shaped), before anything
+    /// is made: the ingress hook or a root may be needed by what follows.
+    fn remove_unwanted(&mut self, want: &[Object]) -> anyhow::Result<()> {
+        let wants = |f: fn(&Object) -> bool| want.iter().any(f);
+        let (host, owned) = (self.host, self.owned);
+        if owned.pod_tbf && !wants(|o| matches!(o, Object::PodRoot(_))) {
+            remove_pod_root(self.req.netns, self.req.ifname)?;
         }
-        (Some(l), EgressMode::Pod) => {
-            steps.egress_in_pod(l)?;
-            Ok(None)
+        if !wants(|o| matches!(o, Object::Redirect(_))) {
+            if let Some(prio) = owned.filter_prio {
+                self.nl
+                    .delete_filter(host.index, INGRESS_HANDLE, prio, ETH_P_ALL)
+                    .cni_with(Code::Kernel, || {
+                        format!("removing filter from {}", host.name)
+                    })?;
+            }
         }
-        (Some(l), _) => steps.egress_through_ifb(l).map(Some),
-    }
-}
-
-impl Steps<'_, '_> {
-    /// Into the pod: the root `1:` on the host veth (coexists with a
-    /// clsact). The root was judged free (default or ours) before anything
-    /// changed.
-    fn ingress(&mut self) -> anyhow::Result<()> {
-        let (host, owned) = (self.host, self.decided.owned);
-        let root = self.decided.qdiscs.iter().find(|q| q.is_root());
-        let Some(layout) = self.decided.ingress else {
-            if owned.ingress_tbf && root.is_some_and(|r| r.is_root_shaper()) {
+        if owned.ingress_qdisc && !wants(|o| matches!(o, Object::IngressQdisc)) {
+            delete_qdisc_if(
+                self.nl,
+                host,
+                Qdisc::is_ingress,
+                TC_H_INGRESS,
+                INGRESS_HANDLE,
+            )?;
+        }
+        if let Some(name) = &owned.ifb
+            && !want.contains(&Object::Ifb(name.clone()))
+        {
+            delete_owned_ifb(self.nl, name, &self.req.attachment())?;
+        }
+        if owned.ingress_tbf && !wants(|o| matches!(o, Object::HostRoot(_))) {
+            let root = self.qdiscs.iter().find(|q| q.is_root());
+            if root.is_some_and(|r| r.is_root_shaper()) {
                 self.nl
                     .delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE)
                     .cni_with(Code::Kernel, || {
                         format!("removing our root qdisc from {}", host.name)
                     })?;
             }
-            self.inst.ingress_tbf = false;
-            return Ok(());
-        };
-        if root.is_none_or(|r| !r.is_root_shaper()) {
-            self.undo.push(Undo::RootTbf(host.index));
         }
-        install_root(self.nl, host, layout, root)?;
-        self.inst.ingress_tbf = true;
-        log_info!("ingress: {} on {}", layout.describe(), host.name);
         Ok(())
     }
 
-    /// Egress no longer shaped: what an earlier ADD made for it goes.
-    fn no_egress(&mut self) -> anyhow::Result<()> {
-        remove_egress(self.nl, self.host, self.inst, &self.req.attachment())?;
-        remove_pod_side(self.req.netns, self.req.ifname, self.inst)?;
-        self.inst.egress_mode = None;
-        Ok(())
-    }
-
-    /// Out of the pod, mode pod: the root `1:` on the container interface.
-    fn egress_in_pod(&mut self, layout: &RootLayout) -> anyhow::Result<()> {
-        let (req, owned) = (self.req, self.decided.owned);
-        // Only what was ours before: the claims for ifb mode were not made.
-        self.inst.ingress_qdisc = owned.ingress_qdisc;
-        self.inst.filter_prio = owned.filter_prio;
-        remove_egress(self.nl, self.host, self.inst, &req.attachment())?;
-        let pod_root = self.decided.pod_root;
-        let existed = owned.pod_tbf && pod_root.is_some_and(|q| q.is_root_shaper());
-        in_pod(req.netns, req.ifname, |pn, link| {
-            let link = link.ok_or_else(|| {
-                CniError::new(
-                    Code::InterfaceNotFound,
-                    format!("{} vanished from the pod", req.ifname),
-                )
-            })?;
-            install_root(pn, &link, layout, pod_root)
-                .with_context(|| format!("in the pod's {}", req.ifname))
-        })?;
-        if !existed {
-            self.undo.push(Undo::PodTbf(
-                req.netns.to_path_buf(),
-                req.ifname.to_string(),
-            ));
+    /// Makes one object what it should be.
+    fn ensure(&mut self, o: &Object) -> anyhow::Result<()> {
+        let host = self.host;
+        match o {
+            Object::HostRoot(layout) => {
+                // Judged free (default) or ours before anything changed.
+                let root = self.qdiscs.iter().find(|q| q.is_root());
+                if root.is_none_or(|r| !r.is_root_shaper()) {
+                    self.undo.push(Undo::Root(host.index));
+                }
+                install_root(self.nl, host, layout, root)?;
+                log_info!("ingress: {} on {}", layout.describe(), host.name);
+            }
+            Object::Ifb(name) => {
+                let made = self.ifb_link(name)?;
+                self.ifb = Some(made);
+            }
+            Object::IngressQdisc => self.ingress_qdisc()?,
+            Object::Redirect(_) => {
+                let ifb = self.made_ifb()?;
+                self.redirect_to(&ifb)?;
+            }
+            Object::IfbRoot(_, layout) => {
+                let (ifb, created) = self
+                    .ifb
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("internal: the ifb root before the ifb"))?;
+                // The ifb is ours whole; a new one has only the default.
+                let root = if created {
+                    None
+                } else {
+                    self.nl
+                        .top_qdiscs(ifb.index)
+                        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", ifb.name))?
+                        .into_iter()
+                        .find(|q| q.is_root())
+                };
+                install_root(self.nl, &ifb, layout, root.as_ref())?;
+                log_info!(
+                    "egress: {} on {} (from {})",
+                    layout.describe(),
+                    ifb.name,
+                    host.name
+                );
+            }
+            Object::PodRoot(layout) => {
+                let req = self.req;
+                let pod_root = self.pod_root;
+                let existed = self.owned.pod_tbf && pod_root.is_some_and(|q| q.is_root_shaper());
+                in_pod(req.netns, req.ifname, |pn, link| {
+                    let link = link.ok_or_else(|| {
+                        CniError::new(
+                            Code::InterfaceNotFound,
+                            format!("{} vanished from the pod", req.ifname),
+                        )
+                    })?;
+                    install_root(pn, &link, layout, pod_root)
+                        .with_context(|| format!("in the pod's {}", req.ifname))
+                })?;
+                if !existed {
+                    self.undo.push(Undo::PodRoot(
+                        req.netns.to_path_buf(),
+                        req.ifname.to_string(),
+                    ));
+                }
+                log_info!(
+                    "egress (inside the pod): {} on {}",
+                    layout.describe(),
+                    req.ifname
+                );
+            }
         }
-        self.inst.pod_tbf = true;
-        self.inst.egress_mode = Some(EgressMode::Pod);
-        log_info!(
-            "egress (mode pod): {} on {} inside the pod",
-            layout.describe(),
-            req.ifname
-        );
         Ok(())
     }
 
-    /// Out of the pod, mode ifb: the ifb, the ingress qdisc, the redirect,
-    /// and the root `1:` on the ifb.
-    fn egress_through_ifb(&mut self, layout: &RootLayout) -> anyhow::Result<Link> {
-        self.inst.pod_tbf = self.decided.owned.pod_tbf;
-        remove_pod_side(self.req.netns, self.req.ifname, self.inst)?;
-        self.inst.egress_mode = Some(EgressMode::Ifb);
-        let (ifb, created) = self.ifb_link()?;
-        self.inst.ifb = Some(ifb.name.clone());
-        self.ingress_qdisc()?;
-        self.redirect_to(&ifb)?;
-        // The ifb is ours whole; a new one has only the kernel's default.
-        let root = if created {
-            None
-        } else {
-            self.nl
-                .top_qdiscs(ifb.index)
-                .cni_with(Code::Kernel, || format!("listing qdiscs of {}", ifb.name))?
-                .into_iter()
-                .find(|q| q.is_root())
-        };
-        install_root(self.nl, &ifb, layout, root.as_ref())?;
-        log_info!(
-            "egress: {} on {} (from {})",
-            layout.describe(),
-            ifb.name,
-            self.host.name
-        );
-        Ok(ifb)
+    fn made_ifb(&self) -> anyhow::Result<Link> {
+        self.ifb
+            .as_ref()
+            .map(|(l, _)| l.clone())
+            .ok_or_else(|| anyhow::anyhow!("internal: the redirect before the ifb"))
     }
 
     /// The chosen ifb: created, or (ours: marked for this attachment, left
     /// by a retried or crashed ADD, or adopted from the reference plugin's
     /// layout) brought in line. choose_ifb never hands out another's.
     /// True when it was created now.
-    fn ifb_link(&mut self) -> anyhow::Result<(Link, bool)> {
+    fn ifb_link(&mut self, name: &str) -> anyhow::Result<(Link, bool)> {
         let host = self.host;
         let who = self.req.attachment();
-        let name = self
-            .decided
-            .ifb
-            .ok_or_else(|| anyhow::anyhow!("internal: no ifb chosen for egress"))?;
         let alias = who.alias();
         let existing = self
             .nl
@@ -614,7 +679,7 @@ impl Steps<'_, '_> {
     /// The `ingress` qdisc on the host veth: ours, or added now.
     fn ingress_qdisc(&mut self) -> anyhow::Result<()> {
         let host = self.host;
-        match self.decided.qdiscs.iter().find(|q| q.on_ingress_hook()) {
+        match self.qdiscs.iter().find(|q| q.on_ingress_hook()) {
             None => {
                 self.nl
                     .add_ingress_qdisc(host.index)
@@ -622,10 +687,9 @@ impl Steps<'_, '_> {
                         format!("adding ingress qdisc to {}", host.name)
                     })?;
                 self.undo.push(Undo::IngressQdisc(host.index));
-                self.inst.ingress_qdisc = true;
                 Ok(())
             }
-            Some(q) if q.is_ingress() && self.decided.owned.ingress_qdisc => Ok(()),
+            Some(q) if q.is_ingress() && self.owned.ingress_qdisc => Ok(()),
             Some(q) => Err(CniError::new(
                 Code::Kernel,
                 format!("{} already has a {} qdisc that we did not create", host.name, q.kind),
@@ -638,7 +702,7 @@ impl Steps<'_, '_> {
     /// Our match-all redirect at FILTER_PRIO to `ifb`; a stale one of ours
     /// is replaced, a foreign filter at that prio refused.
     fn redirect_to(&mut self, ifb: &Link) -> anyhow::Result<()> {
-        let (host, owned) = (self.host, self.decided.owned);
+        let (host, owned) = (self.host, self.owned);
         let filters = self
             .nl
             .filters(host.index, INGRESS_HANDLE)
@@ -802,20 +866,12 @@ fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink:
     })
 }
 
-/// Removes our root tbf from the container interface, if it is still there.
-fn remove_pod_tbf(ns: &Path, ifname: &str) -> anyhow::Result<()> {
+/// Removes our root `1:` from the container interface, if it is still there.
+fn remove_pod_root(ns: &Path, ifname: &str) -> anyhow::Result<()> {
     in_pod(ns, ifname, |pn, link| match link {
         Some(link) => delete_qdisc_if(pn, &link, Qdisc::is_root_shaper, TC_H_ROOT, TBF_HANDLE),
         None => Ok(()),
     })
-}
-
-fn remove_pod_side(ns: &Path, ifname: &str, inst: &mut Installed) -> anyhow::Result<()> {
-    if inst.pod_tbf {
-        remove_pod_tbf(ns, ifname)?;
-        inst.pod_tbf = false;
-    }
-    Ok(())
 }
 
 /// Deletes `link`'s qdisc at (`parent`, `handle`) if the one there is
@@ -838,30 +894,6 @@ fn delete_qdisc_if(
             .cni_with(Code::Kernel, || {
                 format!("removing qdisc {:x}: from {}", handle >> 16, link.name)
             })?;
-    }
-    Ok(())
-}
-
-/// Removes egress shaping: our filter, our ingress qdisc, our ifb.
-fn remove_egress(
-    nl: &mut Netlink,
-    host: &Link,
-    inst: &mut Installed,
-    who: &Attachment<'_>,
-) -> anyhow::Result<()> {
-    if let Some(prio) = inst.filter_prio {
-        nl.delete_filter(host.index, INGRESS_HANDLE, prio, ETH_P_ALL)
-            .cni_with(Code::Kernel, || {
-                format!("removing filter from {}", host.name)
-            })?;
-        inst.filter_prio = None;
-    }
-    if inst.ingress_qdisc {
-        delete_qdisc_if(nl, host, Qdisc::is_ingress, TC_H_INGRESS, INGRESS_HANDLE)?;
-        inst.ingress_qdisc = false;
-    }
-    if let Some(name) = inst.ifb.take() {
-        delete_owned_ifb(nl, &name, who)?;
     }
     Ok(())
 }
@@ -894,32 +926,64 @@ pub fn delete_owned_ifb(nl: &mut Netlink, name: &str, who: &Attachment<'_>) -> a
     Ok(())
 }
 
-/// Removes everything `inst` records, as far as it still exists and is
-/// still ours. `pod` is the netns and container interface when DEL has
-/// them and the netns is the one recorded at ADD; without them a pod-side
-/// tbf goes away with the pod's netns.
+/// Removes everything `inst` records as ours, as far as it still exists
+/// and is still ours, in the reverse of the order ADD makes it, going on
+/// past a failed step and reporting every failure. `pod` is the netns and
+/// container interface when DEL has them and the netns is the one
+/// recorded at ADD; without them a pod-side root goes away with the pod's
+/// netns.
 pub fn teardown(
     nl: &mut Netlink,
     inst: &Installed,
     who: &Attachment<'_>,
     pod: Option<(&Path, &str)>,
 ) -> anyhow::Result<()> {
-    let mut inst = inst.clone();
-    if let Some((ns, ifname)) = pod {
-        remove_pod_side(ns, ifname, &mut inst)?;
+    let mut failures = Failures::default();
+    if let Some((ns, ifname)) = pod
+        && inst.pod_tbf
+    {
+        failures.record(
+            format!("root qdisc on the pod's {ifname}"),
+            remove_pod_root(ns, ifname),
+        );
     }
-    // The ifb first: it alone survives the pod's veth going away.
-    if let Some(name) = inst.ifb.clone() {
-        delete_owned_ifb(nl, &name, who)?;
-    }
-    if let Some(host) = recorded_host(nl, &inst)? {
-        if inst.ingress_tbf {
-            delete_qdisc_if(nl, &host, Qdisc::is_root_shaper, TC_H_ROOT, TBF_HANDLE)?;
+    let host = failures
+        .record(
+            format!("looking up {}", inst.host_veth),
+            recorded_host(nl, inst),
+        )
+        .flatten();
+    if let Some(host) = &host {
+        if let Some(prio) = inst.filter_prio {
+            failures.record(
+                format!("redirect filter on {}", host.name),
+                nl.delete_filter(host.index, INGRESS_HANDLE, prio, ETH_P_ALL)
+                    .cni_with(Code::Kernel, || {
+                        format!("removing filter from {}", host.name)
+                    }),
+            );
         }
-        inst.ifb = None;
-        remove_egress(nl, &host, &mut inst, who)?;
+        if inst.ingress_qdisc {
+            failures.record(
+                format!("ingress qdisc on {}", host.name),
+                delete_qdisc_if(nl, host, Qdisc::is_ingress, TC_H_INGRESS, INGRESS_HANDLE),
+            );
+        }
     }
-    Ok(())
+    // The ifb outlives the pod's veth: it goes whether or not the host
+    // veth is still there.
+    if let Some(name) = &inst.ifb {
+        failures.record(format!("ifb {name}"), delete_owned_ifb(nl, name, who));
+    }
+    if let Some(host) = &host
+        && inst.ingress_tbf
+    {
+        failures.record(
+            format!("root qdisc on {}", host.name),
+            delete_qdisc_if(nl, host, Qdisc::is_root_shaper, TC_H_ROOT, TBF_HANDLE),
+        );
+    }
+    failures.finish(Code::Kernel, "removing the attachment's tc layout")
 }
 
 fn mismatch(m: String) -> anyhow::Error {
@@ -969,52 +1033,76 @@ fn check_root(nl: &mut Netlink, link: &Link, want: &RootLayout) -> anyhow::Resul
     }
 }
 
-/// CHECK of the ifb layout: the ifb's root, the host veth's ingress qdisc
-/// and the redirect to the recorded ifb.
-fn check_ifb_egress(
+/// CHECK of one object against the kernel; `ifb` carries the ifb found by
+/// an earlier [`Object::Ifb`] to the objects that refer to it.
+fn check_object(
     nl: &mut Netlink,
     host: &Link,
-    name: &str,
-    want: &RootLayout,
+    req: &AddRequest<'_>,
+    o: &Object,
+    ifb: &mut Option<Link>,
 ) -> anyhow::Result<()> {
-    let Some(ifb) = nl
-        .link_by_name(name)
-        .cni_with(Code::Kernel, || format!("looking up {name}"))?
-    else {
-        return Err(mismatch(format!("ifb {name} is missing")));
-    };
-    check_root(nl, &ifb, want)?;
-    let qs = nl
-        .top_qdiscs(host.index)
-        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
-    if !qs.iter().any(|q| q.is_ingress()) {
-        return Err(mismatch(format!("{}: ingress qdisc is missing", host.name)));
+    match o {
+        Object::HostRoot(l) => check_root(nl, host, l),
+        Object::Ifb(name) => {
+            let link = nl
+                .link_by_name(name)
+                .cni_with(Code::Kernel, || format!("looking up {name}"))?;
+            *ifb = Some(link.ok_or_else(|| mismatch(format!("ifb {name} is missing")))?);
+            Ok(())
+        }
+        Object::IngressQdisc => {
+            let qs = nl
+                .top_qdiscs(host.index)
+                .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
+            if qs.iter().any(|q| q.is_ingress()) {
+                Ok(())
+            } else {
+                Err(mismatch(format!("{}: ingress qdisc is missing", host.name)))
+            }
+        }
+        Object::Redirect(name) => {
+            let target = ifb
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("internal: the redirect before the ifb"))?;
+            let fs = nl
+                .filters(host.index, INGRESS_HANDLE)
+                .cni_with(Code::Kernel, || format!("listing filters of {}", host.name))?;
+            let redirect = fs
+                .iter()
+                .find(|f| f.prio == FILTER_PRIO && f.kind == "u32" && !f.mirred.is_empty());
+            let Some(f) = redirect else {
+                return Err(mismatch(format!(
+                    "{}: redirect filter to {name} is missing",
+                    host.name
+                )));
+            };
+            if f.mirred
+                .iter()
+                .any(|m| m.action == TCA_EGRESS_REDIR && m.ifindex == target.index)
+            {
+                Ok(())
+            } else {
+                Err(mismatch(format!(
+                    "{}: filter redirects to ifindex {:?}, expected {name} ({})",
+                    host.name,
+                    f.mirred.iter().map(|m| m.ifindex).collect::<Vec<_>>(),
+                    target.index
+                )))
+            }
+        }
+        Object::IfbRoot(name, l) => {
+            let target = ifb
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("internal: {name}'s root before the ifb"))?;
+            check_root(nl, target, l)
+        }
+        Object::PodRoot(l) => in_pod(req.netns, req.ifname, |pn, link| {
+            let link =
+                link.ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
+            check_root(pn, &link, l)
+        }),
     }
-    let fs = nl
-        .filters(host.index, INGRESS_HANDLE)
-        .cni_with(Code::Kernel, || format!("listing filters of {}", host.name))?;
-    let redirect = fs
-        .iter()
-        .find(|f| f.prio == FILTER_PRIO && f.kind == "u32" && !f.mirred.is_empty());
-    let Some(f) = redirect else {
-        return Err(mismatch(format!(
-            "{}: redirect filter to {name} is missing",
-            host.name
-        )));
-    };
-    if !f
-        .mirred
-        .iter()
-        .any(|m| m.action == TCA_EGRESS_REDIR && m.ifindex == ifb.index)
-    {
-        return Err(mismatch(format!(
-            "{}: filter redirects to ifindex {:?}, expected {name} ({})",
-            host.name,
-            f.mirred.iter().map(|m| m.ifindex).collect::<Vec<_>>(),
-            ifb.index
-        )));
-    }
-    Ok(())
 }
 
 /// CHECK: the first difference between what should be and what is, object
@@ -1031,23 +1119,18 @@ pub fn verify(
         return Err(mismatch("no record of an ADD for this attachment".into()));
     }
     // (CHECK refused another namespace before looking the host veth up.)
-    if let Some(l) = &ingress {
-        check_root(nl, host, l)?;
-    }
-    let Some(l) = &egress else {
-        return Ok(());
+    let mode = match inst.and_then(|i| i.egress_mode) {
+        Some(EgressMode::Pod) => EgressMode::Pod,
+        _ => EgressMode::Ifb,
     };
-    if inst.and_then(|i| i.egress_mode) == Some(EgressMode::Pod) {
-        return in_pod(req.netns, req.ifname, |pn, link| {
-            let link =
-                link.ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
-            check_root(pn, &link, l)
-        });
-    }
-    let name = inst
+    let ifb = inst
         .and_then(|i| i.ifb.clone())
         .unwrap_or_else(|| ifb_name(req.network, req.container_id));
-    check_ifb_egress(nl, host, &name, l)
+    let mut found_ifb = None;
+    for o in desired(ingress, egress, mode, Some(&ifb)) {
+        check_object(nl, host, req, &o, &mut found_ifb)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1086,6 +1169,49 @@ mod tests {
             classes: None,
             latency_ms: 25,
         }
+    }
+
+    #[test]
+    fn desired_objects_follow_mode_and_directions() {
+        let s = req(EgressMode::Ifb, true).egress.unwrap();
+        let t = || RootLayout::Tbf(s);
+        assert_eq!(
+            desired(Some(t()), Some(t()), EgressMode::Ifb, Some("bwp1")),
+            vec![
+                Object::HostRoot(t()),
+                Object::Ifb("bwp1".into()),
+                Object::IngressQdisc,
+                Object::Redirect("bwp1".into()),
+                Object::IfbRoot("bwp1".into(), t()),
+            ],
+            "the reference's layout, parents and targets first"
+        );
+        assert_eq!(
+            desired(None, Some(t()), EgressMode::Pod, None),
+            vec![Object::PodRoot(t())]
+        );
+        assert_eq!(
+            desired(Some(t()), None, EgressMode::Ifb, None),
+            vec![Object::HostRoot(t())]
+        );
+        let mut inst = Installed {
+            ifb: Some("old".into()),
+            filter_prio: Some(7),
+            ingress_qdisc: true,
+            ..Default::default()
+        };
+        inst.set_to(&desired(None, Some(t()), EgressMode::Pod, None));
+        assert_eq!(
+            (
+                inst.ifb,
+                inst.filter_prio,
+                inst.ingress_qdisc,
+                inst.pod_tbf,
+                inst.egress_mode
+            ),
+            (None, None, false, true, Some(EgressMode::Pod)),
+            "after ADD the record is exactly what is wanted"
+        );
     }
 
     #[test]
