@@ -510,14 +510,14 @@ impl Reconcile<'_, '_> {
         if owned.pod_tbf && !wants(|o| matches!(o, Object::PodRoot(_))) {
             remove_pod_root(self.req.netns, self.req.ifname)?;
         }
-        if !wants(|o| matches!(o, Object::Redirect(_))) {
-            if let Some(prio) = owned.filter_prio {
-                self.nl
-                    .delete_filter(host.index, INGRESS_HANDLE, prio, ETH_P_ALL)
-                    .cni_with(Code::Kernel, || {
-                        format!("removing filter from {}", host.name)
-                    })?;
-            }
+        if !wants(|o| matches!(o, Object::Redirect(_)))
+            && let Some(prio) = owned.filter_prio
+        {
+            self.nl
+                .delete_filter(host.index, INGRESS_HANDLE, prio, ETH_P_ALL)
+                .cni_with(Code::Kernel, || {
+                    format!("removing filter from {}", host.name)
+                })?;
         }
         if owned.ingress_qdisc && !wants(|o| matches!(o, Object::IngressQdisc)) {
             delete_qdisc_if(
