@@ -72,7 +72,7 @@ fn no_leaks(node: &Netns, pod: &Pod, states: &[&TempDir]) -> Vec<String> {
             leaks.push(format!("{kind} on {}", pod.host_veth));
         }
     }
-    for kind in ["tbf", "htb"] {
+    for kind in ["tbf", "htb", "clsact"] {
         if pod.ns.qdisc("eth0", kind).is_some() {
             leaks.push(format!("{kind} in pod"));
         }

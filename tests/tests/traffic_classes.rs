@@ -487,7 +487,8 @@ fn check_sees_filters_classes_and_rates() {
         json!({"egressMode": "pod", "trafficClasses": zone_classes()}),
     );
     let host = site.pod.host_veth.clone();
-    let breakages: [(&str, Vec<&str>); 3] = [
+    let pod_ns = site.pod.ns.name.clone();
+    let breakages: [(&str, Vec<&str>); 4] = [
         (
             "deleted filter",
             vec![
@@ -506,6 +507,13 @@ fn check_sees_filters_classes_and_rates() {
         (
             "missing class",
             vec!["tc", "class", "del", "dev", &host, "classid", "1:12"],
+        ),
+        // Inside the pod: the hook that keeps SO_PRIORITY from picking a class.
+        (
+            "missing priority reset",
+            vec![
+                "ip", "netns", "exec", &pod_ns, "tc", "qdisc", "del", "dev", "eth0", "clsact",
+            ],
         ),
     ];
     for (what, cmd) in breakages {
@@ -764,4 +772,75 @@ fn no_classes_layout_is_pinned() {
         json!([{"kind":"tbf","handle":"1:","root":true,"refcnt":2,"options":{"rate":2500000,"burst":62500,"lat":1820}}])
     );
     run("DEL");
+}
+
+/// htb picks a class by `skb->priority` before any filter: a pod with
+/// CAP_NET_RAW (containerd's default) could set `SO_PRIORITY` to `1:10`
+/// (the unshaped class) or `1:0` (htb's unlimited direct queue). Crossing
+/// the veth resets the priority (ifb mode and the host side); inside the
+/// pod our clsact's eBPF filter does. Either way the flood lands in
+/// `outside`, shaped.
+#[test]
+fn a_pod_cannot_pick_its_class_with_so_priority() {
+    let _serial = serial();
+    let site = site();
+    for mode in ["pod", "ifb"] {
+        let c = conf(
+            &site,
+            json!({"egressMode": mode, "trafficClasses": zone_classes()}),
+        );
+        run(&site, "ADD", &c).ok();
+        let before = class_bytes(&site, "egress");
+        for prio in [0x1_0010u32, 0x1_0000] {
+            let script = format!(
+                "import socket,time\n\
+                 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                 s.setsockopt(socket.SOL_SOCKET,socket.SO_PRIORITY,{prio})\n\
+                 t=time.time()\n\
+                 while time.time()-t<0.5:\n    s.sendto(b'x'*1400,('{}',9))\n",
+                site.peers[2].v4
+            );
+            site.pod.ns.exec(&["python3", "-c", &script]).unwrap();
+        }
+        let after = class_bytes(&site, "egress");
+        let same = class_byte(&after, "sameZone") - class_byte(&before, "sameZone");
+        let outside = class_byte(&after, "outside") - class_byte(&before, "outside");
+        eprintln!("{mode}: sameZone +{same} B, outside +{outside} B");
+        assert!(
+            same < 10_000,
+            "{mode}: the pod chose the unshaped class ({same} B)"
+        );
+        // One second at most of the pod's limit went out, plus its bucket.
+        assert!(
+            outside > 1_000_000 && outside < POD_RATE / 8 + 2_000_000,
+            "{mode}: outside {outside} B"
+        );
+        let dev_qdisc = if mode == "pod" {
+            site.pod
+                .ns
+                .exec(&["tc", "-j", "qdisc", "show", "dev", "eth0"])
+                .unwrap()
+        } else {
+            let ifb = site
+                .node
+                .link_names()
+                .into_iter()
+                .find(|n| n.starts_with("bwp"))
+                .unwrap();
+            site.node
+                .exec(&["tc", "-j", "qdisc", "show", "dev", &ifb])
+                .unwrap()
+        };
+        let qs: Value = serde_json::from_str(&dev_qdisc).unwrap();
+        let htb = qs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["kind"] == "htb")
+            .unwrap();
+        assert_eq!(htb["options"]["direct_packets_stat"], 0, "{mode}: {htb}");
+        run(&site, "CHECK", &c).ok();
+        run(&site, "DEL", &c).ok();
+        assert_clean(&site);
+    }
 }

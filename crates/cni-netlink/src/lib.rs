@@ -20,6 +20,7 @@ use nix::libc;
 /// Addresses, routes and neighbours: only the simulator wires pods.
 #[cfg(any(test, feature = "testing"))]
 mod addr;
+pub mod bpf;
 pub mod host_veth;
 pub mod htb;
 mod link;

@@ -131,6 +131,11 @@ impl Qdisc {
         self.parent == TC_H_INGRESS && self.kind == "ingress"
     }
 
+    /// A `clsact` (ingress and egress hooks).
+    pub fn is_clsact(&self) -> bool {
+        self.parent == TC_H_INGRESS && self.kind == "clsact"
+    }
+
     /// Anything on the ingress hook (`ingress` or `clsact`).
     pub fn on_ingress_hook(&self) -> bool {
         self.parent == TC_H_INGRESS
@@ -604,8 +609,8 @@ impl Netlink {
         self.add_ingress_like(index, "ingress")
     }
 
-    /// Adds a clsact qdisc, standing in for a foreign policy agent in tests.
-    #[cfg(any(test, feature = "testing"))]
+    /// Adds a clsact qdisc exclusively (tests use it to stand in for a
+    /// policy agent; the plugin, for its hook on the pod's interface).
     pub fn add_clsact_qdisc(&mut self, index: u32) -> Result<()> {
         self.add_ingress_like(index, "clsact")
     }

@@ -28,6 +28,7 @@ use crate::devices::{IfbOwner, MAX_ALIAS_BYTES, ifb_alias, ifb_candidates, ifb_n
 use crate::layout::{RootLayout, install_root, root_difference};
 use crate::tbf::{Shape, shape};
 use anyhow::Context as _;
+use cni_netlink::bpf::{CLSACT_EGRESS, PRIORITY_RESET_PRIO};
 use cni_netlink::tc::{
     ETH_P_ALL, INGRESS_HANDLE, Qdisc, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR,
 };
@@ -60,6 +61,10 @@ pub struct Installed {
     /// "pod", or counting only) is ours.
     #[serde(default)]
     pub pod_tbf: bool,
+    /// The clsact on the container interface that resets `skb->priority`
+    /// before its htb (pod-side classes) is ours.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pod_clsact: bool,
     /// How egress is shaped (`ifb` or `pod`), for CHECK and operators.
     #[serde(default)]
     pub egress_mode: Option<EgressMode>,
@@ -157,6 +162,10 @@ pub enum Object {
     Redirect(String),
     /// Root `1:` on the ifb: traffic out of the pod.
     IfbRoot(String, RootLayout),
+    /// A clsact on the container interface whose egress filter sets
+    /// `skb->priority` to 0 before the htb there can classify by it
+    /// ([`cni_netlink::bpf`]): only under an htb.
+    PodHook,
     /// Root `1:` on the container interface inside the pod.
     PodRoot(RootLayout),
 }
@@ -175,7 +184,12 @@ pub fn desired(
     }
     match (egress, mode, ifb) {
         (None, _, _) => {}
-        (Some(l), EgressMode::Pod, _) | (Some(l), _, None) => out.push(Object::PodRoot(l)),
+        (Some(l), EgressMode::Pod, _) | (Some(l), _, None) => {
+            if matches!(l, RootLayout::Htb(_)) {
+                out.push(Object::PodHook);
+            }
+            out.push(Object::PodRoot(l));
+        }
         (Some(l), _, Some(name)) => {
             out.push(Object::Ifb(name.to_string()));
             out.push(Object::IngressQdisc);
@@ -196,6 +210,7 @@ impl Installed {
                 Object::IngressQdisc => self.ingress_qdisc = true,
                 Object::Redirect(_) => self.filter_prio = Some(FILTER_PRIO),
                 Object::IfbRoot(..) => {}
+                Object::PodHook => self.pod_clsact = true,
                 Object::PodRoot(_) => self.pod_tbf = true,
             }
         }
@@ -208,6 +223,7 @@ impl Installed {
         self.ingress_qdisc = false;
         self.filter_prio = None;
         self.pod_tbf = false;
+        self.pod_clsact = false;
         self.claim(objects);
         self.egress_mode = objects.iter().find_map(|o| match o {
             Object::IfbRoot(..) => Some(EgressMode::Ifb),
@@ -224,6 +240,7 @@ enum Undo {
     IngressQdisc(u32),
     Filter(u32),
     PodRoot(PathBuf, String),
+    PodHook(PathBuf, String),
 }
 
 fn run_undo(nl: &mut Netlink, undo: Vec<Undo>) {
@@ -235,6 +252,12 @@ fn run_undo(nl: &mut Netlink, undo: Vec<Undo>) {
             Undo::Filter(i) => nl.delete_filter(i, INGRESS_HANDLE, FILTER_PRIO, ETH_P_ALL),
             Undo::PodRoot(ns, ifname) => {
                 if let Err(e) = remove_pod_root(&ns, &ifname) {
+                    log_warn!("rollback step failed: {e:#}");
+                }
+                Ok(true)
+            }
+            Undo::PodHook(ns, ifname) => {
+                if let Err(e) = remove_pod_hook(&ns, &ifname) {
                     log_warn!("rollback step failed: {e:#}");
                 }
                 Ok(true)
@@ -313,6 +336,7 @@ pub fn install(
         ingress_qdisc: prev.is_some_and(|p| p.ingress_qdisc),
         filter_prio: prev.and_then(|p| p.filter_prio),
         pod_tbf: prev.is_some_and(|p| p.pod_tbf && p.same_pod(req.netns_id)),
+        pod_clsact: prev.is_some_and(|p| p.pod_clsact && p.same_pod(req.netns_id)),
         egress_mode: prev.and_then(|p| p.egress_mode),
         netns: req.netns_id,
         policy: req.policy.clone(),
@@ -339,18 +363,18 @@ pub fn install(
         let root = qdiscs.iter().find(|q| q.is_root());
         refuse_foreign_root(root, owned.ingress_tbf, &host.name)?;
     }
-    // The pod's root qdisc, read once: judged here, and reused by the
-    // step that installs the pod-side root.
-    let pod_root = if egress_layout.is_some() && mode == EgressMode::Pod {
-        let root = pod_root_qdisc(req.netns, req.ifname)?;
-        refuse_foreign_root(
-            root.as_ref(),
-            owned.pod_tbf,
-            &format!("the pod's {}", req.ifname),
-        )?;
-        root
+    // The pod's root and hook qdiscs, read once: judged here, and reused
+    // by the steps that install the pod side.
+    let (pod_root, pod_hook) = if egress_layout.is_some() && mode == EgressMode::Pod {
+        let (root, hook) = pod_top_qdiscs(req.netns, req.ifname)?;
+        let device = format!("the pod's {}", req.ifname);
+        refuse_foreign_root(root.as_ref(), owned.pod_tbf, &device)?;
+        if matches!(egress_layout, Some(RootLayout::Htb(_))) {
+            refuse_foreign_hook(hook.as_ref(), owned.pod_clsact, &device)?;
+        }
+        (root, hook)
     } else {
-        None
+        (None, None)
     };
     let ifb = match (&egress_layout, mode) {
         (Some(_), EgressMode::Ifb | EgressMode::Auto) => Some(choose_ifb(nl, req, &owned)?),
@@ -382,6 +406,7 @@ pub fn install(
         req,
         qdiscs: &qdiscs,
         pod_root: pod_root.as_ref(),
+        pod_hook: pod_hook.as_ref(),
         owned: &owned,
         undo: Vec::new(),
         ifb: None,
@@ -493,6 +518,8 @@ struct Reconcile<'a, 'n> {
     qdiscs: &'a [Qdisc],
     /// The container interface's root qdisc (mode pod).
     pod_root: Option<&'a Qdisc>,
+    /// The container interface's ingress-hook qdisc (mode pod).
+    pod_hook: Option<&'a Qdisc>,
     /// What the attachment owned before this ADD.
     owned: &'a Installed,
     undo: Vec<Undo>,
@@ -509,6 +536,9 @@ impl Reconcile<'_, '_> {
         let (host, owned) = (self.host, self.owned);
         if owned.pod_tbf && !wants(|o| matches!(o, Object::PodRoot(_))) {
             remove_pod_root(self.req.netns, self.req.ifname)?;
+        }
+        if owned.pod_clsact && !wants(|o| matches!(o, Object::PodHook)) {
+            remove_pod_hook(self.req.netns, self.req.ifname)?;
         }
         if !wants(|o| matches!(o, Object::Redirect(_)))
             && let Some(prio) = owned.filter_prio
@@ -590,6 +620,45 @@ impl Reconcile<'_, '_> {
                     ifb.name,
                     host.name
                 );
+            }
+            Object::PodHook => {
+                let req = self.req;
+                let existed = self.owned.pod_clsact && self.pod_hook.is_some_and(Qdisc::is_clsact);
+                if !existed {
+                    // Before the change: a clsact added by a step that then
+                    // fails is this ADD's to remove.
+                    self.undo.push(Undo::PodHook(
+                        req.netns.to_path_buf(),
+                        req.ifname.to_string(),
+                    ));
+                }
+                in_pod(req.netns, req.ifname, |pn, link| {
+                    let link = link.ok_or_else(|| {
+                        CniError::new(
+                            Code::InterfaceNotFound,
+                            format!("{} vanished from the pod", req.ifname),
+                        )
+                    })?;
+                    if !existed {
+                        pn.add_clsact_qdisc(link.index).cni_with(Code::Kernel, || {
+                            format!("adding a clsact to the pod's {}", req.ifname)
+                        })?;
+                    }
+                    let reset = pn
+                        .filters(link.index, CLSACT_EGRESS)
+                        .cni_with(Code::Kernel, || {
+                            format!("listing filters of {}", req.ifname)
+                        })?
+                        .iter()
+                        .any(is_priority_reset);
+                    if !reset {
+                        pn.add_priority_reset(link.index)
+                            .cni_with(Code::Kernel, || {
+                                format!("resetting skb priority on the pod's {}", req.ifname)
+                            })?;
+                    }
+                    Ok(())
+                })?;
             }
             Object::PodRoot(layout) => {
                 let req = self.req;
@@ -855,14 +924,48 @@ fn in_pod<T>(
     })
 }
 
-/// The root qdisc of the container interface inside the pod, if any.
-fn pod_root_qdisc(ns: &Path, ifname: &str) -> anyhow::Result<Option<cni_netlink::tc::Qdisc>> {
+/// The root and ingress-hook qdiscs of the container interface inside the
+/// pod, if any.
+fn pod_top_qdiscs(ns: &Path, ifname: &str) -> anyhow::Result<(Option<Qdisc>, Option<Qdisc>)> {
     in_pod(ns, ifname, |pn, link| {
-        let Some(link) = link else { return Ok(None) };
+        let Some(link) = link else {
+            return Ok((None, None));
+        };
         let qs = pn
             .top_qdiscs(link.index)
             .cni_with(Code::Kernel, || format!("listing qdiscs of {ifname}"))?;
-        Ok(qs.into_iter().find(|q| q.is_root()))
+        let root = qs.iter().find(|q| q.is_root()).cloned();
+        let hook = qs.into_iter().find(|q| q.on_ingress_hook());
+        Ok((root, hook))
+    })
+}
+
+/// Our priority-reset filter (see [`cni_netlink::bpf`]).
+fn is_priority_reset(f: &cni_netlink::tc::Filter) -> bool {
+    f.kind == "bpf" && f.prio == PRIORITY_RESET_PRIO
+}
+
+/// The container interface's ingress hook is free, or holds our clsact.
+fn refuse_foreign_hook(hook: Option<&Qdisc>, ours: bool, device: &str) -> anyhow::Result<()> {
+    match hook {
+        None => Ok(()),
+        Some(q) if ours && q.is_clsact() => Ok(()),
+        Some(q) => Err(CniError::new(
+            Code::Kernel,
+            format!("{device} already has a {} qdisc that we did not create", q.kind),
+        )
+        .with_details(
+            "traffic classes inside the pod need a clsact of ours there, to keep the pod's sockets from choosing an htb class by SO_PRIORITY",
+        )
+        .into()),
+    }
+}
+
+/// Removes our clsact from the container interface, if it is still there.
+fn remove_pod_hook(ns: &Path, ifname: &str) -> anyhow::Result<()> {
+    in_pod(ns, ifname, |pn, link| match link {
+        Some(link) => delete_qdisc_if(pn, &link, Qdisc::is_clsact, TC_H_INGRESS, INGRESS_HANDLE),
+        None => Ok(()),
     })
 }
 
@@ -939,13 +1042,19 @@ pub fn teardown(
     pod: Option<(&Path, &str)>,
 ) -> anyhow::Result<()> {
     let mut failures = Failures::default();
-    if let Some((ns, ifname)) = pod
-        && inst.pod_tbf
-    {
-        failures.record(
-            format!("root qdisc on the pod's {ifname}"),
-            remove_pod_root(ns, ifname),
-        );
+    if let Some((ns, ifname)) = pod {
+        if inst.pod_tbf {
+            failures.record(
+                format!("root qdisc on the pod's {ifname}"),
+                remove_pod_root(ns, ifname),
+            );
+        }
+        if inst.pod_clsact {
+            failures.record(
+                format!("clsact on the pod's {ifname}"),
+                remove_pod_hook(ns, ifname),
+            );
+        }
     }
     let host = failures
         .record(
@@ -1097,6 +1206,31 @@ fn check_object(
                 .ok_or_else(|| anyhow::anyhow!("internal: {name}'s root before the ifb"))?;
             check_root(nl, target, l)
         }
+        Object::PodHook => in_pod(req.netns, req.ifname, |pn, link| {
+            let link =
+                link.ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
+            let hook = pn
+                .top_qdiscs(link.index)
+                .cni_with(Code::Kernel, || format!("listing qdiscs of {}", req.ifname))?
+                .into_iter()
+                .any(|q| q.is_clsact());
+            let reset = hook
+                && pn
+                    .filters(link.index, CLSACT_EGRESS)
+                    .cni_with(Code::Kernel, || {
+                        format!("listing filters of {}", req.ifname)
+                    })?
+                    .iter()
+                    .any(is_priority_reset);
+            if reset {
+                Ok(())
+            } else {
+                Err(mismatch(format!(
+                    "{}: the priority-reset filter (clsact egress, bpf prio {PRIORITY_RESET_PRIO}) is missing",
+                    req.ifname
+                )))
+            }
+        }),
         Object::PodRoot(l) => in_pod(req.netns, req.ifname, |pn, link| {
             let link =
                 link.ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
