@@ -488,7 +488,7 @@ fn check_sees_filters_classes_and_rates() {
     );
     let host = site.pod.host_veth.clone();
     let pod_ns = site.pod.ns.name.clone();
-    let breakages: [(&str, Vec<&str>); 4] = [
+    let breakages: [(&str, Vec<&str>); 6] = [
         (
             "deleted filter",
             vec![
@@ -507,6 +507,38 @@ fn check_sees_filters_classes_and_rates() {
         (
             "missing class",
             vec!["tc", "class", "del", "dev", &host, "classid", "1:12"],
+        ),
+        // A filter of another kind sending everything to the unshaped class
+        // (htb's default class cannot be changed in place on this kernel).
+        (
+            "foreign filter",
+            vec![
+                "tc",
+                "filter",
+                "add",
+                "dev",
+                &host,
+                "parent",
+                "1:",
+                "prio",
+                "3",
+                "protocol",
+                "all",
+                "bpf",
+                "bytecode",
+                "1,6 0 0 4294967295,",
+                "classid",
+                "1:10",
+            ],
+        ),
+        // Same rate, ceiling and quantum; a larger bucket.
+        (
+            "changed class burst",
+            vec![
+                "tc", "class", "change", "dev", &host, "parent", "1:1", "classid", "1:11", "htb",
+                "rate", "20mbit", "ceil", "20mbit", "burst", "200k", "cburst", "200k", "quantum",
+                "200000",
+            ],
         ),
         // Inside the pod: the hook that keeps SO_PRIORITY from picking a class.
         (

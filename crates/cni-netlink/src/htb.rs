@@ -27,6 +27,8 @@ const TCA_STATS: u16 = 3;
 const TCA_STATS2: u16 = 7;
 const TCA_STATS_BASIC: u16 = 1;
 const TCA_STATS_QUEUE: u16 = 3;
+/// 64-bit packet count (the basic stats' is 32 bits and wraps).
+const TCA_STATS_PKT64: u16 = 8;
 const TCA_HTB_PARMS: u16 = 1;
 const TCA_HTB_INIT: u16 = 2;
 const TCA_HTB_DIRECT_QLEN: u16 = 5;
@@ -194,6 +196,13 @@ pub fn encode_htb_class(spec: &HtbClassSpec) -> Vec<u8> {
     out
 }
 
+/// The default class minor from an htb qdisc's `TCA_OPTIONS` payload.
+pub fn decode_htb_default(opts: &[u8]) -> Option<u32> {
+    crate::raw_attrs(opts)
+        .find(|(ty, p)| *ty == TCA_HTB_INIT && p.len() >= 20)
+        .and_then(|(_, p)| crate::read_u32(p, 8))
+}
+
 /// Decodes an RTM_NEWTCLASS payload: kind, htb parameters and counters.
 fn class_from_raw(payload: &[u8]) -> Option<HtbClass> {
     let mut c = HtbClass {
@@ -205,6 +214,7 @@ fn class_from_raw(payload: &[u8]) -> Option<HtbClass> {
     let (mut rate64, mut ceil64) = (0u64, 0u64);
     let mut old_stats = None;
     let mut have_stats2 = false;
+    let mut packets64 = None;
     for (ty, p) in crate::raw_attrs(payload.get(TCMSG_LEN..)?) {
         match ty {
             TCA_KIND => c.kind = crate::c_string(p),
@@ -236,6 +246,7 @@ fn class_from_raw(payload: &[u8]) -> Option<HtbClass> {
                             c.drops = u64::from(crate::read_u32(sp, 8)?);
                             c.overlimits = u64::from(crate::read_u32(sp, 16)?);
                         }
+                        TCA_STATS_PKT64 => packets64 = crate::read_u64(sp, 0),
                         _ => {}
                     }
                 }
@@ -243,6 +254,9 @@ fn class_from_raw(payload: &[u8]) -> Option<HtbClass> {
             TCA_STATS => old_stats = Some(p),
             _ => {}
         }
+    }
+    if let Some(p) = packets64 {
+        c.packets = p;
     }
     if let (false, Some(p)) = (have_stats2, old_stats) {
         c.bytes = crate::read_u64(p, 0)?;

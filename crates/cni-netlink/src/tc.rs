@@ -101,6 +101,8 @@ pub struct Qdisc {
     pub kind: String,
     /// Decoded options when the qdisc is a tbf.
     pub tbf: Option<TbfParams>,
+    /// An htb's default class minor (`TCA_HTB_INIT`'s `defcls`).
+    pub htb_default: Option<u32>,
 }
 
 impl Qdisc {
@@ -310,7 +312,8 @@ fn parse_qdisc(msg: TcMessage) -> Qdisc {
     let (header, attrs) = msg.into_parts();
     let kind = kind_of(&attrs);
     let mut tbf = None;
-    if kind == "tbf" {
+    let mut htb_default = None;
+    if kind == "tbf" || kind == "htb" {
         for attr in &attrs {
             let raw = match attr {
                 TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
@@ -323,7 +326,11 @@ fn parse_qdisc(msg: TcMessage) -> Qdisc {
                 _ => None,
             };
             if let Some(raw) = raw {
-                tbf = decode_tbf_options(&raw);
+                if kind == "tbf" {
+                    tbf = decode_tbf_options(&raw);
+                } else {
+                    htb_default = crate::htb::decode_htb_default(&raw);
+                }
             }
         }
     }
@@ -333,6 +340,7 @@ fn parse_qdisc(msg: TcMessage) -> Qdisc {
         parent: header.parent.into(),
         kind,
         tbf,
+        htb_default,
     }
 }
 

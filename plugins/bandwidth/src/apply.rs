@@ -1279,6 +1279,7 @@ mod tests {
             parent,
             kind: kind.into(),
             tbf: None,
+            htb_default: None,
         }
     }
 

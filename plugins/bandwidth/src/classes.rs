@@ -141,8 +141,11 @@ fn subnets_in(obj: &Value, block: &str) -> Result<Option<PeerClasses>, CniError>
     let Some(obj) = obj.as_object() else {
         return Ok(None);
     };
-    let unshaped = get_any_case(obj, "unshapedSubnets").filter(|v| !v.is_null());
-    let shaped = get_any_case(obj, "shapedSubnets").filter(|v| !v.is_null());
+    // An empty list is no list, as in the reference's v1.5 (a `shaped`
+    // class matching nothing would silently lift the pod's limit).
+    let given = |v: &&Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
+    let unshaped = get_any_case(obj, "unshapedSubnets").filter(given);
+    let shaped = get_any_case(obj, "shapedSubnets").filter(given);
     let (list, exempt_listed) = match (unshaped, shaped) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
@@ -841,6 +844,16 @@ mod tests {
         assert!(!c.classes[0].shaped);
         assert_eq!(c.classes[1].ingress.unwrap().rate_bits, 20_000_000);
         assert!(c.classes[2].cidrs.is_empty() && c.classes[2].shaped);
+    }
+
+    #[test]
+    fn empty_subnet_lists_are_unset() {
+        assert_eq!(parse(&json!({"shapedSubnets": []}), None).unwrap(), None);
+        let c = resolved(
+            &json!({"unshapedSubnets": ["10.0.0.0/8"], "shapedSubnets": []}),
+            None,
+        );
+        assert_eq!(c.classes[0].name, ClassName::Unshaped);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use crate::classes::{HtbPlan, ROOT_HANDLE};
 use crate::tbf::Shape;
-use cni_netlink::tc::{Qdisc, TC_H_ROOT, TbfSpec};
+use cni_netlink::tc::{Qdisc, TC_H_ROOT, TbfSpec, burst_to_ticks};
 use cni_netlink::{Link, Netlink};
 use cni_types::error::{Code, ResultExt};
 
@@ -74,7 +74,9 @@ pub fn install_root(
     if let Some(q) = ours {
         let keep = match want {
             RootLayout::Tbf(_) => q.kind == "tbf",
-            RootLayout::Htb(plan) => q.kind == "htb" && htb_difference(nl, link, plan)?.is_none(),
+            RootLayout::Htb(plan) => {
+                q.kind == "htb" && htb_difference(nl, link, plan, q)?.is_none()
+            }
         };
         if keep && matches!(want, RootLayout::Htb(_)) {
             return Ok(());
@@ -143,8 +145,15 @@ pub fn htb_difference(
     nl: &mut Netlink,
     link: &Link,
     plan: &HtbPlan,
+    root: &Qdisc,
 ) -> anyhow::Result<Option<String>> {
     let dev = &link.name;
+    if root.htb_default != Some(plan.default_minor) {
+        return Ok(Some(format!(
+            "{dev}: htb sends unclassified traffic to {:x?}, expected 1:{:x}",
+            root.htb_default, plan.default_minor
+        )));
+    }
     let live = nl
         .htb_classes(link.index)
         .cni_with(Code::Kernel, || format!("listing classes of {dev}"))?;
@@ -167,6 +176,17 @@ pub fn htb_difference(
                 u64::from(want.parent),
             ),
             ("quantum", u64::from(have.quantum), u64::from(want.quantum)),
+            // Buckets as the kernel keeps them (ticks round-trip exactly).
+            (
+                "burst (ticks)",
+                u64::from(have.buffer_ticks),
+                u64::from(burst_to_ticks(want.rate, want.burst)),
+            ),
+            (
+                "cburst (ticks)",
+                u64::from(have.cbuffer_ticks),
+                u64::from(burst_to_ticks(want.ceil, want.cburst)),
+            ),
         ] {
             if h != w {
                 return Ok(Some(format!(
@@ -212,8 +232,12 @@ pub fn htb_difference(
     let filters = nl
         .filters(link.index, ROOT_HANDLE)
         .cni_with(Code::Kernel, || format!("listing filters of {dev}"))?;
-    // u32 also dumps its hash tables (no keys): only entries classify.
-    let live: Vec<_> = filters.iter().filter(|f| !f.keys.is_empty()).collect();
+    // u32 also dumps each instance and its hash table (no selector): every
+    // other entry classifies, and any filter of another kind is not ours.
+    let live: Vec<_> = filters
+        .iter()
+        .filter(|f| !(f.kind == "u32" && f.keys.is_empty() && f.classid.is_none()))
+        .collect();
     for (i, want) in plan.filters.iter().enumerate() {
         let Some(have) = live.get(i) else {
             return Ok(Some(format!(
@@ -224,14 +248,16 @@ pub fn htb_difference(
                 want.classid
             )));
         };
-        let same = have.prio == want.prio
+        let same = have.kind == "u32"
+            && have.prio == want.prio
             && have.protocol == want.protocol
             && have.classid == Some(want.classid)
             && have.keys == want.keys;
         if !same {
             return Ok(Some(format!(
-                "{dev}: filter {} differs: prio {} to {:x?} matching {:?}, expected prio {} to {:x} matching {:?}",
+                "{dev}: filter {} differs: {} prio {} to {:x?} matching {:?}, expected u32 prio {} to {:x} matching {:?}",
                 i + 1,
+                have.kind,
                 have.prio,
                 have.classid,
                 have.keys,
@@ -241,11 +267,10 @@ pub fn htb_difference(
             )));
         }
     }
-    if live.len() > plan.filters.len() {
+    if let Some(extra) = live.get(plan.filters.len()) {
         return Ok(Some(format!(
-            "{dev}: {} filters, expected {}",
-            live.len(),
-            plan.filters.len()
+            "{dev}: a {} filter at prio {} (to {:x?}) is not in the configured layout",
+            extra.kind, extra.prio, extra.classid
         )));
     }
     Ok(None)
@@ -272,6 +297,6 @@ pub fn root_difference(
     };
     match want {
         RootLayout::Tbf(s) => Ok(crate::apply::tbf_difference(&link.name, Some(root), s)),
-        RootLayout::Htb(plan) => htb_difference(nl, link, plan),
+        RootLayout::Htb(plan) => htb_difference(nl, link, plan, root),
     }
 }
