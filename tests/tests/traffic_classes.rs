@@ -876,3 +876,36 @@ fn a_pod_cannot_pick_its_class_with_so_priority() {
         assert_clean(&site);
     }
 }
+
+/// Our record owns the root `1:` of the kind we installed: a node tool that
+/// later puts its own `htb 1:` there (the handle htb users pick first) does
+/// not become ours, and DEL leaves it.
+#[test]
+fn a_foreign_htb_under_our_handle_is_left_alone() {
+    let _serial = serial();
+    let site = site();
+    let c = conf(&site, json!({"egressMode": "pod"}));
+    run(&site, "ADD", &c).ok();
+    let host = site.pod.host_veth.clone();
+    // (The kernel cannot change a qdisc's kind in place: delete, then add.)
+    site.node
+        .exec(&["tc", "qdisc", "del", "dev", &host, "root"])
+        .unwrap();
+    site.node
+        .exec(&[
+            "tc", "qdisc", "add", "dev", &host, "root", "handle", "1:", "htb", "default", "1",
+        ])
+        .unwrap();
+    run(&site, "CHECK", &c).err(101);
+    // A retried ADD refuses to replace it; DEL removes only what is ours.
+    run(&site, "ADD", &c).err(100);
+    run(&site, "DEL", &c).ok();
+    assert!(
+        site.node.qdisc(&host, "htb").is_some(),
+        "the foreign htb was deleted"
+    );
+    site.node
+        .exec(&["tc", "qdisc", "del", "dev", &host, "root"])
+        .unwrap();
+    assert_clean(&site);
+}

@@ -85,10 +85,62 @@ pub struct Installed {
     pub egress_rate: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_path: Option<String>,
+    /// The kinds our root `1:` on the host veth may be (see [`RootKinds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_root_kinds: Option<RootKinds>,
+    /// The same for the root `1:` on the container interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_root_kinds: Option<RootKinds>,
     /// The traffic classes' leaf class minors (the same in both
     /// directions), for operators: `cni-rs` names the counters with them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<ClassRecord>,
+}
+
+/// Which kinds a root `1:` of ours may be: the one ADD installed, or both
+/// while an ADD replaces one kind with the other (a crash in between must
+/// not leave either unowned). Records of earlier versions carry none: they
+/// only ever made a tbf, so only a tbf counts as theirs. A root of another
+/// kind under the same handle (a node tool's `htb 1:`) is never ours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootKinds {
+    #[serde(default)]
+    pub tbf: bool,
+    #[serde(default)]
+    pub htb: bool,
+}
+
+impl RootKinds {
+    fn of(layout: &RootLayout) -> RootKinds {
+        match layout {
+            RootLayout::Tbf(_) => RootKinds {
+                tbf: true,
+                htb: false,
+            },
+            RootLayout::Htb(_) => RootKinds {
+                tbf: false,
+                htb: true,
+            },
+        }
+    }
+
+    fn union(a: Option<RootKinds>, b: RootKinds) -> RootKinds {
+        let a = a.unwrap_or_default();
+        RootKinds {
+            tbf: a.tbf || b.tbf,
+            htb: a.htb || b.htb,
+        }
+    }
+}
+
+/// `q` is our root `1:` by the record's kinds (`None`: an earlier
+/// version's record, a tbf).
+pub fn root_is_ours(kinds: Option<RootKinds>, q: &Qdisc) -> bool {
+    let k = kinds.unwrap_or(RootKinds {
+        tbf: true,
+        htb: false,
+    });
+    q.is_root_shaper() && ((q.kind == "tbf" && k.tbf) || (q.kind == "htb" && k.htb))
 }
 
 /// One traffic class as recorded: its name and leaf class `1:minor`.
@@ -205,13 +257,21 @@ impl Installed {
     fn claim(&mut self, objects: &[Object]) {
         for o in objects {
             match o {
-                Object::HostRoot(_) => self.ingress_tbf = true,
+                Object::HostRoot(l) => {
+                    self.ingress_tbf = true;
+                    self.ingress_root_kinds =
+                        Some(RootKinds::union(self.ingress_root_kinds, RootKinds::of(l)));
+                }
                 Object::Ifb(name) => self.ifb = Some(name.clone()),
                 Object::IngressQdisc => self.ingress_qdisc = true,
                 Object::Redirect(_) => self.filter_prio = Some(FILTER_PRIO),
                 Object::IfbRoot(..) => {}
                 Object::PodHook => self.pod_clsact = true,
-                Object::PodRoot(_) => self.pod_tbf = true,
+                Object::PodRoot(l) => {
+                    self.pod_tbf = true;
+                    self.pod_root_kinds =
+                        Some(RootKinds::union(self.pod_root_kinds, RootKinds::of(l)));
+                }
             }
         }
     }
@@ -224,6 +284,8 @@ impl Installed {
         self.filter_prio = None;
         self.pod_tbf = false;
         self.pod_clsact = false;
+        self.ingress_root_kinds = None;
+        self.pod_root_kinds = None;
         self.claim(objects);
         self.egress_mode = objects.iter().find_map(|o| match o {
             Object::IfbRoot(..) => Some(EgressMode::Ifb),
@@ -239,7 +301,7 @@ enum Undo {
     Root(u32),
     IngressQdisc(u32),
     Filter(u32),
-    PodRoot(PathBuf, String),
+    PodRoot(PathBuf, String, Option<RootKinds>),
     PodHook(PathBuf, String),
 }
 
@@ -250,8 +312,8 @@ fn run_undo(nl: &mut Netlink, undo: Vec<Undo>) {
             Undo::Root(i) => nl.delete_qdisc(i, TC_H_ROOT, TBF_HANDLE),
             Undo::IngressQdisc(i) => nl.delete_qdisc(i, TC_H_INGRESS, INGRESS_HANDLE),
             Undo::Filter(i) => nl.delete_filter(i, INGRESS_HANDLE, FILTER_PRIO, ETH_P_ALL),
-            Undo::PodRoot(ns, ifname) => {
-                if let Err(e) = remove_pod_root(&ns, &ifname) {
+            Undo::PodRoot(ns, ifname, kinds) => {
+                if let Err(e) = remove_pod_root(&ns, &ifname, kinds) {
                     log_warn!("rollback step failed: {e:#}");
                 }
                 Ok(true)
@@ -336,6 +398,8 @@ pub fn install(
         ingress_qdisc: prev.is_some_and(|p| p.ingress_qdisc),
         filter_prio: prev.and_then(|p| p.filter_prio),
         pod_tbf: prev.is_some_and(|p| p.pod_tbf && p.same_pod(req.netns_id)),
+        ingress_root_kinds: prev.and_then(|p| p.ingress_root_kinds),
+        pod_root_kinds: prev.and_then(|p| p.pod_root_kinds),
         pod_clsact: prev.is_some_and(|p| p.pod_clsact && p.same_pod(req.netns_id)),
         egress_mode: prev.and_then(|p| p.egress_mode),
         netns: req.netns_id,
@@ -361,14 +425,19 @@ pub fn install(
     };
     if ingress_layout.is_some() {
         let root = qdiscs.iter().find(|q| q.is_root());
-        refuse_foreign_root(root, owned.ingress_tbf, &host.name)?;
+        refuse_foreign_root(
+            root,
+            owned.ingress_tbf,
+            owned.ingress_root_kinds,
+            &host.name,
+        )?;
     }
     // The pod's root and hook qdiscs, read once: judged here, and reused
     // by the steps that install the pod side.
     let (pod_root, pod_hook) = if egress_layout.is_some() && mode == EgressMode::Pod {
         let (root, hook) = pod_top_qdiscs(req.netns, req.ifname)?;
         let device = format!("the pod's {}", req.ifname);
-        refuse_foreign_root(root.as_ref(), owned.pod_tbf, &device)?;
+        refuse_foreign_root(root.as_ref(), owned.pod_tbf, owned.pod_root_kinds, &device)?;
         if matches!(egress_layout, Some(RootLayout::Htb(_))) {
             refuse_foreign_hook(hook.as_ref(), owned.pod_clsact, &device)?;
         }
@@ -434,10 +503,11 @@ pub fn install(
 fn refuse_foreign_root(
     root: Option<&cni_netlink::tc::Qdisc>,
     ours: bool,
+    kinds: Option<RootKinds>,
     device: &str,
 ) -> anyhow::Result<()> {
     let Some(r) = root else { return Ok(()) };
-    let free = r.is_default_root() || (ours && r.is_root_shaper());
+    let free = r.is_default_root() || (ours && root_is_ours(kinds, r));
     if free {
         return Ok(());
     }
@@ -535,7 +605,7 @@ impl Reconcile<'_, '_> {
         let wants = |f: fn(&Object) -> bool| want.iter().any(f);
         let (host, owned) = (self.host, self.owned);
         if owned.pod_tbf && !wants(|o| matches!(o, Object::PodRoot(_))) {
-            remove_pod_root(self.req.netns, self.req.ifname)?;
+            remove_pod_root(self.req.netns, self.req.ifname, owned.pod_root_kinds)?;
         }
         if owned.pod_clsact && !wants(|o| matches!(o, Object::PodHook)) {
             remove_pod_hook(self.req.netns, self.req.ifname)?;
@@ -565,7 +635,7 @@ impl Reconcile<'_, '_> {
         }
         if owned.ingress_tbf && !wants(|o| matches!(o, Object::HostRoot(_))) {
             let root = self.qdiscs.iter().find(|q| q.is_root());
-            if root.is_some_and(|r| r.is_root_shaper()) {
+            if root.is_some_and(|r| root_is_ours(owned.ingress_root_kinds, r)) {
                 self.nl
                     .delete_qdisc(host.index, TC_H_ROOT, TBF_HANDLE)
                     .cni_with(Code::Kernel, || {
@@ -663,7 +733,8 @@ impl Reconcile<'_, '_> {
             Object::PodRoot(layout) => {
                 let req = self.req;
                 let pod_root = self.pod_root;
-                let existed = self.owned.pod_tbf && pod_root.is_some_and(|q| q.is_root_shaper());
+                let existed = self.owned.pod_tbf
+                    && pod_root.is_some_and(|q| root_is_ours(self.owned.pod_root_kinds, q));
                 in_pod(req.netns, req.ifname, |pn, link| {
                     let link = link.ok_or_else(|| {
                         CniError::new(
@@ -678,6 +749,7 @@ impl Reconcile<'_, '_> {
                     self.undo.push(Undo::PodRoot(
                         req.netns.to_path_buf(),
                         req.ifname.to_string(),
+                        Some(RootKinds::of(layout)),
                     ));
                 }
                 log_info!(
@@ -969,10 +1041,11 @@ fn remove_pod_hook(ns: &Path, ifname: &str) -> anyhow::Result<()> {
     })
 }
 
-/// Removes our root `1:` from the container interface, if it is still there.
-fn remove_pod_root(ns: &Path, ifname: &str) -> anyhow::Result<()> {
+/// Removes our root `1:` from the container interface, if it is still
+/// there and of a kind the record says is ours.
+fn remove_pod_root(ns: &Path, ifname: &str, kinds: Option<RootKinds>) -> anyhow::Result<()> {
     in_pod(ns, ifname, |pn, link| match link {
-        Some(link) => delete_qdisc_if(pn, &link, Qdisc::is_root_shaper, TC_H_ROOT, TBF_HANDLE),
+        Some(link) => delete_qdisc_if(pn, &link, |q| root_is_ours(kinds, q), TC_H_ROOT, TBF_HANDLE),
         None => Ok(()),
     })
 }
@@ -983,7 +1056,7 @@ fn remove_pod_root(ns: &Path, ifname: &str) -> anyhow::Result<()> {
 fn delete_qdisc_if(
     nl: &mut Netlink,
     link: &Link,
-    what: fn(&Qdisc) -> bool,
+    what: impl Fn(&Qdisc) -> bool,
     parent: u32,
     handle: u32,
 ) -> anyhow::Result<()> {
@@ -1046,7 +1119,7 @@ pub fn teardown(
         if inst.pod_tbf {
             failures.record(
                 format!("root qdisc on the pod's {ifname}"),
-                remove_pod_root(ns, ifname),
+                remove_pod_root(ns, ifname, inst.pod_root_kinds),
             );
         }
         if inst.pod_clsact {
@@ -1089,7 +1162,13 @@ pub fn teardown(
     {
         failures.record(
             format!("root qdisc on {}", host.name),
-            delete_qdisc_if(nl, host, Qdisc::is_root_shaper, TC_H_ROOT, TBF_HANDLE),
+            delete_qdisc_if(
+                nl,
+                host,
+                |q| root_is_ours(inst.ingress_root_kinds, q),
+                TC_H_ROOT,
+                TBF_HANDLE,
+            ),
         );
     }
     failures.finish(Code::Kernel, "removing the attachment's tc layout")
@@ -1354,14 +1433,25 @@ mod tests {
         let default = qdisc("noqueue", TC_H_ROOT, 0);
         let pfifo = qdisc("pfifo", TC_H_ROOT, 0x5_0000);
         let tbf = qdisc("tbf", TC_H_ROOT, TBF_HANDLE);
-        assert!(refuse_foreign_root(None, false, "d").is_ok());
-        assert!(refuse_foreign_root(Some(&default), false, "d").is_ok());
-        assert!(refuse_foreign_root(Some(&pfifo), true, "d").is_err());
+        assert!(refuse_foreign_root(None, false, None, "d").is_ok());
+        assert!(refuse_foreign_root(Some(&default), false, None, "d").is_ok());
+        assert!(refuse_foreign_root(Some(&pfifo), true, None, "d").is_err());
         assert!(
-            refuse_foreign_root(Some(&tbf), false, "d").is_err(),
+            refuse_foreign_root(Some(&tbf), false, None, "d").is_err(),
             "a tbf 1: we have no record of is someone's"
         );
-        assert!(refuse_foreign_root(Some(&tbf), true, "d").is_ok());
+        assert!(refuse_foreign_root(Some(&tbf), true, None, "d").is_ok());
+        let htb = qdisc("htb", TC_H_ROOT, TBF_HANDLE);
+        assert!(
+            refuse_foreign_root(Some(&htb), true, None, "d").is_err(),
+            "an earlier version only made tbfs: an htb 1: is someone's"
+        );
+        let both = Some(RootKinds {
+            tbf: true,
+            htb: true,
+        });
+        assert!(refuse_foreign_root(Some(&htb), true, both, "d").is_ok());
+        assert!(root_is_ours(both, &tbf) && !root_is_ours(None, &htb));
     }
 
     #[test]
