@@ -16,7 +16,10 @@
 #      with 1000 other pods, DEL of all, leaks;
 #   7. syscalls of one ADD and one DEL (strace -f -c), ours and the reference;
 #   8. the queue floor sweep (scripts/lib/queue-sweep.sh): goodput and RTT
-#      by tbf queue size at 10 Mbit/s, MTU 1500 and 9001.
+#      by tbf queue size at 10 Mbit/s, MTU 1500 and 9001;
+#   9. traffic classes: ADD/DEL with and without classes, counting only
+#      (scripts/lib/classes-bench.sh), and accuracy and counters per class
+#      with three peers (scripts/lib/classes-accuracy.sh).
 # Ours are the static release binaries scripts/release.sh ships
 # (dist/linux-amd64), exactly what a node installs.
 #
@@ -527,6 +530,25 @@ log "queue floor sweep: 10 Mbit/s, MTU 1500 ($SWEEP_1500) and 9001 ($SWEEP_9001)
 } > "$WORK/sweep.txt"
 while read -r m l g p50 p99; do log "  MTU $m queue $l B: goodput $(awk -v g="$g" 'BEGIN { printf "%.2f", g / 1e6 }') Mbit/s, ping p50 $p50 ms, p99 $p99 ms"; done < "$WORK/sweep.txt"
 
+# --- 9. traffic classes ----------------------------------------------------------------
+quiet "traffic classes"
+log "traffic classes: ADD/DEL with and without classes ($RUNS runs each), then accuracy per class (3 peers, $SECS s, ifb and pod modes)"
+scripts/lib/classes-bench.sh "$BW" "$RUNS" > "$WORK/classes-cost.txt"
+sed 's/^/  /' "$WORK/classes-cost.txt" | while read -r l; do log "$l"; done
+for m in ifb pod; do
+    scripts/lib/classes-accuracy.sh "$(dirname "$BW")" "$SECS" "$m" | sed "s/^/$m /" >> "$WORK/classes-acc.txt"
+done
+while read -r m d c e st first cnt w; do
+    log "  $m $d $c: steady $(awk -v v="$st" 'BEGIN { printf "%.1f", v / 1e6 }') Mbit/s (expected $(awk -v v="$e" 'BEGIN { printf "%.0f", v / 1e6 }')), counted/wire $(awk -v a="$cnt" -v b="$w" 'BEGIN { printf "%.4f", a / b }')"
+done < "$WORK/classes-acc.txt"
+CL_ADD_R=$(awk '$1 == "ifb:" && $2 == "tbf" { a = $3 } $1 == "ifb:" && $2 == "classes" { b = $3 } END { printf "%.2f", b / a }' "$WORK/classes-cost.txt")
+CL_POD_ADD_R=$(awk '$1 == "pod:" && $2 == "tbf" { a = $3 } $1 == "pod:" && $2 == "classes" { b = $3 } END { printf "%.2f", b / a }' "$WORK/classes-cost.txt")
+# Shaped classes: steady within 3% of what the config gives them; first
+# second within 1.1x of their ceiling (the cap, or the pod's limit).
+CL_ACC_WORST=$(awk -v pod=200000000 '$4 > 0 { d = $5 / $4 - 1; if (d < 0) d = -d; if (d > w) { w = d; at = $1 " " $2 " " $3 } } END { printf "%.4f %s", w, at }' "$WORK/classes-acc.txt")
+CL_FIRST_WORST=$(awk -v pod=200000000 '$4 > 0 { c = ($3 == "crossZone") ? $4 : pod; r = $6 / c; if (r > w) w = r } END { printf "%.3f", w }' "$WORK/classes-acc.txt")
+CL_COUNT_WORST=$(awk '{ d = $7 / $8 - 1; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.4f", w }' "$WORK/classes-acc.txt")
+
 # --- 6. scale ---------------------------------------------------------------------------
 leaks() { # leaks -> "ifbs links qdiscs states caches netns"
     local ifbs links qd st ca ns
@@ -704,6 +726,9 @@ V_CNIRS=$(verdict cnirs_ok)
 V_DEL=$(verdict le "$DEL_R" 1.0)
 V_RSS=$(verdict le "$RSS_R" 0.5)
 V_ACC=$(verdict le "$ACC_WORST" 0.03)
+V_CLADD=$(verdict le "$CL_ADD_R" 1.5)
+cl_acc_ok() { le "${CL_ACC_WORST%% *}" 0.03 && le "$CL_FIRST_WORST" 1.1 && le "$CL_COUNT_WORST" 0.02; }
+V_CLACC=$(verdict cl_acc_ok)
 V_OVS=$(verdict le "$OVS_WORST" 1.1)
 V_LAT=$(verdict le "$(lat_f ours sentinel100 2)" "$LAT_TARGET")
 
@@ -973,6 +998,36 @@ and a 20 Mbit/s flow at MTU 1500 (queue 62500 bytes, less than one GSO packet's 
 then lost 7% of its rate in the test suite (\`namespace_policy.rs\`). So the floor stays
 one GSO packet until a sweep over rates and MTUs supports a smaller one.
 
+## 9. Traffic classes
+
+Cost of an invocation, \`scripts/lib/classes-bench.sh\` (same binary, same pod, medians of
+$RUNS hyperfine runs, each ADD prepared by a DEL and each DEL by an ADD). "classes" is the
+README's zone block (3 classes, 3 CIDRs) on a 200 Mbit/s pod with cross-zone capped at 20;
+"counting" is a pod without a limit on a node with that block (every class unlimited,
+counted, egress counted inside the pod: no ifb).
+
+\`\`\`
+$(cat "$WORK/classes-cost.txt")
+\`\`\`
+
+Accuracy and counters per class, \`scripts/lib/classes-accuracy.sh\`: a pod (MTU 9001)
+and three peers in their own namespaces, flows to (then from) all three at the same time,
+iperf3 for $SECS s, the unshaped same-zone flow paced at 320 Mbit/s (two cores: faster
+starves the receivers of the shaped flows). Steady is the median second after the first,
+at the receiver (TCP payload); "counted / wire" is the class's bytes in \`cni-rs pods\`
+against what the peer received (out of the pod), or the pod's payload plus every frame's
+headers (into it).
+
+| egress mode | direction | class | expected (Mbit/s) | steady (Mbit/s) | steady / expected | first second (Mbit/s) | counted / wire |
+|---|---|---|---|---|---|---|---|
+$(while read -r m d c e st first cnt w; do
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$d" "$c" \
+        "$(awk -v v="$e" 'BEGIN { if (v == 0) print "unshaped"; else printf "%.0f", v / 1e6 }')" \
+        "$(awk -v v="$st" 'BEGIN { printf "%.1f", v / 1e6 }')" \
+        "$(awk -v a="$st" -v b="$e" 'BEGIN { if (b == 0) print "-"; else printf "%.4f", a / b }')" \
+        "$(awk -v v="$first" 'BEGIN { printf "%.1f", v / 1e6 }')" "$(awk -v a="$cnt" -v b="$w" 'BEGIN { printf "%.4f", a / b }')"
+done < "$WORK/classes-acc.txt")
+
 ## Targets
 
 | target | measured | verdict |
@@ -986,6 +1041,8 @@ one GSO packet until a sweep over rates and MTUs supports a smaller one.
 | our ADD alone with $PODS pods on the node <= 1.05x with none | ${PROBE_R}x, +${PROBE_DELTA} ms (reference: ${PROBE_REF_R}x, +${PROBE_REF_DELTA} ms; \`ip link add\` of an ifb: +${PROBE_IFB_DELTA} ms) | $V_PROBE |
 | \`cni-rs pods\` with $PODS attachments <= 3x with 1, and under 50 ms | ${CNIRS_R}x, $(f3 "$(med "cnirs-at$PODS")") ms | $V_CNIRS |
 | accuracy within 3% (wire / rate, all rates and directions) | worst: ${ACC_WORST_AT} | $V_ACC |
+| ADD with traffic classes <= 1.5x without (same run) | ifb mode ${CL_ADD_R}x, pod mode ${CL_POD_ADD_R}x | $V_CLADD |
+| per class: steady within 3%, first second <= 1.1x, counters within 2% of the wire | worst steady deviation ${CL_ACC_WORST}, first second ${CL_FIRST_WORST}x of the class's ceiling, counters ${CL_COUNT_WORST} | $V_CLACC |
 | first-second overshoot <= 1.1x (ours, default policy) | 10M: $(ovs_first ours 10M 10000000)x, 1G: $(ovs_first ours 1G 1000000000)x (reference: $(ovs_first ref 10M 10000000)x, $(ovs_first ref 1G 1000000000)x) | $V_OVS |
 | p99 RTT under load <= latencyMs + 5 = $LAT_TARGET ms (containerd burst, 100 Mbit/s) | $(lat_f ours sentinel100 2) ms (reference: $(lat_f ref sentinel100 2) ms). At 10 Mbit/s (not a target: the GSO floor sets it, section 8) $(lat_f ours sentinel 2) ms (reference $(lat_f ref sentinel 2) ms) | $V_LAT |
 | latency under load: no configuration where ours has a p99 more than 5% above the reference's | $( [ -z "$LAT_WORSE" ] && echo "none" || echo "worse in: $LAT_WORSE") (section 5) | $V_LATREF |

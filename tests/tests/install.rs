@@ -1234,7 +1234,12 @@ fn scripts_are_shellcheck_clean() {
             "install.sh",
             "uninstall.sh",
             "release.sh",
+            "test.sh",
+            "bench.sh",
             "lib/cni-rs-node.sh",
+            "lib/queue-sweep.sh",
+            "lib/classes-bench.sh",
+            "lib/classes-accuracy.sh",
         ])
         .current_dir(repo().join("scripts"))
         .output()

@@ -18,11 +18,14 @@ use serde_json::{Value, json};
 const SECONDS: u32 = 7;
 const POD_RATE: u64 = 200_000_000;
 const CROSS_RATE: u64 = 20_000_000;
-/// Pacing of the unshaped flow: twice the pod's limit (proves it is not
+/// Pacing of the unshaped flow: above the pod's limit (proves it is not
 /// limited) yet leaving CPU for the shaped flows on two cores: at 600M the
 /// receivers of the shaped flows into the pod starved (cross-zone read
-/// 0.957x with the class's own counters at 1.00x).
-const UNSHAPED_PACE: &str = "400M";
+/// 0.957x with the class's own counters at 1.00x), and at 400M once 0.93x
+/// in scripts/lib/classes-accuracy.sh.
+const UNSHAPED_PACE: &str = "320M";
+/// What the unshaped flow must exceed, in pod limits.
+const UNSHAPED_ABOVE: f64 = 1.25;
 
 struct Peer {
     ns: Netns,
@@ -273,7 +276,7 @@ fn zone_run(mode: &str) {
             let pod = POD_RATE as f64;
             let cross = CROSS_RATE as f64;
             assert!(
-                t[0].steady(1) > 1.5 * pod,
+                t[0].steady(1) > UNSHAPED_ABOVE * pod,
                 "{label}: same zone is unshaped, got {:.0} bit/s",
                 t[0].steady(1)
             );
@@ -709,7 +712,7 @@ fn zero_config_zones_from_imds() {
     );
     let (pod, cross) = (POD_RATE as f64, CROSS_RATE as f64);
     assert!(
-        t[0].steady(1) > 1.5 * pod,
+        t[0].steady(1) > UNSHAPED_ABOVE * pod,
         "same zone (ENI subnet) is unshaped"
     );
     assert_rate(&t[1], cross, cross, "IMDS crossZone (VPC)");
