@@ -3,6 +3,7 @@
 //! classifies peers by zone with it):
 //!
 //! - the topology label keys and what a valid label is;
+//! - the node's label file (`labelsFile`) and the binary's architecture;
 //! - [`imds`]: EC2's instance metadata (IMDSv2): zone, region, instance
 //!   type, and (for zone classes) the node's ENI subnets and the VPC's CIDR
 //!   blocks, behind one on-disk cache with a failure backoff, so a node
@@ -14,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod imds;
+mod labels_file;
+
+pub use labels_file::{own_arch, read_labels_file};
 
 /// Labels by Kubernetes key.
 pub type Labels = BTreeMap<String, String>;
