@@ -70,4 +70,3 @@ pub fn read_labels_file(path: &std::path::Path) -> anyhow::Result<Labels> {
     }
     Ok(labels)
 }
-
