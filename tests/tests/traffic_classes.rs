@@ -165,17 +165,19 @@ enum Way {
 
 /// One flow per peer at the same time; `pace[i]` paces peer i's flow.
 fn flows(site: &Site, way: Way, v6: bool, pace: [Option<&str>; 3]) -> Vec<Throughput> {
+    flows_with(site, way, v6, &[(0, pace[0]), (1, pace[1]), (2, pace[2])])
+}
+
+/// One flow to (or from) each listed peer at the same time, each paced or
+/// not.
+fn flows_with(site: &Site, way: Way, v6: bool, peers: &[(usize, Option<&str>)]) -> Vec<Throughput> {
     std::thread::scope(|s| {
-        let handles: Vec<_> = site
-            .peers
+        let handles: Vec<_> = peers
             .iter()
-            .zip(pace)
-            .map(|(peer, pace)| {
+            .map(|&(i, pace)| {
+                let peer = &site.peers[i];
                 s.spawn(move || {
-                    let mut args = Vec::new();
-                    if let Some(p) = pace {
-                        args.extend(["-b", p]);
-                    }
+                    let args: Vec<&str> = pace.map(|p| vec!["-b", p]).unwrap_or_default();
                     let (pod_ip, peer_ip) = if v6 {
                         (site.pod_v6.as_str(), peer.v6.as_str())
                     } else {
@@ -397,7 +399,7 @@ fn shaped_and_unshaped_subnets() {
                 );
                 // peer 0 is unshaped (listed as unshaped / not listed as
                 // shaped), peer 1 shaped; peer 2 idle.
-                let t = flows2(&site, way, v6);
+                let t = flows_with(&site, way, v6, &[(0, Some(UNSHAPED_PACE)), (1, None)]);
                 assert!(
                     t[0].steady(1) > 2.0 * limit,
                     "{label}: unshaped peer got {:.0}",
@@ -409,34 +411,6 @@ fn shaped_and_unshaped_subnets() {
         run(&site, "DEL", &c).ok();
         assert_clean(&site);
     }
-}
-
-/// Flows to peers 0 (paced) and 1 only.
-fn flows2(site: &Site, way: Way, v6: bool) -> Vec<Throughput> {
-    std::thread::scope(|s| {
-        let hs: Vec<_> = site.peers[..2]
-            .iter()
-            .zip([Some(UNSHAPED_PACE), None])
-            .map(|(peer, pace)| {
-                s.spawn(move || {
-                    let args: Vec<&str> = pace.map(|p| vec!["-b", p]).unwrap_or_default();
-                    let (pod_ip, peer_ip) = if v6 {
-                        (site.pod_v6.as_str(), peer.v6.as_str())
-                    } else {
-                        (site.pod.pod_ip.as_str(), peer.v4.as_str())
-                    };
-                    match way {
-                        Way::OutOfPod => {
-                            iperf_with(&peer.ns, peer_ip, &site.pod.ns, SECONDS, &args)
-                        }
-                        Way::IntoPod => iperf_with(&site.pod.ns, pod_ip, &peer.ns, SECONDS, &args),
-                    }
-                    .unwrap()
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    })
 }
 
 /// No limit, zone classes: counted per class, nothing limited, no ifb.

@@ -23,12 +23,6 @@ use crate::{Netlink, NlError, Result};
 
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
-const TCA_STATS: u16 = 3;
-const TCA_STATS2: u16 = 7;
-const TCA_STATS_BASIC: u16 = 1;
-const TCA_STATS_QUEUE: u16 = 3;
-/// 64-bit packet count (the basic stats' is 32 bits and wraps).
-const TCA_STATS_PKT64: u16 = 8;
 const TCA_HTB_PARMS: u16 = 1;
 const TCA_HTB_INIT: u16 = 2;
 const TCA_HTB_DIRECT_QLEN: u16 = 5;
@@ -212,58 +206,32 @@ fn class_from_raw(payload: &[u8]) -> Option<HtbClass> {
         ..Default::default()
     };
     let (mut rate64, mut ceil64) = (0u64, 0u64);
-    let mut old_stats = None;
-    let mut have_stats2 = false;
-    let mut packets64 = None;
-    for (ty, p) in crate::raw_attrs(payload.get(TCMSG_LEN..)?) {
-        match ty {
-            TCA_KIND => c.kind = crate::c_string(p),
-            TCA_OPTIONS => {
-                for (oty, op) in crate::raw_attrs(p) {
-                    match oty {
-                        TCA_HTB_PARMS if op.len() >= HTB_OPT_LEN => {
-                            c.rate = u64::from(crate::read_u32(op, 8)?);
-                            c.ceil = u64::from(crate::read_u32(op, 20)?);
-                            c.buffer_ticks = crate::read_u32(op, 24)?;
-                            c.cbuffer_ticks = crate::read_u32(op, 28)?;
-                            c.quantum = crate::read_u32(op, 32)?;
-                        }
-                        TCA_HTB_RATE64 => rate64 = crate::read_u64(op, 0)?,
-                        TCA_HTB_CEIL64 => ceil64 = crate::read_u64(op, 0)?,
-                        _ => {}
-                    }
-                }
+    let mut options = None;
+    let (kind, counters) =
+        crate::tc::kind_and_counters(payload.get(TCMSG_LEN..)?, &mut |ty, p| {
+            if ty == TCA_OPTIONS {
+                options = Some(p);
             }
-            TCA_STATS2 => {
-                have_stats2 = true;
-                for (sty, sp) in crate::raw_attrs(p) {
-                    match sty {
-                        TCA_STATS_BASIC => {
-                            c.bytes = crate::read_u64(sp, 0)?;
-                            c.packets = u64::from(crate::read_u32(sp, 8)?);
-                        }
-                        TCA_STATS_QUEUE => {
-                            c.drops = u64::from(crate::read_u32(sp, 8)?);
-                            c.overlimits = u64::from(crate::read_u32(sp, 16)?);
-                        }
-                        TCA_STATS_PKT64 => packets64 = crate::read_u64(sp, 0),
-                        _ => {}
-                    }
-                }
+        })?;
+    for (oty, op) in crate::raw_attrs(options.unwrap_or_default()) {
+        match oty {
+            TCA_HTB_PARMS if op.len() >= HTB_OPT_LEN => {
+                c.rate = u64::from(crate::read_u32(op, 8)?);
+                c.ceil = u64::from(crate::read_u32(op, 20)?);
+                c.buffer_ticks = crate::read_u32(op, 24)?;
+                c.cbuffer_ticks = crate::read_u32(op, 28)?;
+                c.quantum = crate::read_u32(op, 32)?;
             }
-            TCA_STATS => old_stats = Some(p),
+            TCA_HTB_RATE64 => rate64 = crate::read_u64(op, 0)?,
+            TCA_HTB_CEIL64 => ceil64 = crate::read_u64(op, 0)?,
             _ => {}
         }
     }
-    if let Some(p) = packets64 {
-        c.packets = p;
-    }
-    if let (false, Some(p)) = (have_stats2, old_stats) {
-        c.bytes = crate::read_u64(p, 0)?;
-        c.packets = u64::from(crate::read_u32(p, 8)?);
-        c.drops = u64::from(crate::read_u32(p, 12)?);
-        c.overlimits = u64::from(crate::read_u32(p, 16)?);
-    }
+    c.kind = kind;
+    c.bytes = counters.bytes;
+    c.packets = counters.packets;
+    c.drops = counters.drops;
+    c.overlimits = counters.overlimits;
     c.rate = c.rate.max(rate64);
     c.ceil = c.ceil.max(ceil64);
     Some(c)

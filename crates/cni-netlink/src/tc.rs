@@ -365,25 +365,37 @@ pub struct QdiscCounters {
     pub overlimits: u64,
 }
 
-/// From an RTM_NEWQDISC payload, unparsed but for the kind and counters.
-fn qdisc_counters_from_raw(payload: &[u8]) -> Option<QdiscCounters> {
-    const TCMSG_LEN: usize = 20;
+/// A tc object's counters as the kernel reports them (qdisc or class).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub bytes: u64,
+    pub packets: u64,
+    pub drops: u64,
+    pub overlimits: u64,
+}
+
+/// The kind and counters among a tc message's attributes (after the
+/// `tcmsg` header): `TCA_STATS2`, or on kernels without it `TCA_STATS`.
+/// `each` sees every other attribute (type, payload).
+pub(crate) fn kind_and_counters<'a>(
+    attrs: &'a [u8],
+    each: &mut dyn FnMut(u16, &'a [u8]),
+) -> Option<(String, Counters)> {
     const TCA_KIND: u16 = 1;
     const TCA_STATS: u16 = 3;
     const TCA_STATS2: u16 = 7;
     const TCA_STATS_BASIC: u16 = 1;
     const TCA_STATS_QUEUE: u16 = 3;
-    let mut c = QdiscCounters {
-        ifindex: crate::read_u32(payload, 4)?,
-        handle: crate::read_u32(payload, 8)?,
-        parent: crate::read_u32(payload, 12)?,
-        ..Default::default()
-    };
+    // 64-bit packet count (the basic stats' is 32 bits and wraps).
+    const TCA_STATS_PKT64: u16 = 8;
+    let mut kind = String::new();
+    let mut c = Counters::default();
     let mut have_stats2 = false;
     let mut old_stats: Option<&[u8]> = None;
-    for (ty, p) in crate::raw_attrs(payload.get(TCMSG_LEN..)?) {
+    let mut packets64 = None;
+    for (ty, p) in crate::raw_attrs(attrs) {
         match ty {
-            TCA_KIND => c.kind = crate::c_string(p),
+            TCA_KIND => kind = crate::c_string(p),
             TCA_STATS2 => {
                 have_stats2 = true;
                 for (sty, sp) in crate::raw_attrs(p) {
@@ -399,13 +411,17 @@ fn qdisc_counters_from_raw(payload: &[u8]) -> Option<QdiscCounters> {
                             c.drops = u64::from(crate::read_u32(sp, 8)?);
                             c.overlimits = u64::from(crate::read_u32(sp, 16)?);
                         }
+                        TCA_STATS_PKT64 => packets64 = crate::read_u64(sp, 0),
                         _ => {}
                     }
                 }
             }
             TCA_STATS => old_stats = Some(p),
-            _ => {}
+            other => each(other, p),
         }
+    }
+    if let Some(p) = packets64 {
+        c.packets = p;
     }
     // Kernels without TCA_STATS2: struct tc_stats (bytes u64, packets,
     // drops, overlimits u32).
@@ -415,7 +431,23 @@ fn qdisc_counters_from_raw(payload: &[u8]) -> Option<QdiscCounters> {
         c.drops = u64::from(crate::read_u32(p, 12)?);
         c.overlimits = u64::from(crate::read_u32(p, 16)?);
     }
-    Some(c)
+    Some((kind, c))
+}
+
+/// From an RTM_NEWQDISC payload, unparsed but for the kind and counters.
+fn qdisc_counters_from_raw(payload: &[u8]) -> Option<QdiscCounters> {
+    const TCMSG_LEN: usize = 20;
+    let (kind, c) = kind_and_counters(payload.get(TCMSG_LEN..)?, &mut |_, _| {})?;
+    Some(QdiscCounters {
+        ifindex: crate::read_u32(payload, 4)?,
+        handle: crate::read_u32(payload, 8)?,
+        parent: crate::read_u32(payload, 12)?,
+        kind,
+        bytes: c.bytes,
+        packets: c.packets,
+        drops: c.drops,
+        overlimits: c.overlimits,
+    })
 }
 
 fn mirred_of(actions: &[TcAction], out: &mut Vec<Mirred>) {

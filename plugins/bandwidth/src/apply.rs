@@ -703,12 +703,7 @@ impl Reconcile<'_, '_> {
                     ));
                 }
                 in_pod(req.netns, req.ifname, |pn, link| {
-                    let link = link.ok_or_else(|| {
-                        CniError::new(
-                            Code::InterfaceNotFound,
-                            format!("{} vanished from the pod", req.ifname),
-                        )
-                    })?;
+                    let link = vanished_if_none(link, req.ifname)?;
                     if !existed {
                         pn.add_clsact_qdisc(link.index).cni_with(Code::Kernel, || {
                             format!("adding a clsact to the pod's {}", req.ifname)
@@ -736,12 +731,7 @@ impl Reconcile<'_, '_> {
                 let existed = self.owned.pod_tbf
                     && pod_root.is_some_and(|q| root_is_ours(self.owned.pod_root_kinds, q));
                 in_pod(req.netns, req.ifname, |pn, link| {
-                    let link = link.ok_or_else(|| {
-                        CniError::new(
-                            Code::InterfaceNotFound,
-                            format!("{} vanished from the pod", req.ifname),
-                        )
-                    })?;
+                    let link = vanished_if_none(link, req.ifname)?;
                     install_root(pn, &link, layout, pod_root)
                         .with_context(|| format!("in the pod's {}", req.ifname))
                 })?;
@@ -994,6 +984,22 @@ fn in_pod<T>(
             .cni_with(Code::Kernel, || format!("looking up {ifname}"))?;
         f(&mut pn, link)
     })
+}
+
+/// The container interface ADD found a moment ago, or code 102 when it is gone.
+fn vanished_if_none(link: Option<Link>, ifname: &str) -> anyhow::Result<Link> {
+    link.ok_or_else(|| {
+        CniError::new(
+            Code::InterfaceNotFound,
+            format!("{ifname} vanished from the pod"),
+        )
+        .into()
+    })
+}
+
+/// The container interface CHECK looks at, or a mismatch when it is gone.
+fn missing_if_none(link: Option<Link>, ifname: &str) -> anyhow::Result<Link> {
+    link.ok_or_else(|| mismatch(format!("{ifname} is missing in the pod")))
 }
 
 /// The root and ingress-hook qdiscs of the container interface inside the
@@ -1286,8 +1292,7 @@ fn check_object(
             check_root(nl, target, l)
         }
         Object::PodHook => in_pod(req.netns, req.ifname, |pn, link| {
-            let link =
-                link.ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
+            let link = missing_if_none(link, req.ifname)?;
             let hook = pn
                 .top_qdiscs(link.index)
                 .cni_with(Code::Kernel, || format!("listing qdiscs of {}", req.ifname))?
@@ -1311,8 +1316,7 @@ fn check_object(
             }
         }),
         Object::PodRoot(l) => in_pod(req.netns, req.ifname, |pn, link| {
-            let link =
-                link.ok_or_else(|| mismatch(format!("{} is missing in the pod", req.ifname)))?;
+            let link = missing_if_none(link, req.ifname)?;
             check_root(pn, &link, l)
         }),
     }

@@ -612,6 +612,19 @@ pub struct HtbPlan {
     pub names: Vec<(ClassName, u32)>,
 }
 
+/// A leaf's queue: what the tbf would hold (`latencyMs` at the rate, one
+/// GSO packet plus a frame at least), but never less than two GSO packets.
+/// A class shares its device with the other classes' flows, and one GSO
+/// packet of queue left a 20 Mbit/s class of three concurrent flows at
+/// 0.93-0.96x in steady state (tail drops of whole GSO packets, and
+/// retransmissions lost again behind them); two kept it within 1%
+/// (BENCHMARKS.md section 9). Below ~48 Mbit/s at MTU 9001 this floor, not
+/// `latencyMs`, bounds the class's wait.
+fn leaf_queue(limit_bytes: u32, frame: u64) -> u32 {
+    let two_gso = 2 * (crate::tbf::GSO_MAX_BYTES + frame);
+    u32::try_from(u64::from(limit_bytes).max(two_gso)).unwrap_or(u32::MAX)
+}
+
 fn quantum(rate: u64, frame: u64) -> u32 {
     // As r2q=10 would, but explicit and within the kernel's quiet range.
     (rate / 10).clamp(frame, MAX_QUANTUM) as u32
@@ -737,7 +750,7 @@ pub fn plan(
                         cburst: cap.burst_bytes,
                         quantum: quantum(cap.rate_bytes_per_sec, frame),
                     },
-                    cap.limit_bytes,
+                    leaf_queue(cap.limit_bytes, frame),
                 )
             }
             (Some(p), None) => {
@@ -755,7 +768,7 @@ pub fn plan(
                         cburst: p.burst_bytes,
                         quantum: quantum(p.rate_bytes_per_sec, frame),
                     },
-                    p.limit_bytes,
+                    leaf_queue(p.limit_bytes, frame),
                 )
             }
             (None, _) => (
@@ -927,6 +940,26 @@ mod tests {
         }
         let ingress = super::plan(&c, Some(&p), Direction::IntoPod, 9001, 25);
         assert_eq!(ingress.filters[0].keys[0].off, 12, "into the pod: source");
+    }
+
+    #[test]
+    fn leaf_queues_hold_two_gso_packets_at_least() {
+        let c = resolved(&zones(json!({})), None);
+        let p = pod(200_000_000);
+        let plan = plan(&c, Some(&p), Direction::OutOfPod, 9001, 25);
+        let limit = |minor: u32| {
+            plan.leaves
+                .iter()
+                .find(|(class, _, _)| *class == ROOT_HANDLE | minor)
+                .map(|l| l.2)
+                .unwrap()
+        };
+        assert_eq!(limit(0x11), 2 * (65_536 + 9015), "20 Mbit/s cap: the floor");
+        assert_eq!(
+            limit(0x12),
+            p.limit_bytes,
+            "200 Mbit/s: latencyMs at the rate"
+        );
     }
 
     #[test]
