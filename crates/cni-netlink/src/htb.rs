@@ -18,7 +18,7 @@ use netlink_packet_route::{
     },
 };
 
-use crate::tc::{TC_H_ROOT, burst_to_ticks};
+use crate::tc::{TC_H_ROOT, burst_to_ticks, push_nla, ratespec};
 use crate::{Netlink, NlError, Result};
 
 const TCA_KIND: u16 = 1;
@@ -28,7 +28,6 @@ const TCA_HTB_INIT: u16 = 2;
 const TCA_HTB_DIRECT_QLEN: u16 = 5;
 const TCA_HTB_RATE64: u16 = 6;
 const TCA_HTB_CEIL64: u16 = 7;
-const TC_LINKLAYER_ETHERNET: u8 = 1;
 const TC_HTB_PROTOVER: u32 = 3;
 /// `sizeof(struct tc_htb_opt)`: two ratespecs, buffer, cbuffer, quantum,
 /// level, prio.
@@ -132,24 +131,6 @@ pub struct Fifo {
     pub bytes_mode: bool,
     /// Its limit (bytes for bfifo, packets for pfifo).
     pub limit: u32,
-}
-
-fn push_nla(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = 4 + value.len();
-    // Values here are at most 44 bytes.
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len() + ((4 - len % 4) % 4), 0);
-}
-
-fn ratespec(out: &mut Vec<u8>, rate: u64) {
-    out.push(0); // cell_log
-    out.push(TC_LINKLAYER_ETHERNET); // no rate table needed
-    out.extend_from_slice(&0u16.to_ne_bytes()); // overhead
-    out.extend_from_slice(&(-1i16).to_ne_bytes()); // cell_align
-    out.extend_from_slice(&0u16.to_ne_bytes()); // mpu
-    out.extend_from_slice(&u32::try_from(rate).unwrap_or(u32::MAX).to_ne_bytes());
 }
 
 /// `TCA_OPTIONS` of the root htb: `TCA_HTB_INIT` naming the default class
@@ -470,7 +451,7 @@ mod tests {
         let b = encode_htb_class(&spec);
         assert_eq!(b.len(), 4 + HTB_OPT_LEN, "no 64-bit rates below 2^32");
         let o = &b[4..];
-        assert_eq!(o[1], TC_LINKLAYER_ETHERNET);
+        assert_eq!(o[1], crate::tc::TC_LINKLAYER_ETHERNET);
         assert_eq!(crate::read_u32(o, 8), Some(2_500_000));
         assert_eq!(crate::read_u32(o, 20), Some(25_000_000));
         // 62.5 kB at 2.5 MB/s = 25 ms = 390625 ticks of 64 ns

@@ -37,7 +37,7 @@ const TCA_OPTIONS: u16 = 2;
 const TCA_TBF_PARMS: u16 = 1;
 const TCA_TBF_RATE64: u16 = 4;
 const TCA_TBF_BURST: u16 = 6;
-const TC_LINKLAYER_ETHERNET: u8 = 1;
+pub(crate) const TC_LINKLAYER_ETHERNET: u8 = 1;
 /// `sizeof(struct tc_tbf_qopt)`.
 const TBF_QOPT_LEN: usize = 36;
 /// `PSCHED_SHIFT`: one scheduler tick is 64 ns.
@@ -198,27 +198,33 @@ pub fn ticks_to_burst(rate_bytes_per_sec: u64, ticks: u32) -> u64 {
     u64::try_from(ns * u128::from(rate_bytes_per_sec) / NSEC_PER_SEC).unwrap_or(u64::MAX)
 }
 
-fn push_nla(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+/// Appends one attribute (header, value, padding) to a raw options payload.
+pub(crate) fn push_nla(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
     let len = 4 + value.len();
-    // Attribute values here are at most 36 bytes, far below u16::MAX.
+    // Attribute values here are at most 44 bytes, far below u16::MAX.
     out.extend_from_slice(&(len as u16).to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
     out.extend_from_slice(value);
     out.resize(out.len() + ((4 - len % 4) % 4), 0);
 }
 
+/// Appends a `struct tc_ratespec` for `rate` bytes/s (32 bits, saturating:
+/// callers send the 64-bit rate as its own attribute). The link layer is
+/// Ethernet, so the kernel needs no rate table.
+pub(crate) fn ratespec(out: &mut Vec<u8>, rate: u64) {
+    out.push(0); // cell_log
+    out.push(TC_LINKLAYER_ETHERNET);
+    out.extend_from_slice(&0u16.to_ne_bytes()); // overhead
+    out.extend_from_slice(&(-1i16).to_ne_bytes()); // cell_align
+    out.extend_from_slice(&0u16.to_ne_bytes()); // mpu
+    out.extend_from_slice(&u32::try_from(rate).unwrap_or(u32::MAX).to_ne_bytes());
+}
+
 /// Builds the nested `TCA_OPTIONS` payload for a tbf: `TCA_TBF_PARMS`,
 /// `TCA_TBF_RATE64` when the rate does not fit 32 bits, and `TCA_TBF_BURST`.
 pub fn encode_tbf_options(spec: &TbfSpec) -> Vec<u8> {
-    let rate32 = u32::try_from(spec.rate_bytes_per_sec).unwrap_or(u32::MAX);
     let mut qopt = Vec::with_capacity(TBF_QOPT_LEN);
-    // struct tc_ratespec rate
-    qopt.push(0); // cell_log
-    qopt.push(TC_LINKLAYER_ETHERNET); // linklayer: no rate table needed
-    qopt.extend_from_slice(&0u16.to_ne_bytes()); // overhead
-    qopt.extend_from_slice(&(-1i16).to_ne_bytes()); // cell_align
-    qopt.extend_from_slice(&0u16.to_ne_bytes()); // mpu
-    qopt.extend_from_slice(&rate32.to_ne_bytes());
+    ratespec(&mut qopt, spec.rate_bytes_per_sec);
     // struct tc_ratespec peakrate: unused
     qopt.extend_from_slice(&[0u8; 12]);
     qopt.extend_from_slice(&spec.limit_bytes.to_ne_bytes());

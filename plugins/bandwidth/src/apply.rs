@@ -709,14 +709,7 @@ impl Reconcile<'_, '_> {
                             format!("adding a clsact to the pod's {}", req.ifname)
                         })?;
                     }
-                    let reset = pn
-                        .filters(link.index, CLSACT_EGRESS)
-                        .cni_with(Code::Kernel, || {
-                            format!("listing filters of {}", req.ifname)
-                        })?
-                        .iter()
-                        .any(is_priority_reset);
-                    if !reset {
+                    if !has_priority_reset(pn, &link)? {
                         pn.add_priority_reset(link.index)
                             .cni_with(Code::Kernel, || {
                                 format!("resetting skb priority on the pod's {}", req.ifname)
@@ -1018,9 +1011,15 @@ fn pod_top_qdiscs(ns: &Path, ifname: &str) -> anyhow::Result<(Option<Qdisc>, Opt
     })
 }
 
-/// Our priority-reset filter (see [`cni_netlink::bpf`]).
-fn is_priority_reset(f: &cni_netlink::tc::Filter) -> bool {
-    f.kind == "bpf" && f.prio == PRIORITY_RESET_PRIO
+/// Our priority-reset filter (see [`cni_netlink::bpf`]) is on `link`'s
+/// clsact egress hook.
+fn has_priority_reset(nl: &mut Netlink, link: &Link) -> anyhow::Result<bool> {
+    let filters = nl
+        .filters(link.index, CLSACT_EGRESS)
+        .cni_with(Code::Kernel, || format!("listing filters of {}", link.name))?;
+    Ok(filters
+        .iter()
+        .any(|f| f.kind == "bpf" && f.prio == PRIORITY_RESET_PRIO))
 }
 
 /// The container interface's ingress hook is free, or holds our clsact.
@@ -1298,15 +1297,7 @@ fn check_object(
                 .cni_with(Code::Kernel, || format!("listing qdiscs of {}", req.ifname))?
                 .into_iter()
                 .any(|q| q.is_clsact());
-            let reset = hook
-                && pn
-                    .filters(link.index, CLSACT_EGRESS)
-                    .cni_with(Code::Kernel, || {
-                        format!("listing filters of {}", req.ifname)
-                    })?
-                    .iter()
-                    .any(is_priority_reset);
-            if reset {
+            if hook && has_priority_reset(pn, &link)? {
                 Ok(())
             } else {
                 Err(mismatch(format!(

@@ -224,6 +224,21 @@ fn class_limit(
     }
 }
 
+/// Our own blocks are exact: a misspelt key is an error, not ignored.
+fn refuse_unknown_keys(
+    obj: &Map<String, Value>,
+    keys: &[&str],
+    what: &str,
+) -> Result<(), CniError> {
+    match obj.keys().find(|k| !keys.contains(&k.as_str())) {
+        Some(k) => Err(invalid(
+            format!("unknown key {what}.{k}"),
+            format!("{what} takes {}", keys.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn parse_class(
     tc: &Map<String, Value>,
     key: &str,
@@ -247,12 +262,7 @@ fn parse_class(
         "egressRate",
         "egressBurst",
     ];
-    if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(invalid(
-            format!("unknown key trafficClasses.{key}.{k}"),
-            format!("a class takes {}", KEYS.join(", ")),
-        ));
-    }
+    refuse_unknown_keys(&obj, &KEYS, &format!("trafficClasses.{key}"))?;
     let shaped = match obj.get("shaped") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => *b,
@@ -476,12 +486,7 @@ fn zones_in(raw: &Value) -> Result<Option<ZoneSpec>, CniError> {
         "crossZone",
         "outside",
     ];
-    if let Some(k) = tc.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(invalid(
-            format!("unknown key trafficClasses.{k}"),
-            format!("trafficClasses takes {}", KEYS.join(", ")),
-        ));
-    }
+    refuse_unknown_keys(tc, &KEYS, "trafficClasses")?;
     let zone = match tc.get("zone") {
         None | Some(Value::Null) => None,
         Some(Value::String(z)) if !z.is_empty() => Some(z.clone()),
