@@ -152,25 +152,81 @@ BINS=("bandwidth-rs:bandwidth")
 # A release tarball: copied into the private work dir first, so the bytes
 # checked are the bytes unpacked; checked against the SHA256SUMS beside it
 # (when there is one: a listed mismatch or an unlisted tarball is refused);
-# unpacked there; FROM becomes its bin/.
+# unpacked there, bounded; FROM becomes its bin/.
+# What a release may unpack to: a release is a few static binaries, scripts
+# and a README (tens of MB), and unpacking happens on the node's disk.
+MAX_UNPACKED_BYTES=$((256 * 1024 * 1024))
+MAX_MEMBERS=1000
+MAX_SUMS_BYTES=$((1024 * 1024))
+
+# Sets WANT to the checksum of $1 (a tarball's name) listed in the
+# SHA256SUMS at $2, or to "" when there is none. A SHA256SUMS there in any
+# form that is not a readable regular file (a FIFO, a directory, a dangling
+# link, unreadable) is a refusal, never "no checksums": that would install
+# the tarball unverified. So is a SHA256SUMS that does not list it.
+WANT=""
+release_checksum() {
+    local name=$1 sums=$2 copy=$CNI_RS_WORK/SHA256SUMS
+    WANT=""
+    if [ ! -e "$sums" ] && [ ! -L "$sums" ]; then
+        return 0
+    fi
+    [ -f "$sums" ] ||
+        refuse "$sums exists but is not a regular file (a FIFO, a directory or a dangling link?); $name would install unverified"
+    head -c $((MAX_SUMS_BYTES + 1)) -- "$sums" >"$copy" 2>/dev/null ||
+        refuse "$sums exists but cannot be read; $name would install unverified"
+    [ "$(wc -c <"$copy")" -le "$MAX_SUMS_BYTES" ] ||
+        refuse "$sums is over $MAX_SUMS_BYTES bytes: not a release's checksum file"
+    WANT=$(awk -v n="$name" '$2 == n || $2 == "*" n { print $1; exit }' "$copy")
+    [ -n "$WANT" ] || refuse "$sums does not list $name"
+}
+
+# Refuses a tarball that would unpack to more than MAX_UNPACKED_BYTES, to
+# more than MAX_MEMBERS members, or to anything but files and directories,
+# before anything is written: first the decompressed stream (a gzip bomb),
+# then the members' sizes as listed (sparse members unpack to their full
+# size, from a tiny stream).
+check_release_size() {
+    local tgz=$1 copy=$2 stream listing bad
+    stream=$(gzip -dc <"$copy" 2>/dev/null | head -c $((MAX_UNPACKED_BYTES + 1)) | wc -c) || true
+    [ "${stream:-0}" -le "$MAX_UNPACKED_BYTES" ] ||
+        refuse "$tgz unpacks to over $MAX_UNPACKED_BYTES bytes: not a cni-rs release"
+    listing=$(tar -tvzf "$copy" --numeric-owner 2>"$CNI_RS_WORK/tar.err") ||
+        refuse "cannot unpack $tgz: $(head -c 300 "$CNI_RS_WORK/tar.err")"
+    bad=$(awk -v max="$MAX_UNPACKED_BYTES" -v members="$MAX_MEMBERS" '
+        NF == 0 { next }
+        { n++ }
+        substr($1, 1, 1) != "-" && substr($1, 1, 1) != "d" { print "a member that is not a file or directory"; exit }
+        $3 !~ /^[0-9]+$/ { print "a member without a size"; exit }
+        { total += $3 }
+        total > max { print "over " max " bytes"; exit }
+        n > members { print "over " members " members"; exit }' <<<"$listing")
+    [ -z "$bad" ] || refuse "$tgz unpacks to $bad: not a cni-rs release"
+}
+
 unpack_release() {
-    local tgz=$1 sums name want top copy
+    local tgz=$1 sums name top copy dest=$CNI_RS_WORK/release
     [ -f "$tgz" ] || refuse "--from $tgz is not a regular file"
     name=$(basename -- "$tgz")
     sums=$(dirname -- "$tgz")/SHA256SUMS
+    release_checksum "$name" "$sums"
     copy=$CNI_RS_WORK/$name
     cp -- "$tgz" "$copy" || refuse "cannot read $tgz"
-    if [ -f "$sums" ]; then
-        want=$(awk -v n="$name" '$2 == n || $2 == "*" n { print $1; exit }' "$sums")
-        [ -n "$want" ] || refuse "$sums does not list $name"
-        [ "$(sha256sum <"$copy" | cut -d' ' -f1)" = "$want" ] ||
+    if [ -n "$WANT" ]; then
+        [ "$(sha256sum <"$copy" | cut -d' ' -f1)" = "$WANT" ] ||
             refuse "$name does not match its checksum in $sums (corrupt or replaced download)"
         log "$name matches $sums"
     fi
-    mkdir -p "$CNI_RS_WORK/release"
-    tar -xzf "$copy" -C "$CNI_RS_WORK/release" --no-same-owner --no-same-permissions 2>"$CNI_RS_WORK/tar.err" ||
+    check_release_size "$tgz" "$copy"
+    mkdir -p "$dest"
+    # The listing was checked; the extraction is bounded anyway (no file
+    # over the bound, SIGXFSZ past it), and so is the result.
+    (ulimit -f $((MAX_UNPACKED_BYTES / 1024)) &&
+        tar -xzf "$copy" -C "$dest" --no-same-owner --no-same-permissions) 2>"$CNI_RS_WORK/tar.err" ||
         refuse "cannot unpack $tgz: $(head -c 300 "$CNI_RS_WORK/tar.err")"
-    top=$(find "$CNI_RS_WORK/release" -mindepth 1 -maxdepth 1)
+    [ "$(du -sb -- "$dest" | cut -f1)" -le "$MAX_UNPACKED_BYTES" ] ||
+        refuse "$tgz unpacked to over $MAX_UNPACKED_BYTES bytes: not a cni-rs release"
+    top=$(find "$dest" -mindepth 1 -maxdepth 1)
     if [ -z "$top" ] || [ "$(wc -l <<<"$top")" != 1 ] || [ -L "$top" ] || [ ! -d "$top" ] ||
         [ -L "$top/bin" ] || [ ! -d "$top/bin" ]; then
         refuse "$tgz is not a cni-rs release (one directory holding bin/)"

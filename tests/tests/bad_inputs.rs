@@ -527,6 +527,35 @@ fn cases(w: &World) -> Vec<Case> {
             7,
         );
     }
+    // A class rate of 0 would read as "no cap" (namespacePolicy refuses 0
+    // too): node config, each would refuse every pod.
+    for (what, class) in [
+        (
+            "trafficClasses sameZone ingressRate 0",
+            json!({"sameZone": {"ingressRate": 0}}),
+        ),
+        (
+            "trafficClasses crossZone egressRate 0",
+            json!({"crossZone": {"egressRate": 0, "egressBurst": 80_000}}),
+        ),
+        (
+            "trafficClasses outside ingressRate 0",
+            json!({"outside": {"ingressRate": 0, "egressRate": 20_000_000}}),
+        ),
+    ] {
+        let tc = merged(
+            json!({"zone": "us-west-2a",
+                   "zoneCidrs": {"us-west-2a": ["10.1.0.0/16"], "us-west-2b": ["10.2.0.0/16"]}}),
+            class,
+        );
+        push(
+            what,
+            b,
+            add.clone(),
+            json_of(b, json!({"trafficClasses": tc})),
+            7,
+        );
+    }
     // Size.
     let mut big = br#"{"cniVersion":"1.0.0","name":"n","pad":""#.to_vec();
     big.extend(std::iter::repeat_n(b'x', (1 << 20) + 1));

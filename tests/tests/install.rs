@@ -718,6 +718,161 @@ fn binaries_are_replaced_only_when_they_differ() {
     );
 }
 
+/// A release tarball as `scripts/release.sh` lays it out (one directory
+/// holding `bin/` with the plugins: the fake ones here), with `extra`
+/// adding to that directory (a shell command run inside it) before `pack`
+/// packs it. Returns the tarball, in a `downloads/` dir of its own.
+fn release_tarball(node: &Node, tag: &str, extra: &str, pack: &str) -> PathBuf {
+    let name = format!("cni-rs-0.0.0-{tag}");
+    let stage = node.dir.path.join(format!("stage-{tag}"));
+    let top = stage.join(&name);
+    std::fs::create_dir_all(top.join("bin")).unwrap();
+    for p in ["bandwidth", "topology-label"] {
+        std::fs::copy(node.from.join(p), top.join("bin").join(p)).unwrap();
+    }
+    let downloads = node.dir.path.join(format!("downloads-{tag}"));
+    std::fs::create_dir_all(&downloads).unwrap();
+    let tgz = downloads.join(format!("{name}.tgz"));
+    let script = format!("cd \"$1\" && {{ {extra} ; }} && cd .. && {pack} >\"$3\"");
+    sh(&[
+        "bash",
+        "-ec",
+        &script,
+        "-",
+        &top.display().to_string(),
+        &name,
+        &tgz.display().to_string(),
+    ])
+    .unwrap();
+    tgz
+}
+
+/// Packs the release directory `$2` to stdout, as release.sh does.
+const PACK: &str =
+    "tar -c --format=gnu --numeric-owner --owner=0 --group=0 -f - -- \"$2\" | gzip -1";
+
+/// install.sh --from a tarball, bounded in time (a FIFO must never be
+/// opened), its scratch dir under the node's dir.
+fn install_from(node: &Node, tgz: &Path) -> Outcome {
+    let tmp = node.dir.path.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(repo().join("scripts/install.sh"))
+        .arg("--from")
+        .arg(tgz)
+        .args(&node.args()[2..])
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run install.sh");
+    Outcome::from(out)
+}
+
+/// Refused with nothing installed, the conflist untouched and no scratch
+/// left; returns stderr.
+fn refused_from(node: &Node, tgz: &Path, why: &str) -> String {
+    let conf_before = std::fs::read(&node.conf).unwrap();
+    let out = install_from(node, tgz);
+    assert_eq!(out.status, 1, "{why}: {}", out.stderr);
+    assert!(out.stderr.contains("refusing"), "{why}: {}", out.stderr);
+    assert!(
+        Node::names(&node.bin).is_empty(),
+        "{why}: installed {:?}",
+        Node::names(&node.bin)
+    );
+    assert_eq!(
+        std::fs::read(&node.conf).unwrap(),
+        conf_before,
+        "{why}: conflist changed"
+    );
+    assert!(
+        Node::names(&node.dir.path.join("tmp")).is_empty(),
+        "{why}: scratch left behind"
+    );
+    out.stderr
+}
+
+/// A SHA256SUMS beside the tarball that is there but is not a readable
+/// regular file is a refusal, not "no checksums" (which would install the
+/// tarball unverified).
+#[test]
+fn from_tarball_refuses_a_checksum_file_it_cannot_read() {
+    let node = Node::new("10-aws.conflist");
+    let tgz = release_tarball(&node, "sums", "true", PACK);
+    let sums = tgz.parent().unwrap().join("SHA256SUMS");
+    let fifo =
+        || nix::unistd::mkfifo(&sums, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let dir = || std::fs::create_dir(&sums).unwrap();
+    let dangling = || std::os::unix::fs::symlink("/nonexistent/SHA256SUMS", &sums).unwrap();
+    let to_dir = || std::os::unix::fs::symlink("/", &sums).unwrap();
+    let cases: [(&str, &dyn Fn()); 4] = [
+        ("a FIFO", &fifo),
+        ("a directory", &dir),
+        ("a dangling link", &dangling),
+        ("a link to a directory", &to_dir),
+    ];
+    for (what, make) in cases {
+        make();
+        let err = refused_from(&node, &tgz, what);
+        assert!(err.contains("SHA256SUMS"), "{what}: {err}");
+        if sums.is_dir() && !sums.is_symlink() {
+            std::fs::remove_dir(&sums).unwrap();
+        } else {
+            std::fs::remove_file(&sums).unwrap();
+        }
+    }
+    // The same tarball with a real SHA256SUMS, and with none, installs.
+    let sum = sh(&["sha256sum", &tgz.display().to_string()]).unwrap();
+    let hash = sum.split_whitespace().next().unwrap().to_string();
+    let name = tgz.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::write(&sums, format!("{hash}  {name}\n")).unwrap();
+    let out = ok(install_from(&node, &tgz));
+    assert!(out.stderr.contains("matches"), "{}", out.stderr);
+    assert_eq!(Node::names(&node.bin), ["bandwidth-rs", "topology-label"]);
+}
+
+/// What a tarball unpacks to is bounded: a 1 GiB member (zeros, a few MB
+/// of gzip; or sparse, a few hundred bytes) is refused before it reaches
+/// the disk.
+#[test]
+fn from_tarball_refuses_one_that_unpacks_too_big() {
+    let node = Node::new("10-aws.conflist");
+    let zeros = release_tarball(
+        &node,
+        "zeros",
+        "mkdir lib && truncate -s 1G lib/zeros",
+        PACK,
+    );
+    let size = std::fs::metadata(&zeros).unwrap().len();
+    assert!(size < 8 << 20, "the bomb is small: {size} bytes");
+    let err = refused_from(&node, &zeros, "1 GiB of zeros");
+    assert!(err.contains("bytes: not a cni-rs release"), "{err}");
+    let sparse = release_tarball(
+        &node,
+        "sparse",
+        "truncate -s 1G bin/sparse",
+        &PACK.replace("tar -c", "tar -c --sparse"),
+    );
+    let err = refused_from(&node, &sparse, "a 1 GiB sparse member");
+    assert!(err.contains("bytes: not a cni-rs release"), "{err}");
+    let many = release_tarball(
+        &node,
+        "many",
+        "mkdir lib && for i in $(seq 1 1200); do : >lib/$i; done",
+        PACK,
+    );
+    let err = refused_from(&node, &many, "1200 members");
+    assert!(err.contains("members"), "{err}");
+    let link = release_tarball(&node, "link", "ln -s /etc lib", PACK);
+    let err = refused_from(&node, &link, "a symlink");
+    assert!(err.contains("not a file or directory"), "{err}");
+    // A release-sized tarball still installs.
+    let fine = release_tarball(&node, "fine", "mkdir lib && truncate -s 20M lib/data", PACK);
+    ok(install_from(&node, &fine));
+    assert_eq!(Node::names(&node.bin), ["bandwidth-rs", "topology-label"]);
+}
+
 #[test]
 fn uninstall_restores_the_original_chain() {
     for name in ["10-aws.conflist", "10-aws-enable-bandwidth-plugin.conflist"] {

@@ -176,6 +176,48 @@ fn annotated_above_the_max_is_capped_and_check_follows_the_cap() {
     w.run("DEL", Some("tenant-a"), &c).ok();
 }
 
+/// `runtimeBurst: honor` keeps a runtime's 512 MiB bucket; a rate the max
+/// lowers gets a bucket that fits the lowered rate (here the default, 25 ms
+/// at 80 Mbit/s), not seconds at line rate.
+#[test]
+fn capped_rate_gets_a_bucket_that_fits_it() {
+    let _serial = serial();
+    let w = world();
+    let mut c = w.conf(Some(20_000 * M));
+    c["runtimeBurst"] = json!("honor");
+    w.run("ADD", Some("tenant-a"), &c).ok();
+    assert_eq!(w.rates(), (Some(80 * M), Some(80 * M)));
+    let ifb = w
+        .node
+        .link_names()
+        .into_iter()
+        .find(|l| l.starts_with("bwp"))
+        .unwrap();
+    for dev in [w.pod.host_veth.as_str(), ifb.as_str()] {
+        let tbf = w.node.qdisc(dev, "tbf").unwrap();
+        assert_eq!(
+            tbf["options"]["burst"].as_u64(),
+            Some(250_000),
+            "{dev}: 25 ms at 80 Mbit/s, not the asked 512 MiB: {tbf}"
+        );
+    }
+    w.run("CHECK", Some("tenant-a"), &c).ok();
+    w.run("DEL", Some("tenant-a"), &c).ok();
+    // Not capped: the honoured burst stays as asked.
+    let c = {
+        let mut c = w.conf(Some(30 * M));
+        c["runtimeBurst"] = json!("honor");
+        c
+    };
+    w.run("ADD", Some("tenant-a"), &c).ok();
+    let tbf = w.node.qdisc(&w.pod.host_veth, "tbf").unwrap();
+    // 512 MiB, as the kernel reports it back (its tick rounding).
+    let burst = tbf["options"]["burst"].as_u64().unwrap_or_default();
+    assert!(burst.abs_diff(536_870_912) < 1024, "{tbf}");
+    w.run("DEL", Some("tenant-a"), &c).ok();
+    assert_eq!(w.rates(), (None, None));
+}
+
 #[test]
 fn below_the_max_keeps_its_own_rate() {
     let _serial = serial();

@@ -8,6 +8,7 @@
 //! namespace, to enter it.
 
 mod render;
+mod textfile;
 mod view;
 
 use std::path::PathBuf;
@@ -25,7 +26,8 @@ pods      one row per attachment on this node (both plugins' state joined
           pod) the rate, bytes, drops and overlimits (the pod hit its limit)
 metrics   writes the same as Prometheus metrics to PATH atomically (for
           node_exporter --collector.textfile.directory); once, or every
-          SECONDS until stopped
+          SECONDS until stopped. PATH is world-readable (0644) and missing
+          directories are created 0755, so a non-root node_exporter reads it
 
 options:
   --json                     a JSON array, for scripts
@@ -151,13 +153,9 @@ fn main() -> ExitCode {
             for p in &node.problems {
                 eprintln!("cni-rs: {p}");
             }
-            // Temp file + rename in the same directory: the collector never
-            // reads half a file, and the temp name does not end in .prom.
-            if let Err(e) = cni_types::fsutil::write_atomic(
-                &textfile,
-                render::prometheus(&node).as_bytes(),
-                cni_types::fsutil::Durability::ProcessCrash,
-            ) {
+            // Temp file + rename in the same directory, 0644 so that
+            // node_exporter (uid 65534) can read it.
+            if let Err(e) = textfile::write(&textfile, render::prometheus(&node).as_bytes()) {
                 eprintln!("cni-rs: writing {}: {e}", textfile.display());
                 if interval.is_none() {
                     return ExitCode::FAILURE;

@@ -41,6 +41,44 @@ fn who(r: &Row) -> String {
     }
 }
 
+/// A table cell as a terminal shows it safely: control characters (a
+/// newline would split a row, an ESC would drive the terminal) and the
+/// invisible format characters that reorder or hide text are escaped, as
+/// `\n`, `\t`, `\r`, `\x1b` or `\u{202e}`; a backslash is doubled so an
+/// escape cannot be forged. Other characters, any script, are kept.
+fn cell(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if c.is_control() || invisible(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Format characters that change how the text around them is shown
+/// without showing themselves: zero-width ones, line and paragraph
+/// separators, bidirectional controls, the BOM.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+    )
+}
+
 fn dir_cells(d: &Direction) -> [String; 4] {
     [
         opt(d.rate_bits_per_second),
@@ -71,22 +109,7 @@ pub fn table(view: &NodeView) -> String {
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in view.rows.iter().filter(|r| r.error.is_none()) {
-        let mut cells = vec![
-            who(r),
-            r.container_id.as_deref().map_or("-".into(), short_id),
-            r.ifname.clone().unwrap_or_else(|| "-".into()),
-            r.zone.clone().unwrap_or_else(|| "-".into()),
-            r.host_veth.clone().unwrap_or_else(|| "-".into()),
-            r.egress_mode.clone().unwrap_or_else(|| "-".into()),
-        ];
-        cells.extend(dir_cells(&r.ingress));
-        cells.extend(dir_cells(&r.egress));
-        cells.push(if r.stale {
-            "stale".into()
-        } else {
-            String::new()
-        });
-        lines.push(cells);
+        lines.push(row_cells(r).iter().map(|c| cell(c)).collect());
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
@@ -108,12 +131,32 @@ pub fn table(view: &NodeView) -> String {
         out.push('\n');
     }
     for r in view.rows.iter().filter_map(|r| r.error.as_ref()) {
-        let _ = writeln!(out, "! unreadable state: {r}");
+        let _ = writeln!(out, "! unreadable state: {}", cell(r));
     }
     for p in &view.problems {
-        let _ = writeln!(out, "! {p}");
+        let _ = writeln!(out, "! {}", cell(p));
     }
     out
+}
+
+/// One attachment's cells, unescaped, in the table's column order.
+fn row_cells(r: &Row) -> Vec<String> {
+    let mut cells = vec![
+        who(r),
+        r.container_id.as_deref().map_or("-".into(), short_id),
+        r.ifname.clone().unwrap_or_else(|| "-".into()),
+        r.zone.clone().unwrap_or_else(|| "-".into()),
+        r.host_veth.clone().unwrap_or_else(|| "-".into()),
+        r.egress_mode.clone().unwrap_or_else(|| "-".into()),
+    ];
+    cells.extend(dir_cells(&r.ingress));
+    cells.extend(dir_cells(&r.egress));
+    cells.push(if r.stale {
+        "stale".into()
+    } else {
+        String::new()
+    });
+    cells
 }
 
 /// The rows as a JSON array (problems go to stderr, not into the array).
@@ -247,6 +290,64 @@ mod tests {
         assert_eq!(si(1_500_000_000), "1.5G");
         assert_eq!(si(812_345), "812k");
         assert_eq!(si(999), "999");
+    }
+
+    #[test]
+    fn table_cells_escape_control_characters_and_keep_unicode() {
+        assert_eq!(cell("web\nx\ty\rz"), "web\\nx\\ty\\rz");
+        assert_eq!(cell("a\u{1b}[31mb\u{7f}\0"), "a\\x1b[31mb\\x7f\\x00");
+        assert_eq!(
+            cell("c1\u{85}bidi\u{202e}zw\u{200b}"),
+            "c1\\u{85}bidi\\u{202e}zw\\u{200b}"
+        );
+        assert_eq!(cell("back\\slash"), "back\\\\slash");
+        assert_eq!(cell("zone-é-東京-🙂"), "zone-é-東京-🙂");
+    }
+
+    #[test]
+    fn a_hostile_pod_name_stays_on_its_row() {
+        let hostile = Row {
+            namespace: Some("ns\ttab".into()),
+            pod: Some("evil\npod\u{1b}[2J".into()),
+            container_id: Some("c1".into()),
+            ifname: Some("eth0".into()),
+            zone: Some("z\r".into()),
+            ..Default::default()
+        };
+        let plain = Row {
+            namespace: Some("shop".into()),
+            pod: Some("web".into()),
+            container_id: Some("c2".into()),
+            ..Default::default()
+        };
+        let broken = Row {
+            error: Some("/run/x\ny: bad".into()),
+            ..Default::default()
+        };
+        let view = NodeView {
+            rows: vec![hostile, plain, broken],
+            anything_read: true,
+            problems: vec!["kernel\u{1b}]0;x\u{7}".into()],
+        };
+        let text = table(&view);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "header, two rows, two problems: {text:?}");
+        assert!(
+            lines[1].starts_with("ns\\ttab/evil\\npod\\x1b[2J  c1"),
+            "{text:?}"
+        );
+        assert!(lines[2].starts_with("shop/web"), "{text:?}");
+        assert_eq!(lines[3], "! unreadable state: /run/x\\ny: bad");
+        assert_eq!(lines[4], "! kernel\\x1b]0;x\\x07");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        // Columns stay aligned: every row's second cell starts where the
+        // header's does.
+        let col = lines[0].find("CONTAINER").unwrap();
+        assert_eq!(&lines[1][col..col + 2], "c1", "{text:?}");
+        assert_eq!(&lines[2][col..col + 2], "c2", "{text:?}");
     }
 
     #[test]

@@ -46,7 +46,9 @@ pub struct Direction {
     pub overlimits: Option<u64>,
     /// Per traffic class (`sameZone`, `crossZone`, `outside`, or
     /// `shaped`/`unshaped` for subnets): what the class's htb leaf sent,
-    /// headers of every frame included. Empty without classes.
+    /// headers of every frame included; for egress shaped inside the pod,
+    /// what the host-side backstop let through (IP packets as the host
+    /// veth received them). Empty without classes.
     pub classes: BTreeMap<String, ClassCounters>,
 }
 
@@ -181,6 +183,9 @@ struct Kernel {
     links: HashMap<u32, LinkCounters>,
     links_by_name: HashMap<String, u32>,
     qdiscs: Vec<QdiscCounters>,
+    /// The counters of our backstop tables (egress shaped inside the pod):
+    /// table → (counter, bytes, packets). Empty without nf_tables.
+    backstops: HashMap<String, Vec<(String, u64, u64)>>,
 }
 
 impl Kernel {
@@ -188,10 +193,15 @@ impl Kernel {
         let mut nl = Netlink::new().context("opening a netlink socket")?;
         let links = nl.link_counters().context("dumping links")?;
         let qdiscs = nl.qdisc_counters().context("dumping qdiscs")?;
+        // Best effort: a node without nf_tables has no backstops to read.
+        let backstops = cni_netlink::nft::Nft::new()
+            .and_then(|mut n| n.all_counters())
+            .unwrap_or_default();
         Ok(Kernel {
             links_by_name: links.iter().map(|l| (l.name.clone(), l.index)).collect(),
             links: links.into_iter().map(|l| (l.index, l)).collect(),
             qdiscs,
+            backstops,
         })
     }
 
@@ -300,6 +310,9 @@ fn fill(
     }
     let (ingress_q, egress_q) =
         shaping_counters(bw, link.index, ifb.map(|l| l.index), ifname, kernel);
+    let backstop = bw
+        .and_then(|b| b.backstop.as_ref())
+        .and_then(|t| kernel.backstops.get(t));
     for (dir, q) in [(&mut row.ingress, ingress_q), (&mut row.egress, egress_q)] {
         match (dir.rate_bits_per_second, q) {
             (_, Some((drops, overlimits))) => {
@@ -315,6 +328,35 @@ fn fill(
             (Some(_), None) => {}
         }
     }
+    if let Some(counters) = backstop {
+        count_backstop(&mut row.egress, counters);
+    }
+}
+
+/// Egress shaped inside the pod: what really left it is what the host
+/// side's backstop let through (a pod sending past its own qdiscs is
+/// counted there, not by the pod's htb), and what it dropped adds to the
+/// drops. Per class when there are classes (`sent_<class>`).
+fn count_backstop(dir: &mut Direction, counters: &[(String, u64, u64)]) {
+    let (mut bytes, mut packets, mut dropped) = (0, 0, 0);
+    for (name, b, p) in counters {
+        if let Some(class) = name.strip_prefix("sent_") {
+            bytes += b;
+            packets += p;
+            if let Some(c) = dir.classes.get_mut(class) {
+                c.bytes = *b;
+                c.packets = *p;
+            }
+        } else if let Some(class) = name.strip_prefix("dropped_") {
+            dropped += p;
+            if let Some(c) = dir.classes.get_mut(class) {
+                c.drops += p;
+            }
+        }
+    }
+    dir.bytes = Some(bytes);
+    dir.packets = Some(packets);
+    dir.drops = Some(dir.drops.unwrap_or(0) + dropped);
 }
 
 /// A tbf's (drops, overlimits).
@@ -359,7 +401,7 @@ fn in_recorded_pod<T>(
 ) -> Option<T> {
     let path = Path::new(bw.netns_path.as_deref()?);
     let file = cni_types::fsutil::open_nonblocking(path).ok()?;
-    let now = NetnsId::of_file(&file).ok();
+    let now = NetnsId::of_netns(&file).ok();
     if !NetnsId::matches_record(bw.netns, now) {
         return None;
     }

@@ -115,23 +115,28 @@ pub fn load_priority_reset() -> Result<OwnedFd> {
         )
     };
     if fd < 0 {
-        let err = std::io::Error::last_os_error();
         let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-        let verifier = String::from_utf8_lossy(&log[..end]).trim().to_string();
-        return Err(NlError::Kernel {
-            op: format!(
-                "loading the priority-reset eBPF program (needs CONFIG_BPF_SYSCALL and cls_bpf){}",
-                if verifier.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {verifier}")
-                }
-            ),
-            source: err,
-        });
+        let verifier = String::from_utf8_lossy(&log[..end]);
+        return Err(load_error(std::io::Error::last_os_error(), &verifier));
     }
     // SAFETY: the kernel returned a new file descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A refused `BPF_PROG_LOAD`, with the OS error's text once. As
+/// [`NlError::Kernel`] the text came twice wherever the cause chain is
+/// printed (the CNI error's details, `{:#}` in logs): once in the
+/// variant's message and again as its `source()`. Here the message carries
+/// it and there is no source below; the error's kind stays the errno's.
+fn load_error(os: std::io::Error, verifier: &str) -> NlError {
+    let verifier = verifier.trim();
+    let mut msg = format!(
+        "loading the priority-reset eBPF program (needs CONFIG_BPF_SYSCALL and cls_bpf): {os}"
+    );
+    if !verifier.is_empty() {
+        msg.push_str(&format!("; verifier: {verifier}"));
+    }
+    NlError::Io(std::io::Error::new(os.kind(), msg))
 }
 
 impl Netlink {
@@ -190,10 +195,101 @@ mod tests {
         }
         if let Err(e) = load_priority_reset() {
             // qemu-user has no bpf(2): nothing to judge there.
-            if e.errno() == Some(libc::ENOSYS) {
+            if no_bpf_syscall(&e) {
                 return;
             }
             panic!("{e}");
         }
+    }
+
+    fn no_bpf_syscall(e: &NlError) -> bool {
+        matches!(e, NlError::Io(io) if io.kind() == std::io::ErrorKind::Unsupported)
+    }
+
+    /// The CNI error a plugin makes of a load failure, as `apply` wraps it.
+    fn details_of(e: NlError) -> String {
+        use cni_types::error::{CniError, Code, ResultExt as _};
+        let wrapped = Err::<(), _>(e)
+            .cni(Code::Kernel, "resetting skb priority on the pod's eth0")
+            .unwrap_err();
+        CniError::from_anyhow(&wrapped).details
+    }
+
+    #[test]
+    fn load_error_names_the_os_error_once() {
+        let eperm = "Operation not permitted (os error 1)";
+        let d = details_of(load_error(std::io::Error::from_raw_os_error(1), ""));
+        assert_eq!(d.matches(eperm).count(), 1, "{d}");
+        assert!(
+            d.starts_with("loading the priority-reset eBPF program"),
+            "{d}"
+        );
+        let d = details_of(load_error(
+            std::io::Error::from_raw_os_error(libc::EACCES),
+            "0: R1 invalid mem access\n",
+        ));
+        assert_eq!(d.matches("(os error 13)").count(), 1, "{d}");
+        assert!(d.ends_with("; verifier: 0: R1 invalid mem access"), "{d}");
+    }
+
+    /// A real refusal: this thread without CAP_BPF and CAP_SYS_ADMIN in
+    /// its effective set (capabilities are per thread) gets EPERM.
+    #[test]
+    fn refused_load_names_the_os_error_once() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let refused = std::thread::spawn(|| {
+            drop_effective(&[21, 39])?; // CAP_SYS_ADMIN, CAP_BPF
+            load_priority_reset().err()
+        })
+        .join()
+        .expect("the loading thread");
+        let Some(e) = refused else {
+            return; // no capset here (qemu-user), or it loaded anyway
+        };
+        if no_bpf_syscall(&e) {
+            return;
+        }
+        let d = details_of(e);
+        assert_eq!(
+            d.matches("Operation not permitted (os error 1)").count(),
+            1,
+            "{d}"
+        );
+    }
+
+    /// Clears `caps` from the calling thread's effective set; `None` when
+    /// the kernel (or an emulator) refuses.
+    fn drop_effective(caps: &[u32]) -> Option<()> {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Default, Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut header = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: header and two data structs, as capget/capset v3 expect;
+        // both outlive the calls.
+        let got = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+        if got != 0 {
+            return None;
+        }
+        for cap in caps {
+            data[(cap / 32) as usize].effective &= !(1 << (cap % 32));
+        }
+        // SAFETY: as above.
+        let set = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+        (set == 0).then_some(())
     }
 }

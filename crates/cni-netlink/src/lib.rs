@@ -20,11 +20,13 @@ use nix::libc;
 /// Addresses, routes and neighbours: only the simulator wires pods.
 #[cfg(any(test, feature = "testing"))]
 mod addr;
+pub mod backstop;
 pub mod bpf;
 pub mod host_veth;
 pub mod htb;
 mod link;
 pub mod netns;
+pub mod nft;
 pub mod tc;
 
 pub use link::{IFB_TXQUEUELEN, Link, LinkCounters};
@@ -137,7 +139,7 @@ pub(crate) fn read_u32(buf: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-fn read_u16(buf: &[u8], off: usize) -> Option<u16> {
+pub(crate) fn read_u16(buf: &[u8], off: usize) -> Option<u16> {
     let b = buf.get(off..off + 2)?;
     Some(u16::from_ne_bytes([b[0], b[1]]))
 }

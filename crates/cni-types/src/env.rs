@@ -225,6 +225,45 @@ pub fn check_netns_fd(f: &File) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The namespace cookie of `f`, read by a socket a throwaway thread opens
+/// inside it; `None` when the kernel (before 5.14) or an emulator cannot
+/// answer, or without the right to enter.
+fn netns_cookie(f: &File) -> Option<u64> {
+    use nix::sched::{CloneFlags, setns};
+    use std::os::fd::AsFd;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                setns(f.as_fd(), CloneFlags::CLONE_NEWNET).ok()?;
+                // SAFETY: plain socket(2); the fd is closed below.
+                let fd = unsafe {
+                    libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+                };
+                if fd < 0 {
+                    return None;
+                }
+                let mut cookie: u64 = 0;
+                let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+                // SAFETY: the kernel writes at most `len` bytes into `cookie`.
+                let r = unsafe {
+                    libc::getsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        SO_NETNS_COOKIE,
+                        (&mut cookie as *mut u64).cast(),
+                        &mut len,
+                    )
+                };
+                // SAFETY: fd is ours and open.
+                unsafe { libc::close(fd) };
+                (r == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
+            })
+            .join()
+            .ok()
+            .flatten()
+    })
+}
+
 /// The type check without NS_GET_NSTYPE: a throwaway thread enters the
 /// namespace. setns(CLONE_NEWNET) answers EINVAL for a namespace of another
 /// type, so the refusal stays early and clear (code 4) where the ioctl is
@@ -249,31 +288,62 @@ fn probe_netns_with_setns(f: &File) -> anyhow::Result<()> {
     }
 }
 
-/// The identity of a network namespace: device and inode of its nsfs file.
-/// Paths can be rebound or reused; this pair names one namespace for as
-/// long as it lives. Recorded at ADD so DEL and CHECK act inside a
-/// namespace only when it is the one ADD worked in.
+/// The identity of a network namespace: device and inode of its nsfs file,
+/// and its cookie. Recorded at ADD so DEL and CHECK act inside a namespace
+/// only when it is the one ADD worked in.
+///
+/// The kernel reuses nsfs inode numbers: a pod's new namespace often gets
+/// the inode of one just deleted, so `{dev, ino}` alone let a runtime's
+/// late DEL for a gone pod act inside its successor. The cookie
+/// (`SO_NETNS_COOKIE`, Linux 5.14+) is never reused while the node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct NetnsId {
     pub dev: u64,
     pub ino: u64,
+    /// `None` where the kernel (or an emulator) cannot tell, and in
+    /// records of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<u64>,
 }
 
+/// `SO_NETNS_COOKIE` (the same number on every architecture).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
 impl NetnsId {
+    /// Device and inode of an nsfs file (no cookie: see [`Self::of_netns`]).
     pub fn of_file(f: &File) -> anyhow::Result<NetnsId> {
         use std::os::unix::fs::MetadataExt;
         let m = f.metadata().context("fstat")?;
         Ok(NetnsId {
             dev: m.dev(),
             ino: m.ino(),
+            cookie: None,
         })
     }
 
+    /// The full identity of the network namespace `f` names: its file's
+    /// device and inode, and its cookie, asked by a socket opened inside
+    /// it on a throwaway thread (the caller never changes namespace).
+    pub fn of_netns(f: &File) -> anyhow::Result<NetnsId> {
+        let mut id = Self::of_file(f)?;
+        id.cookie = netns_cookie(f);
+        Ok(id)
+    }
+
+    /// The same file (device and inode), whatever the cookies say.
+    pub fn same_file(&self, other: &NetnsId) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+
     /// True when `now` is the namespace an ADD `recorded`; a record of an
-    /// earlier version holds none and matches any pod namespace. DEL and
+    /// earlier version holds none and matches any pod namespace. With a
+    /// recorded cookie, `now` must carry the same one: a namespace whose
+    /// cookie cannot be read is not proven to be the recorded one. DEL and
     /// CHECK act inside a namespace only when this holds.
     pub fn matches_record(recorded: Option<NetnsId>, now: Option<NetnsId>) -> bool {
-        recorded.is_none() || recorded == now
+        let Some(r) = recorded else { return true };
+        let Some(n) = now else { return false };
+        r.same_file(&n) && (r.cookie.is_none() || r.cookie == n.cookie)
     }
 
     /// The calling thread's own network namespace (the node's, for a plugin).
@@ -299,11 +369,11 @@ pub fn validate_netns(path: &Path) -> Result<NetnsId, CniError> {
         CniError::new(Code::InvalidEnv, "CNI_NETNS is not a network namespace")
             .with_details(format!("{}: {e:#}", path.display()))
     })?;
-    let id = NetnsId::of_file(&f).map_err(|e| {
+    let id = NetnsId::of_netns(&f).map_err(|e| {
         CniError::new(Code::InvalidEnv, "CNI_NETNS cannot be identified")
             .with_details(format!("{}: {e:#}", path.display()))
     })?;
-    if NetnsId::own().is_ok_and(|own| own == id) {
+    if NetnsId::own().is_ok_and(|own| own.same_file(&id)) {
         return Err(CniError::new(
             Code::InvalidEnv,
             "CNI_NETNS is the plugin's own network namespace, not a pod's",

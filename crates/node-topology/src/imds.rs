@@ -9,8 +9,16 @@
 //! A failure is remembered next to the cache (`<cacheFile>.failed`) for
 //! `failureBackoffSeconds`, so on a node where IMDS is unreachable only one
 //! pod waits out the timeout, not every pod.
+//!
+//! An answer is checked whole before it is cached ([`NetworkFacts::validate`]):
+//! one that fails is a failed fetch (backoff, then the caller's "try again
+//! later"), never a cached fact; a cache whose network no longer passes
+//! (written by an older version) counts as absent and is fetched again.
 
-use crate::{INSTANCE_TYPE, ImdsConf, Labels, REGION, ZONE, ZONE_ID, check_label};
+use crate::{
+    Cidr, INSTANCE_TYPE, ImdsConf, Invalid, Labels, MAX_PEER_CIDRS, REGION, ZONE, ZONE_ID,
+    check_label, check_zone_prefix,
+};
 use anyhow::{Context as _, anyhow, bail};
 use cni_types::fsutil::{Durability, write_atomic};
 use cni_types::{log_debug, log_warn};
@@ -46,9 +54,35 @@ pub struct NetworkFacts {
     /// Unix seconds.
     pub fetched_at: u64,
     /// The subnets of the node's ENIs (IPv4 and IPv6): in this zone.
-    pub subnet_cidrs: Vec<String>,
+    pub subnet_cidrs: Vec<Cidr>,
     /// The VPC's CIDR blocks (IPv4 and IPv6): the whole VPC, other zones too.
-    pub vpc_cidrs: Vec<String>,
+    pub vpc_cidrs: Vec<Cidr>,
+}
+
+impl NetworkFacts {
+    /// The whole answer as zone facts: at least one subnet and one VPC
+    /// block, none too wide, and no more CIDRs in all than one attachment
+    /// may classify by ([`MAX_PEER_CIDRS`]), so a cached answer is one the
+    /// plugins can always use.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.subnet_cidrs.is_empty() || self.vpc_cidrs.is_empty() {
+            return Err(Invalid(format!(
+                "{} subnet and {} VPC CIDRs; at least one of each",
+                self.subnet_cidrs.len(),
+                self.vpc_cidrs.len()
+            )));
+        }
+        let n = self.subnet_cidrs.len() + self.vpc_cidrs.len();
+        if n > MAX_PEER_CIDRS {
+            return Err(Invalid(format!(
+                "{n} subnet and VPC CIDRs; at most {MAX_PEER_CIDRS}"
+            )));
+        }
+        self.subnet_cidrs
+            .iter()
+            .chain(&self.vpc_cidrs)
+            .try_for_each(|c| check_zone_prefix(c.addr, c.prefix))
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,15 +125,46 @@ fn read_small_file(path: &Path) -> Option<String> {
     }
 }
 
+/// The cache as read: its network is checked apart from the labels.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredCache {
+    fetched_at: u64,
+    labels: Labels,
+    #[serde(default)]
+    network: Option<serde_json::Value>,
+}
+
+/// The cache, when readable. Network facts that do not validate (an older
+/// version cached them unchecked) are dropped, so they are fetched again
+/// rather than failing every pod until the TTL runs out; the labels stay.
 fn read_cache(path: &Path) -> Option<Cache> {
     let text = read_small_file(path)?;
-    match serde_json::from_str::<Cache>(&text) {
-        Ok(c) if c.labels.iter().all(|(k, v)| check_label(k, v).is_ok()) => Some(c),
+    let stored = match serde_json::from_str::<StoredCache>(&text) {
+        Ok(c) if c.labels.iter().all(|(k, v)| check_label(k, v).is_ok()) => c,
         Ok(_) | Err(_) => {
             log_warn!("ignoring unreadable IMDS cache {}", path.display());
-            None
+            return None;
         }
-    }
+    };
+    let network = stored.network.filter(|v| !v.is_null()).and_then(|v| {
+        let checked = serde_json::from_value::<NetworkFacts>(v)
+            .map_err(|e| e.to_string())
+            .and_then(|n| n.validate().map(|()| n).map_err(|e| e.0));
+        checked
+            .inspect_err(|e| {
+                log_warn!(
+                    "ignoring the network facts in IMDS cache {} ({e}); asking IMDS again",
+                    path.display()
+                )
+            })
+            .ok()
+    });
+    Some(Cache {
+        fetched_at: stored.fetched_at,
+        labels: stored.labels,
+        network,
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -331,7 +396,9 @@ impl<'a> Session<'a> {
         Ok(labels)
     }
 
-    /// The ENIs' subnets (this zone) and the VPC's CIDR blocks.
+    /// The ENIs' subnets (this zone) and the VPC's CIDR blocks, checked
+    /// whole ([`NetworkFacts::validate`]): an answer that fails is an error,
+    /// so it is never cached.
     fn network(&mut self, now: u64) -> anyhow::Result<NetworkFacts> {
         let macs = self
             .get("network/interfaces/macs/", true)?
@@ -359,27 +426,51 @@ impl<'a> Session<'a> {
                 ("vpc-ipv4-cidr-blocks", true, false),
                 ("vpc-ipv6-cidr-blocks", false, false),
             ] {
-                let Some(v) = self.get(&format!("{base}/{item}"), must)? else {
-                    continue;
+                let path = format!("{base}/{item}");
+                let list = if into_subnets {
+                    &mut facts.subnet_cidrs
+                } else {
+                    &mut facts.vpc_cidrs
                 };
-                for cidr in v.lines().map(str::trim).filter(|c| !c.is_empty()) {
-                    if !cidr
-                        .bytes()
-                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'/'))
-                    {
-                        bail!("IMDS {base}/{item}: {cidr:?} is not a CIDR");
+                for cidr in cidrs_in(self.get(&path, must)?.as_deref(), &path)? {
+                    if !list.contains(&cidr) {
+                        list.push(cidr);
                     }
-                    let list = if into_subnets {
-                        &mut facts.subnet_cidrs
-                    } else {
-                        &mut facts.vpc_cidrs
-                    };
-                    if !list.iter().any(|c| c == cidr) {
-                        list.push(cidr.to_string());
-                    }
+                }
+                // Bounded as we go: a huge answer stops here, not at the end.
+                let n = facts.subnet_cidrs.len() + facts.vpc_cidrs.len();
+                if n > MAX_PEER_CIDRS {
+                    bail!(
+                        "IMDS described over {MAX_PEER_CIDRS} subnet and VPC CIDRs (the most a pod's traffic classes may use); not caching that answer"
+                    );
                 }
             }
         }
+        facts
+            .validate()
+            .map_err(|e| anyhow!("IMDS's network answer is not usable ({e}); not caching it"))?;
         Ok(facts)
     }
 }
+
+/// The CIDRs of one IMDS value (one per line), each parsed and checked as
+/// a zone fact.
+fn cidrs_in(value: Option<&str>, path: &str) -> anyhow::Result<Vec<Cidr>> {
+    value
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            let cidr: Cidr = c
+                .parse()
+                .map_err(|e: Invalid| anyhow!("IMDS {path}: {e}"))?;
+            check_zone_prefix(cidr.addr, cidr.prefix).map_err(|e| anyhow!("IMDS {path}: {e}"))?;
+            Ok(cidr)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "imds_tests.rs"]
+mod tests;

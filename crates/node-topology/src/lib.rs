@@ -7,7 +7,10 @@
 //! - [`imds`]: EC2's instance metadata (IMDSv2): zone, region, instance
 //!   type, and (for zone classes) the node's ENI subnets and the VPC's CIDR
 //!   blocks, behind one on-disk cache with a failure backoff, so a node
-//!   asks IMDS once whichever plugin asks first.
+//!   asks IMDS once whichever plugin asks first;
+//! - [`Cidr`] and the rules a zone fact meets (not too wide, not too
+//!   many), checked on IMDS's answer before it is cached and on the
+//!   operator's zone CIDRs alike.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -16,8 +19,12 @@ use std::time::Duration;
 
 pub mod imds;
 mod labels_file;
+mod zone_cidr;
 
 pub use labels_file::{own_arch, read_labels_file};
+pub use zone_cidr::{
+    Cidr, MAX_PEER_CIDRS, MIN_ZONE_PREFIX_V4, MIN_ZONE_PREFIX_V6, check_zone_prefix,
+};
 
 /// Labels by Kubernetes key.
 pub type Labels = BTreeMap<String, String>;

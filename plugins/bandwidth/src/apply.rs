@@ -28,6 +28,7 @@ use crate::devices::{IfbOwner, MAX_ALIAS_BYTES, ifb_alias, ifb_candidates, ifb_n
 use crate::layout::{RootLayout, install_root, root_difference};
 use crate::tbf::{Shape, shape};
 use anyhow::Context as _;
+use cni_netlink::backstop::Backstop;
 use cni_netlink::bpf::{CLSACT_EGRESS, PRIORITY_RESET_PRIO};
 use cni_netlink::tc::{
     ETH_P_ALL, INGRESS_HANDLE, Qdisc, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR,
@@ -95,6 +96,10 @@ pub struct Installed {
     /// directions), for operators: `cni-rs` names the counters with them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<ClassRecord>,
+    /// The host-side backstop's nf_tables table (netdev family), when
+    /// egress is shaped inside the pod ([`crate::backstop`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backstop: Option<String>,
 }
 
 /// Which kinds a root `1:` of ours may be: the one ADD installed, or both
@@ -171,7 +176,7 @@ impl Attachment<'_> {
         ifb_owner(link, self.network, self.container_id, self.ifname)
     }
 
-    fn alias(&self) -> String {
+    pub(crate) fn alias(&self) -> String {
         ifb_alias(self.network, self.container_id, self.ifname)
     }
 }
@@ -220,6 +225,10 @@ pub enum Object {
     PodHook,
     /// Root `1:` on the container interface inside the pod.
     PodRoot(RootLayout),
+    /// The host-side backstop of egress shaped inside the pod: an
+    /// nf_tables table on the host veth's ingress that a pod sending past
+    /// its own qdiscs (`PACKET_QDISC_BYPASS`) cannot reach.
+    Backstop(Backstop),
 }
 
 /// The objects an attachment should have, in the order they are made
@@ -229,6 +238,7 @@ pub fn desired(
     egress: Option<RootLayout>,
     mode: EgressMode,
     ifb: Option<&str>,
+    backstop: Option<Backstop>,
 ) -> Vec<Object> {
     let mut out = Vec::with_capacity(5);
     if let Some(l) = ingress {
@@ -237,6 +247,10 @@ pub fn desired(
     match (egress, mode, ifb) {
         (None, _, _) => {}
         (Some(l), EgressMode::Pod, _) | (Some(l), _, None) => {
+            // The backstop first: the pod is held before its shaper exists.
+            if let Some(b) = backstop {
+                out.push(Object::Backstop(b));
+            }
             if matches!(l, RootLayout::Htb(_)) {
                 out.push(Object::PodHook);
             }
@@ -272,6 +286,7 @@ impl Installed {
                     self.pod_root_kinds =
                         Some(RootKinds::union(self.pod_root_kinds, RootKinds::of(l)));
                 }
+                Object::Backstop(b) => self.backstop = Some(b.table.clone()),
             }
         }
     }
@@ -286,6 +301,7 @@ impl Installed {
         self.pod_clsact = false;
         self.ingress_root_kinds = None;
         self.pod_root_kinds = None;
+        self.backstop = None;
         self.claim(objects);
         self.egress_mode = objects.iter().find_map(|o| match o {
             Object::IfbRoot(..) => Some(EgressMode::Ifb),
@@ -303,6 +319,8 @@ enum Undo {
     Filter(u32),
     PodRoot(PathBuf, String, Option<RootKinds>),
     PodHook(PathBuf, String),
+    /// A backstop table and its owner (network, container id, ifname).
+    Backstop(String, [String; 3]),
 }
 
 fn run_undo(nl: &mut Netlink, undo: Vec<Undo>) {
@@ -320,6 +338,17 @@ fn run_undo(nl: &mut Netlink, undo: Vec<Undo>) {
             }
             Undo::PodHook(ns, ifname) => {
                 if let Err(e) = remove_pod_hook(&ns, &ifname) {
+                    log_warn!("rollback step failed: {e:#}");
+                }
+                Ok(true)
+            }
+            Undo::Backstop(table, [network, container_id, ifname]) => {
+                let who = Attachment {
+                    network: &network,
+                    container_id: &container_id,
+                    ifname: &ifname,
+                };
+                if let Err(e) = crate::backstop::remove(&table, &who) {
                     log_warn!("rollback step failed: {e:#}");
                 }
                 Ok(true)
@@ -362,6 +391,28 @@ impl AddRequest<'_> {
             )),
             _ => shape.map(|s| RootLayout::Tbf(*s)),
         }
+    }
+
+    /// A node class cap binds this pod in `dir` though it has no limit.
+    pub fn caps_bind(&self, dir: Direction) -> bool {
+        self.classes
+            .is_some_and(|c| crate::classes::caps_bind_unlimited(c, dir))
+    }
+
+    /// The host-side backstop, when egress is shaped inside the pod.
+    pub fn backstop(
+        &self,
+        host: &Link,
+        mode: EgressMode,
+        egress_shaped: bool,
+    ) -> anyhow::Result<Option<Backstop>> {
+        let held = self.egress.is_some() || self.caps_bind(Direction::OutOfPod);
+        if !(egress_shaped && held && mode == EgressMode::Pod) {
+            return Ok(None);
+        }
+        let b = crate::backstop::spec(self, host);
+        crate::backstop::refuse_long_owner(&b)?;
+        Ok(Some(b))
     }
 
     pub fn attachment(&self) -> Attachment<'_> {
@@ -409,6 +460,7 @@ pub fn install(
         egress_rate: req.egress.map(|s| s.rate_bytes_per_sec.saturating_mul(8)),
         netns_path: (!req.netns.as_os_str().is_empty()).then(|| req.netns.display().to_string()),
         classes: Vec::new(),
+        backstop: prev.and_then(|p| p.backstop.clone()),
     };
     let ingress_layout = req.layout(Direction::IntoPod, host.mtu);
     let egress_layout = req.layout(Direction::OutOfPod, host.mtu);
@@ -418,11 +470,12 @@ pub fn install(
     adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
     // Counting without a limit needs no ifb (whose deletion would add the
     // kernel's ~20 ms to every DEL): the pod side counts what leaves it.
-    let mode = if req.egress.is_none() && egress_layout.is_some() {
-        EgressMode::Pod
-    } else {
-        resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?
-    };
+    let mode =
+        if req.egress.is_none() && egress_layout.is_some() && !req.caps_bind(Direction::OutOfPod) {
+            EgressMode::Pod
+        } else {
+            resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?
+        };
     if ingress_layout.is_some() {
         let root = qdiscs.iter().find(|q| q.is_root());
         refuse_foreign_root(
@@ -461,7 +514,14 @@ pub fn install(
             _ => None,
         })
         .unwrap_or_default();
-    let want = desired(ingress_layout, egress_layout, mode, ifb.as_deref());
+    let backstop = req.backstop(host, mode, egress_layout.is_some())?;
+    let want = desired(
+        ingress_layout,
+        egress_layout,
+        mode,
+        ifb.as_deref(),
+        backstop,
+    );
     // The claims: what was ours plus what this ADD may create, recorded
     // before the kernel is touched, so a crash from here on leaves a state
     // file that lets DEL find everything.
@@ -610,6 +670,11 @@ impl Reconcile<'_, '_> {
         if owned.pod_clsact && !wants(|o| matches!(o, Object::PodHook)) {
             remove_pod_hook(self.req.netns, self.req.ifname)?;
         }
+        if let Some(table) = &owned.backstop
+            && !wants(|o| matches!(o, Object::Backstop(_)))
+        {
+            crate::backstop::remove(table, &self.req.attachment())?;
+        }
         if !wants(|o| matches!(o, Object::Redirect(_)))
             && let Some(prio) = owned.filter_prio
         {
@@ -717,6 +782,15 @@ impl Reconcile<'_, '_> {
                     }
                     Ok(())
                 })?;
+            }
+            Object::Backstop(b) => {
+                if crate::backstop::ensure(b)? {
+                    let who = self.req.attachment();
+                    self.undo.push(Undo::Backstop(
+                        b.table.clone(),
+                        [who.network, who.container_id, who.ifname].map(String::from),
+                    ));
+                }
             }
             Object::PodRoot(layout) => {
                 let req = self.req;
@@ -1157,6 +1231,14 @@ pub fn teardown(
             );
         }
     }
+    // The backstop's table outlives the host veth (newer kernels keep a
+    // device's base chain): it goes whether or not the veth is there.
+    if let Some(table) = &inst.backstop {
+        failures.record(
+            format!("backstop table {table}"),
+            crate::backstop::remove(table, who),
+        );
+    }
     // The ifb outlives the pod's veth: it goes whether or not the host
     // veth is still there.
     if let Some(name) = &inst.ifb {
@@ -1310,6 +1392,10 @@ fn check_object(
             let link = missing_if_none(link, req.ifname)?;
             check_root(pn, &link, l)
         }),
+        Object::Backstop(b) => match crate::backstop::verify(b)? {
+            Some(d) => Err(mismatch(d)),
+            None => Ok(()),
+        },
     }
 }
 
@@ -1334,8 +1420,9 @@ pub fn verify(
     let ifb = inst
         .and_then(|i| i.ifb.clone())
         .unwrap_or_else(|| ifb_name(req.network, req.container_id));
+    let backstop = req.backstop(host, mode, egress.is_some())?;
     let mut found_ifb = None;
-    for o in desired(ingress, egress, mode, Some(&ifb)) {
+    for o in desired(ingress, egress, mode, Some(&ifb), backstop) {
         check_object(nl, host, req, &o, &mut found_ifb)?;
     }
     Ok(())
@@ -1385,7 +1472,7 @@ mod tests {
         let s = req(EgressMode::Ifb, true).egress.unwrap();
         let t = || RootLayout::Tbf(s);
         assert_eq!(
-            desired(Some(t()), Some(t()), EgressMode::Ifb, Some("bwp1")),
+            desired(Some(t()), Some(t()), EgressMode::Ifb, Some("bwp1"), None),
             vec![
                 Object::HostRoot(t()),
                 Object::Ifb("bwp1".into()),
@@ -1396,11 +1483,11 @@ mod tests {
             "the reference's layout, parents and targets first"
         );
         assert_eq!(
-            desired(None, Some(t()), EgressMode::Pod, None),
+            desired(None, Some(t()), EgressMode::Pod, None, None),
             vec![Object::PodRoot(t())]
         );
         assert_eq!(
-            desired(Some(t()), None, EgressMode::Ifb, None),
+            desired(Some(t()), None, EgressMode::Ifb, None, None),
             vec![Object::HostRoot(t())]
         );
         let mut inst = Installed {
@@ -1409,7 +1496,7 @@ mod tests {
             ingress_qdisc: true,
             ..Default::default()
         };
-        inst.set_to(&desired(None, Some(t()), EgressMode::Pod, None));
+        inst.set_to(&desired(None, Some(t()), EgressMode::Pod, None, None));
         assert_eq!(
             (
                 inst.ifb,

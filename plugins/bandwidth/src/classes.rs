@@ -23,8 +23,9 @@ use std::path::Path;
 
 /// Most CIDRs one attachment may classify by, over all classes: each is a
 /// u32 entry per direction, tried in order for every packet, so the list
-/// stays short enough to cost nothing measurable (BENCHMARKS.md).
-pub const MAX_PEER_CIDRS: usize = 64;
+/// stays short enough to cost nothing measurable (BENCHMARKS.md). One
+/// constant with IMDS's zone facts, which are held to it before caching.
+pub use node_topology::MAX_PEER_CIDRS;
 /// "No limit" for an HTB class, which needs a rate: 100 Gbit/s, above any
 /// pod's veth.
 pub const UNLIMITED_BYTES_PER_SEC: u64 = 12_500_000_000;
@@ -204,10 +205,18 @@ fn class_limit(
     let rate = num(format!("{dir}Rate"))?;
     let burst = num(format!("{dir}Burst"))?;
     match (rate, burst) {
-        (None | Some(0), None | Some(0)) => Ok(None),
-        (None | Some(0), Some(b)) => Err(invalid(
+        (None, None | Some(0)) => Ok(None),
+        (None, Some(b)) => Err(invalid(
             format!("trafficClasses.{class}.{dir}Burst is set but {dir}Rate is not"),
             format!("{dir}Burst={b} caps nothing without a {dir}Rate"),
+        )),
+        // 0 would read as "no cap", which is what omitting the key means;
+        // namespacePolicy refuses 0 too.
+        (Some(0), _) => Err(invalid(
+            format!("trafficClasses.{class}.{dir}Rate is 0"),
+            format!(
+                "{dir}Rate=0 is not a cap; omit {dir}Rate for no cap of its own, or give {MIN_RATE_BITS}..={MAX_RATE_BITS} bits/s"
+            ),
         )),
         (Some(r), _) if !(MIN_RATE_BITS..=MAX_RATE_BITS).contains(&r) => Err(invalid(
             format!("trafficClasses.{class}.{dir}Rate out of range"),
@@ -299,7 +308,20 @@ fn parse_zone_map(v: &Value, what: &str) -> Result<Vec<(String, Vec<IpNetwork>)>
         ));
     };
     obj.iter()
-        .map(|(zone, cidrs)| Ok((zone.clone(), parse_cidrs(cidrs, &format!("{what}.{zone}"))?)))
+        .map(|(zone, cidrs)| {
+            let what = format!("{what}.{zone}");
+            let cidrs = parse_cidrs(cidrs, &what)?;
+            // A zone as wide as the internet makes every peer "same zone".
+            for c in &cidrs {
+                node_topology::check_zone_prefix(c.ip(), c.prefix()).map_err(|e| {
+                    invalid(
+                        format!("zone CIDR too wide in {what}"),
+                        format!("{what}: {e}"),
+                    )
+                })?;
+            }
+            Ok((zone.clone(), cidrs))
+        })
         .collect()
 }
 
@@ -432,11 +454,12 @@ fn imds_zones(
     if zone.is_empty() {
         return Err(unavailable("IMDS gave no availability zone".into()));
     }
-    let parse = |list: &[String]| -> Result<Vec<IpNetwork>, CniError> {
+    // Parsed and checked (width, count) before node-topology cached them.
+    let parse = |list: &[node_topology::Cidr]| -> Result<Vec<IpNetwork>, CniError> {
         list.iter()
             .map(|c| {
-                c.parse::<IpNetwork>()
-                    .map_err(|e| unavailable(format!("IMDS CIDR {c:?}: {e}")))
+                IpNetwork::new(c.addr, c.prefix)
+                    .map_err(|e| unavailable(format!("IMDS CIDR {c}: {e}")))
             })
             .collect()
     };
@@ -682,6 +705,41 @@ fn filters_for(cidrs: &[IpNetwork], dir: Direction, classid: u32) -> Vec<Classif
 /// ```
 /// Each leaf has a bfifo bounded like our tbf's queue (`latencyMs` at its
 /// ceiling, GSO floor), and each CIDR a u32 filter in class order.
+/// A shaped class's own cap in direction `dir`: with a pod limit, only a
+/// cap below it; without one, any cap (node caps bind every pod). Pure.
+pub fn class_cap(
+    c: &PeerClass,
+    pod: Option<&Shape>,
+    dir: Direction,
+    mtu: u32,
+    latency_ms: u32,
+) -> Option<Shape> {
+    if !c.shaped {
+        return None;
+    }
+    let l = match dir {
+        Direction::IntoPod => c.ingress,
+        Direction::OutOfPod => c.egress,
+    }?;
+    let s = shape(&l, mtu, latency_ms);
+    match pod {
+        Some(p) => (s.rate_bytes_per_sec < p.rate_bytes_per_sec).then_some(s),
+        None => Some(s),
+    }
+}
+
+/// True when some class has a cap in `dir` that binds a pod without a
+/// limit of its own: such a pod is shaped, not only counted.
+pub fn caps_bind_unlimited(classes: &PeerClasses, dir: Direction) -> bool {
+    classes.classes.iter().any(|c| {
+        c.shaped
+            && match dir {
+                Direction::IntoPod => c.ingress.is_some(),
+                Direction::OutOfPod => c.egress.is_some(),
+            }
+    })
+}
+
 pub fn plan(
     classes: &PeerClasses,
     pod: Option<&Shape>,
@@ -712,15 +770,7 @@ pub fn plan(
     }
     // Caps inside the pod's limit, scaled down together if they add up to
     // more than it (each keeps its ceiling).
-    let cap_of = |c: &PeerClass| -> Option<Shape> {
-        let l = match dir {
-            Direction::IntoPod => c.ingress,
-            Direction::OutOfPod => c.egress,
-        }?;
-        let p = pod?;
-        let s = shape(&l, mtu, latency_ms);
-        (s.rate_bytes_per_sec < p.rate_bytes_per_sec).then_some(s)
-    };
+    let cap_of = |c: &PeerClass| class_cap(c, pod, dir, mtu, latency_ms);
     let shaped_pod = |c: &PeerClass| pod.filter(|_| c.shaped);
     let caps: u64 = classes
         .classes
@@ -776,7 +826,22 @@ pub fn plan(
                     leaf_queue(p.limit_bytes, frame),
                 )
             }
-            (None, _) => (
+            // A node cap holds for a pod without a limit of its own too
+            // (asking for nothing must not get more than asking for 1G):
+            // the class has its cap, and shares with nothing.
+            (None, Some(cap)) => (
+                HtbClassSpec {
+                    classid,
+                    parent: ROOT_HANDLE,
+                    rate: cap.rate_bytes_per_sec,
+                    ceil: cap.rate_bytes_per_sec,
+                    burst: cap.burst_bytes,
+                    cburst: cap.burst_bytes,
+                    quantum: quantum(cap.rate_bytes_per_sec, frame),
+                },
+                leaf_queue(cap.limit_bytes, frame),
+            ),
+            (None, None) => (
                 HtbClassSpec {
                     classid,
                     parent: ROOT_HANDLE,
@@ -896,6 +961,19 @@ mod tests {
         }
         let burst_only = zones(json!({"crossZone": {"egressBurst": 1000}}));
         assert_eq!(code(parse(&burst_only, None)), Code::InvalidConfig);
+        for class in ["sameZone", "crossZone", "outside"] {
+            for dir in ["ingress", "egress"] {
+                for burst in [json!(null), json!(0), json!(80_000)] {
+                    let zero = zones(json!({class: {
+                        format!("{dir}Rate"): 0, format!("{dir}Burst"): burst
+                    }}));
+                    assert!(
+                        matches!(parse(&zero, None), Err(e) if e.code == Code::InvalidConfig),
+                        "{class}.{dir}Rate = 0, burst {burst}: refused when parsed"
+                    );
+                }
+            }
+        }
         let no_zone = json!({"trafficClasses": {"zoneCidrs": {"a": ["10.0.0.0/8"]}}});
         assert_eq!(code(parse(&no_zone, None)), Code::InvalidConfig);
         let unknown_zone = zones(json!({"zone": "eu-west-1a"}));
@@ -968,8 +1046,8 @@ mod tests {
     }
 
     #[test]
-    fn counting_only_limits_nothing() {
-        let c = resolved(&zones(json!({})), None);
+    fn counting_only_limits_nothing_without_caps() {
+        let c = resolved(&zones(json!({"crossZone": {}})), None);
         let plan = plan(&c, None, Direction::IntoPod, 1500, 25);
         assert_eq!(plan.classes.len(), 3, "no pod class");
         assert!(
@@ -977,6 +1055,36 @@ mod tests {
                 .iter()
                 .all(|k| k.parent == ROOT_HANDLE && k.ceil == UNLIMITED_BYTES_PER_SEC)
         );
+        assert!(!caps_bind_unlimited(&c, Direction::IntoPod));
+    }
+
+    /// Asking for nothing must not get more than asking for 1G: a node's
+    /// class cap holds for a pod without a limit, in both directions.
+    #[test]
+    fn node_caps_bind_a_pod_without_a_limit() {
+        let c = resolved(&zones(json!({})), None);
+        for dir in [Direction::IntoPod, Direction::OutOfPod] {
+            assert!(caps_bind_unlimited(&c, dir));
+            let plan = plan(&c, None, dir, 1500, 25);
+            assert_eq!(plan.classes.len(), 3, "no pod class");
+            let cross = plan
+                .classes
+                .iter()
+                .find(|k| k.classid == ROOT_HANDLE | 0x11)
+                .unwrap();
+            assert_eq!((cross.rate, cross.ceil), (2_500_000, 2_500_000));
+            assert_eq!(cross.parent, ROOT_HANDLE, "shares with nothing");
+            let others = plan.classes.iter().filter(|k| k.classid != cross.classid);
+            assert!(others.clone().all(|k| k.ceil == UNLIMITED_BYTES_PER_SEC));
+        }
+        let big = pod(1_000_000_000);
+        let with_limit = plan(&c, Some(&big), Direction::OutOfPod, 1500, 25);
+        let cross = with_limit
+            .classes
+            .iter()
+            .find(|k| k.classid == ROOT_HANDLE | 0x11)
+            .unwrap();
+        assert_eq!(cross.ceil, 2_500_000, "the same cap with a 1G limit");
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! - [`classes`]: peer classes (subnets, zones) and their HTB trees (pure);
 //! - [`layout`]: the desired root of one device (tbf or htb tree): install, compare;
 //! - [`devices`]: finding the host veth, naming and recognising our ifbs;
-//! - [`apply`]: the netlink work behind the verbs (install, verify, teardown).
+//! - [`apply`]: the netlink work behind the verbs (install, verify, teardown);
+//! - [`backstop`]: the host-side nf_tables backstop of egress shaped in the pod.
 
 pub mod apply;
+pub mod backstop;
 pub mod classes;
 pub mod config;
 pub mod devices;

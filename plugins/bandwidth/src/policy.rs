@@ -12,6 +12,7 @@
 //! - `exempt: true`: the pod's own annotations only, as without a policy.
 
 use crate::config::{Limit, MAX_RATE_BITS, MIN_RATE_BITS};
+use crate::tbf::DEFAULT_BUCKET_MS;
 use cni_types::error::{CniError, Code};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -180,11 +181,24 @@ fn decide(limit: &mut Option<Limit>, default: Option<u64>, max: Option<u64>) -> 
     if let (Some(l), Some(m)) = (limit.as_mut(), max)
         && l.rate_bits > m
     {
+        l.burst_bits = capped_burst(l.burst_bits, l.rate_bits, m);
         l.rate_bits = m;
         d.capped = true;
     }
     d.applied = limit.map(|l| l.rate_bits);
     d
+}
+
+/// The bucket for a rate lowered from `asked` to `applied`: the asked burst
+/// scaled by applied/asked, or the default bucket (`None`) when that is
+/// smaller. A bucket sized for the asked rate would hold seconds at the
+/// applied one (a runtime's 512 MiB at 120 Mbit/s: 36 s at line rate).
+fn capped_burst(burst_bits: Option<u64>, asked: u64, applied: u64) -> Option<u64> {
+    let burst = burst_bits?;
+    let scaled = u128::from(burst) * u128::from(applied) / u128::from(asked.max(1));
+    let default = u128::from(applied) * u128::from(DEFAULT_BUCKET_MS) / 1000;
+    // `scaled` <= `burst` (applied < asked), so it fits in a u64.
+    (scaled < default).then(|| u64::try_from(scaled).unwrap_or(burst))
 }
 
 #[cfg(test)]
@@ -222,7 +236,11 @@ mod tests {
             "a default gets the default bucket"
         );
         assert_eq!(e.unwrap().rate_bits, 500_000_000);
-        assert_eq!(e.unwrap().burst_bits, Some(80_000));
+        assert_eq!(
+            e.unwrap().burst_bits,
+            Some(44_444),
+            "the asked burst scaled by 500/900"
+        );
         assert!(r.ingress.defaulted && r.egress.capped);
         assert_eq!(r.egress.asked, Some(900_000_000));
         assert_eq!(r.egress.applied, Some(500_000_000));
@@ -242,6 +260,63 @@ mod tests {
             assert_eq!(i.unwrap().rate_bits, 50_000_000);
             assert_eq!(e, None, "no egress default: egress unshaped");
         }
+    }
+
+    #[test]
+    fn capped_rate_gets_a_bucket_that_fits_it() {
+        let p = policy(json!({
+            "t": {"max": {"ingressRate": 120_000_000, "egressRate": 120_000_000}}
+        }))
+        .unwrap()
+        .unwrap();
+        // A runtime's honoured 512 MiB sentinel at 20G, capped to 120M: the
+        // default bucket (25 ms at 120M), not 36 s at line rate.
+        let sentinel = Some(Limit {
+            rate_bits: 20_000_000_000,
+            burst_bits: Some(4_294_967_295),
+        });
+        // A small burst scales with the rate: 1 Mbit at 1.2G is 100 kbit at 120M.
+        let small = Some(Limit {
+            rate_bits: 1_200_000_000,
+            burst_bits: Some(1_000_000),
+        });
+        let (mut i, mut e) = (sentinel, small);
+        let r = p.apply(Some("t"), &mut i, &mut e).unwrap();
+        assert!(r.ingress.capped && r.egress.capped);
+        assert_eq!(
+            i,
+            Some(Limit {
+                rate_bits: 120_000_000,
+                burst_bits: None
+            })
+        );
+        assert_eq!(
+            e,
+            Some(Limit {
+                rate_bits: 120_000_000,
+                burst_bits: Some(100_000)
+            })
+        );
+        let shaped = crate::tbf::shape(&i.unwrap(), 1500, 25);
+        assert_eq!(shaped.burst_bytes, 375_000, "25 ms at 120 Mbit/s");
+        // Not capped: the asked burst stays as it is.
+        let (mut i, mut e) = (
+            sentinel.map(|l| Limit {
+                rate_bits: 100_000_000,
+                ..l
+            }),
+            None,
+        );
+        p.apply(Some("t"), &mut i, &mut e).unwrap();
+        assert_eq!(i.unwrap().burst_bits, Some(4_294_967_295));
+        // The extremes do not overflow.
+        let max_burst = crate::config::MAX_BURST_BITS;
+        assert_eq!(
+            capped_burst(Some(max_burst), MAX_RATE_BITS, MAX_RATE_BITS - 1),
+            Some(max_burst - 1)
+        );
+        assert_eq!(capped_burst(Some(u64::MAX), u64::MAX, 1_000), None);
+        assert_eq!(capped_burst(None, 2_000, 1_000), None);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use crate::apply::{self, AddRequest, Installed};
 use crate::config::{BandwidthConf, DEFAULT_STATE_DIR};
-use crate::devices;
 use crate::policy::PolicyRecord;
+use crate::{backstop, devices};
 use anyhow::Context as _;
 use cni_netlink::{Link, Netlink};
 use cni_types::error::{CniError, Code, Failures, ResultExt};
@@ -221,8 +221,11 @@ impl Plugin for Bandwidth {
                 ifname: &ifname,
             };
             let what = format!("attachment {cid}/{ifname}");
+            // The pod side too, while its namespace is still the recorded one.
+            let pod = gc_pod_side(&inst, &ifname);
+            let pod = pod.as_ref().map(|(ns, i)| (ns.as_path(), i.as_str()));
             if failures
-                .record(&what, apply::teardown(&mut nl, &inst, &who, None))
+                .record(&what, apply::teardown(&mut nl, &inst, &who, pod))
                 .is_some()
             {
                 failures.record(
@@ -257,8 +260,40 @@ impl Plugin for Bandwidth {
                 );
             }
         }
+        // Backstop tables marked as ours for this network whose attachment
+        // is gone (state lost, or a DEL that never came).
+        let is_valid = |cid: &str, ifname: &str| valid.contains(&(cid, ifname));
+        if let Some(stale) = failures.record(
+            "listing backstop tables",
+            backstop::stale_tables(network, &is_valid),
+        ) {
+            for (t, cid, ifname) in stale {
+                log_info!("gc: deleting stale backstop table {}", t.name);
+                let who = apply::Attachment {
+                    network,
+                    container_id: &cid,
+                    ifname: &ifname,
+                };
+                failures.record(
+                    format!("nft table {}", t.name),
+                    backstop::remove_stale(&t, &who),
+                );
+            }
+        }
         failures.finish(Code::Kernel, "garbage collection incomplete")
     }
+}
+
+/// The recorded pod namespace and container interface GC may act in: only
+/// when the recorded path still names the very namespace ADD worked in
+/// (same file and cookie); otherwise the pod side went with its namespace.
+fn gc_pod_side(inst: &Installed, ifname: &str) -> Option<(PathBuf, String)> {
+    if !(inst.pod_tbf || inst.pod_clsact) || inst.netns.is_none() {
+        return None;
+    }
+    let path = PathBuf::from(inst.netns_path.as_deref()?);
+    let now = cni_types::env::validate_netns(&path).ok()?;
+    inst.same_pod(Some(now)).then(|| (path, ifname.to_string()))
 }
 
 /// The pod's host veth and what ADD installs on it (and CHECK expects).

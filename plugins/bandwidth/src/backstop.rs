@@ -1,0 +1,264 @@
+//! The host-side backstop of a pod whose egress is shaped inside the pod
+//! (`egressMode: pod`, and counting with node caps): what its nf_tables
+//! table holds ([`spec`], pure), and making, comparing and removing it.
+//! The wire work is [`cni_netlink::backstop`]; why it exists is there too.
+//!
+//! The in-pod tbf/htb stays the shaper: TCP sees queueing there, not
+//! drops. The backstop's buckets equal the shaper's (rate and burst), and
+//! nf_tables adds a second of rate to each, so traffic that went through
+//! the shaper never trips it; what bypassed the shaper is dropped over the
+//! limit.
+
+use crate::apply::{AddRequest, Attachment};
+use crate::classes::{Direction, class_cap};
+use anyhow::Context as _;
+use cni_netlink::Link;
+use cni_netlink::backstop::{Backstop, Class, Limit, Prefix, TABLE_PREFIX, Table};
+use cni_netlink::nft::Nft;
+use cni_types::error::{CniError, Code, ResultExt};
+use cni_types::{log_info, log_warn};
+use sha2::{Digest, Sha512};
+
+/// The longest owner mark an nf_tables comment keeps.
+const MAX_OWNER_BYTES: usize = 253;
+
+/// The table of one attachment: the prefix and 16 hex digits of a digest
+/// of its whole identity (length-prefixed, so distinct identities never
+/// concatenate to the same input).
+pub fn table_name(who: &Attachment<'_>) -> String {
+    let mut h = Sha512::new();
+    for part in [who.network, who.container_id, who.ifname] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{TABLE_PREFIX}{hex}")
+}
+
+/// The backstop for egress shaped inside the pod on `host`: the pod's
+/// limit, and the classes with their caps (peer = destination). Pure.
+pub fn spec(req: &AddRequest<'_>, host: &Link) -> Backstop {
+    let who = req.attachment();
+    let pod = req.egress.as_ref();
+    let classes = req
+        .classes
+        .map(|pc| {
+            pc.classes
+                .iter()
+                .map(|c| Class {
+                    name: c.name.as_str().to_string(),
+                    prefixes: c
+                        .cidrs
+                        .iter()
+                        .map(|n| Prefix {
+                            addr: n.network(),
+                            len: n.prefix(),
+                        })
+                        .collect(),
+                    cap: class_cap(c, pod, Direction::OutOfPod, host.mtu, req.latency_ms)
+                        .map(|s| limit(s.rate_bytes_per_sec, s.burst_bytes)),
+                    in_total: c.shaped && pod.is_some(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Backstop {
+        table: table_name(&who),
+        owner: who.alias(),
+        device: host.name.clone(),
+        total: pod.map(|s| limit(s.rate_bytes_per_sec, s.burst_bytes)),
+        classes,
+    }
+}
+
+fn limit(bytes_per_sec: u64, burst_bytes: u32) -> Limit {
+    Limit {
+        bytes_per_sec,
+        burst_bytes,
+    }
+}
+
+/// Refuses an attachment whose owner mark would not fit (code 7), before
+/// anything changes.
+pub fn refuse_long_owner(b: &Backstop) -> anyhow::Result<()> {
+    if b.owner.len() <= MAX_OWNER_BYTES {
+        return Ok(());
+    }
+    Err(CniError::new(
+        Code::InvalidConfig,
+        "network name and container id are too long to mark a backstop table as ours",
+    )
+    .with_details(format!(
+        "the mark would be {} bytes; nf_tables comments keep {MAX_OWNER_BYTES}",
+        b.owner.len()
+    ))
+    .into())
+}
+
+pub fn nft() -> anyhow::Result<Nft> {
+    Nft::new()
+        .context("opening an nf_tables socket")
+        .cni(Code::Kernel, "nf_tables unavailable")
+}
+
+/// Makes the table what `want` says: kept when it already is, replaced in
+/// one transaction when it differs, created when missing. Another's table
+/// of that name is refused. Tables of other attachments still hooking this
+/// device are stale (the device is this attachment's now) and removed.
+/// True when the table was created now (the caller's undo).
+pub fn ensure(want: &Backstop) -> anyhow::Result<bool> {
+    let mut nft = nft()?;
+    sweep_stale_on_device(&mut nft, want)?;
+    let existing = nft.backstop_table(&want.table).cni_with(Code::Kernel, || {
+        format!("looking up nft table {}", want.table)
+    })?;
+    let replacing = match &existing {
+        None => None,
+        Some(t) if t.owner.as_deref() != Some(want.owner.as_str()) => {
+            return Err(CniError::new(
+                Code::Kernel,
+                format!("nft table {} belongs to someone else", t.name),
+            )
+            .with_details(format!("its comment is {:?}", t.owner))
+            .into());
+        }
+        Some(t) => {
+            let now = nft
+                .observe(&t.name)
+                .cni_with(Code::Kernel, || format!("reading nft table {}", t.name))?;
+            match now.difference(want) {
+                None => return Ok(false),
+                Some(d) => {
+                    log_info!("replacing the backstop: {d}");
+                    Some(t.handle)
+                }
+            }
+        }
+    };
+    nft.install_backstop(want, replacing)
+        .cni_with(Code::Kernel, || {
+            format!("installing the backstop on {}", want.device)
+        })?;
+    log_info!(
+        "backstop: nft table netdev {} on {}",
+        want.table,
+        want.device
+    );
+    Ok(existing.is_none())
+}
+
+fn sweep_stale_on_device(nft: &mut Nft, want: &Backstop) -> anyhow::Result<()> {
+    let hooking = nft
+        .tables_hooking(&want.device)
+        .cni_with(Code::Kernel, || {
+            format!("listing nft chains on {}", want.device)
+        })?;
+    for name in hooking.into_iter().filter(|n| *n != want.table) {
+        let table = nft
+            .backstop_table(&name)
+            .cni_with(Code::Kernel, || format!("looking up nft table {name}"))?;
+        // Only a table marked as a bandwidth attachment's is ours to judge.
+        if let Some(t) = table.filter(|t| {
+            t.owner
+                .as_deref()
+                .and_then(crate::devices::parse_ifb_alias)
+                .is_some()
+        }) {
+            log_warn!(
+                "removing stale backstop {} of {:?}: {} is this attachment's now",
+                t.name,
+                t.owner,
+                want.device
+            );
+            nft.delete_table(&t)
+                .cni_with(Code::Kernel, || format!("deleting nft table {}", t.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// CHECK: the table is there, ours, hooked on the host veth, and holds
+/// exactly the wanted rules, limits and counters.
+pub fn verify(want: &Backstop) -> anyhow::Result<Option<String>> {
+    let mut nft = nft()?;
+    let Some(t) = nft.backstop_table(&want.table).cni_with(Code::Kernel, || {
+        format!("looking up nft table {}", want.table)
+    })?
+    else {
+        return Ok(Some(format!(
+            "the backstop (nft table netdev {}) is missing",
+            want.table
+        )));
+    };
+    if t.owner.as_deref() != Some(want.owner.as_str()) {
+        return Ok(Some(format!(
+            "nft table {} is not this attachment's ({:?})",
+            t.name, t.owner
+        )));
+    }
+    let now = nft
+        .observe(&t.name)
+        .cni_with(Code::Kernel, || format!("reading nft table {}", t.name))?;
+    Ok(now.difference(want))
+}
+
+/// Deletes the table `name` if it is `who`'s; another's is left alone.
+/// Fine when it is gone (or nf_tables is not there at all).
+pub fn remove(name: &str, who: &Attachment<'_>) -> anyhow::Result<()> {
+    let mut nft = nft()?;
+    let Some(t) = nft
+        .backstop_table(name)
+        .cni_with(Code::Kernel, || format!("looking up nft table {name}"))?
+    else {
+        return Ok(());
+    };
+    remove_if_owned(&mut nft, &t, who)
+}
+
+fn remove_if_owned(nft: &mut Nft, t: &Table, who: &Attachment<'_>) -> anyhow::Result<()> {
+    if t.owner.as_deref() != Some(who.alias().as_str()) {
+        log_info!(
+            "leaving nft table {}: it is not this attachment's ({:?})",
+            t.name,
+            t.owner
+        );
+        return Ok(());
+    }
+    nft.delete_table(t)
+        .cni_with(Code::Kernel, || format!("deleting nft table {}", t.name))?;
+    log_info!("deleted nft table {}", t.name);
+    Ok(())
+}
+
+/// GC: our tables for `network` whose attachment is not in `valid`.
+pub fn stale_tables(
+    network: &str,
+    valid: &dyn Fn(&str, &str) -> bool,
+) -> anyhow::Result<Vec<(Table, String, String)>> {
+    let mut nft = nft()?;
+    let tables = nft
+        .backstop_tables()
+        .cni(Code::Kernel, "listing nft tables")?;
+    Ok(tables
+        .into_iter()
+        .filter_map(|t| {
+            let (net, cid, ifname) = t
+                .owner
+                .as_deref()
+                .and_then(crate::devices::parse_ifb_alias)?;
+            (net == network && !valid(cid, ifname))
+                .then(|| (t.clone(), cid.to_string(), ifname.to_string()))
+        })
+        .collect())
+}
+
+/// GC's removal of one stale table (judged by [`stale_tables`]).
+pub fn remove_stale(t: &Table, who: &Attachment<'_>) -> anyhow::Result<()> {
+    let mut nft = nft()?;
+    remove_if_owned(&mut nft, t, who)
+}
