@@ -174,7 +174,23 @@ impl Netns {
                 left.push(format!("qdisc {q}"));
             }
         }
+        left.extend(
+            self.backstop_tables()
+                .into_iter()
+                .map(|t| format!("nft table {t}")),
+        );
         left
+    }
+
+    /// Our backstop tables (`nft list tables`, `netdev cni_bw_…`).
+    pub fn backstop_tables(&self) -> Vec<String> {
+        self.exec(&["nft", "list", "tables"])
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .filter(|n| n.starts_with("cni_bw_"))
+            .map(str::to_string)
+            .collect()
     }
 
     /// A fingerprint of everything tc and link state in the namespace,

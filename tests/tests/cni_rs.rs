@@ -3,7 +3,9 @@
 //! pod pushed past its limit shows overlimits growing, an unshaped pod
 //! shows zero, the Prometheus output parses with the reference parser
 //! (`prometheus_client`, PyPI) and matches the JSON, the textfile is
-//! written atomically, and bad state never hides the other attachments.
+//! written atomically and readable by node_exporter's uid, the table
+//! escapes control characters in pod names, and bad state never hides the
+//! other attachments.
 
 use integration_tests::*;
 use serde_json::{Value, json};
@@ -65,6 +67,22 @@ impl Node {
             .arg(cni_rs_bin())
             .args(args)
             .args(["--bandwidth-state-dir", bw, "--topology-state-dir", tl])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cni-rs");
+        Outcome::from(out)
+    }
+
+    /// `cni-rs ARGS` as [`Node::cni_rs`] runs it, under umask 077: what it
+    /// creates must not depend on the umask it inherits.
+    fn cni_rs_umask_077(&self, args: &[&str]) -> Outcome {
+        let out = Command::new("sh")
+            .args(["-c", "umask 077 && exec \"$@\"", "sh"])
+            .args(["ip", "netns", "exec", &self.node.name])
+            .arg(cni_rs_bin())
+            .args(args)
+            .args(["--bandwidth-state-dir", &self.bw_state.str()])
+            .args(["--topology-state-dir", &self.tl_state.str()])
             .stdin(Stdio::null())
             .output()
             .expect("run cni-rs");
@@ -396,6 +414,127 @@ fn metrics_textfile_is_written_atomically_and_kept_fresh() {
         &out_dir.path.join("x.txt").display().to_string(),
     ]);
     assert_eq!(bad.status, 2, "{}", bad.stderr);
+}
+
+/// node_exporter (kube-prometheus-stack) runs as uid 65534: the textfile
+/// is 0644 and the directories cni-rs creates for it 0755, even when
+/// cni-rs inherits umask 077, and that uid reads and parses it.
+#[test]
+fn metrics_textfile_is_readable_by_node_exporters_uid() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let n = Node::new();
+    let pod = Pod::new(&n.node).unwrap();
+    n.add(
+        &pod,
+        "bandwidth",
+        json!({"ingressRate": RATE, "ingressBurst": RATE / 40}),
+    );
+    let out_dir = TempDir::new("cnirsu");
+    // The test's own directory (and the temp dir above it) are open to
+    // everyone; what cni-rs creates below it is under test.
+    std::fs::set_permissions(&out_dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for a in out_dir.path.ancestors().skip(1) {
+        let m = std::fs::metadata(a).unwrap().permissions().mode();
+        assert!(
+            m & 0o001 != 0,
+            "{} is not searchable by uid 65534",
+            a.display()
+        );
+    }
+    let textfile_dir = out_dir.path.join("node_exporter/textfile");
+    let file = textfile_dir.join("cni-rs.prom");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    // Twice: creating the directories, then replacing the file.
+    for round in ["first", "second"] {
+        let out = n.cni_rs_umask_077(&["metrics", "--textfile", &file.display().to_string()]);
+        assert_eq!(out.status, 0, "{round}: {}", out.stderr);
+        assert_eq!(mode(&file), 0o644, "{round}: the textfile");
+        assert_eq!(mode(&textfile_dir), 0o755, "{round}: a created directory");
+        assert_eq!(mode(textfile_dir.parent().unwrap()), 0o755, "{round}");
+        let read = Command::new("cat")
+            .arg(&file)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("run cat as uid 65534");
+        assert!(
+            read.status.success(),
+            "{round}: uid 65534 cannot read the textfile: {}",
+            String::from_utf8_lossy(&read.stderr)
+        );
+        let samples = parse_prometheus(&String::from_utf8_lossy(&read.stdout));
+        assert!(
+            samples
+                .iter()
+                .any(|s| s["name"] == "cni_rs_rate_bits_per_second"
+                    && s["value"].as_f64() == Some(RATE as f64)),
+            "{round}: {samples:?}"
+        );
+    }
+    let left: Vec<String> = std::fs::read_dir(&textfile_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["cni-rs.prom"], "no temp file left");
+}
+
+/// A pod name is whatever the runtime put in `K8S_POD_NAME`: a newline or
+/// an ESC in it (or in the namespace) is escaped in the table, so each
+/// attachment stays one line and nothing reaches the terminal raw; the
+/// JSON keeps the name as it was.
+#[test]
+fn the_table_escapes_control_characters_in_pod_names() {
+    let n = Node::new();
+    let plain = Pod::new(&n.node).unwrap();
+    n.add(
+        &plain,
+        "topology-label",
+        json!({"labels": {ZONE: "us-test-1a"}}),
+    );
+    let hostile = Pod::new(&n.node).unwrap();
+    let (ns, name) = ("ns\twith-tab", "evil\nfake-row\u{1b}[31m");
+    let env: Vec<(String, String)> = hostile
+        .env("ADD")
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "CNI_ARGS" => (
+                k,
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
+            ),
+            _ => (k, v),
+        })
+        .collect();
+    let conf = json!({"cniVersion": "1.0.0", "name": NET, "type": "topology-label",
+        "stateDir": n.tl_state.str(), "labels": {ZONE: "us-test-1a"},
+        "prevResult": hostile.prev_result("1.0.0")});
+    run_plugin(
+        &plugin_bin("topology-label"),
+        Some(&n.node),
+        &env,
+        conf.to_string().as_bytes(),
+    )
+    .ok();
+    let row = n.row_of(&hostile);
+    assert_eq!(
+        (row["namespace"].as_str(), row["pod"].as_str()),
+        (Some(ns), Some(name))
+    );
+
+    let table = n.cni_rs(&["pods"]).ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and one line per pod: {table:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ns\\twith-tab/evil\\nfake-row\\x1b[31m ")),
+        "{table:?}"
+    );
+    assert!(
+        !table.chars().any(|c| c.is_control() && c != '\n'),
+        "a raw control character: {table:?}"
+    );
 }
 
 #[test]

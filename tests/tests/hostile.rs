@@ -77,6 +77,10 @@ fn no_leaks(node: &Netns, pod: &Pod, states: &[&TempDir]) -> Vec<String> {
             leaks.push(format!("{kind} in pod"));
         }
     }
+    let tables = node.backstop_tables();
+    if !tables.is_empty() {
+        leaks.push(format!("nft tables {tables:?}"));
+    }
     for s in states {
         if !s.files().is_empty() {
             leaks.push(format!("state {:?}", s.files()));

@@ -268,15 +268,8 @@ fn cni_rs_class_bytes(site: &Site, class: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Names of our backstop tables in the node's netns.
 fn our_tables(node: &Netns) -> Vec<String> {
-    node.exec(&["nft", "list", "tables"])
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2))
-        .filter(|n| n.starts_with("cni_bw_"))
-        .map(str::to_string)
-        .collect()
+    node.backstop_tables()
 }
 
 /// Issue 24 item 1, without classes: 15 Mbit/s out, a 13 Gbit/s flood.

@@ -471,7 +471,36 @@ mod tests {
             links_by_name: links.iter().map(|l| (l.name.clone(), l.index)).collect(),
             links: links.into_iter().map(|l| (l.index, l)).collect(),
             qdiscs,
+            backstops: HashMap::new(),
         }
+    }
+
+    /// Egress shaped inside the pod reports what passed the host-side
+    /// backstop, per class, and adds what it dropped to the drops.
+    #[test]
+    fn the_backstop_counts_what_really_left_the_pod() {
+        let mut dir = Direction {
+            drops: Some(3),
+            ..Default::default()
+        };
+        dir.classes
+            .insert("crossZone".into(), ClassCounters::default());
+        dir.classes
+            .insert("outside".into(), ClassCounters::default());
+        let counters = [
+            ("sent_crossZone".to_string(), 1000, 10),
+            ("dropped_crossZone".to_string(), 0, 50),
+            ("sent_outside".to_string(), 500, 5),
+            ("dropped_outside".to_string(), 0, 1),
+        ];
+        count_backstop(&mut dir, &counters);
+        assert_eq!(
+            (dir.bytes, dir.packets, dir.drops),
+            (Some(1500), Some(15), Some(54))
+        );
+        assert_eq!(dir.classes["crossZone"].bytes, 1000);
+        assert_eq!(dir.classes["crossZone"].drops, 50);
+        assert_eq!(dir.classes["outside"].packets, 5);
     }
 
     fn link(index: u32, name: &str) -> LinkCounters {

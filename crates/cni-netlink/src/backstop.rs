@@ -400,6 +400,9 @@ fn object(table: &str, name: &str, kind: u32, data: Attrs) -> Message {
     )
 }
 
+/// Counter objects by table: (name, bytes, packets).
+pub type CountersByTable = std::collections::HashMap<String, Vec<(String, u64, u64)>>;
+
 /// One of our tables as the kernel has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
@@ -548,12 +551,9 @@ impl Nft {
 
     /// The counter objects of all our tables at once (one dump, for
     /// `cni-rs` over a whole node): table → (name, bytes, packets).
-    pub fn all_counters(
-        &mut self,
-    ) -> Result<std::collections::HashMap<String, Vec<(String, u64, u64)>>> {
+    pub fn all_counters(&mut self) -> Result<CountersByTable> {
         let objs = self.dump("listing nf_tables objects", msg::GETOBJ, Attrs::default())?;
-        let mut out: std::collections::HashMap<String, Vec<(String, u64, u64)>> =
-            std::collections::HashMap::new();
+        let mut out = CountersByTable::new();
         for a in &objs {
             let Some(table) = a
                 .string(attr::OBJ_TABLE)

@@ -56,12 +56,14 @@ const NLM_F_ACK_TLVS: u16 = 0x200;
 pub enum NlError {
     /// The kernel rejected a request; `source` carries its errno so callers
     /// can tell "missing" from "exists" from real failures.
-    #[error("{op}: {source}")]
+    #[error("{op}: {errno}")]
     Kernel {
         /// The operation that failed, plus the kernel's extended-ack text if any.
         op: String,
-        /// The errno the kernel returned, as an OS error.
-        source: io::Error,
+        /// The errno the kernel returned, as an OS error. Not the error's
+        /// `source`: the message already names it, and a cause chain
+        /// (`{:#}`, CNI error details) would print it twice.
+        errno: io::Error,
     },
     /// The kernel's answer could not be understood; no errno to act on.
     #[error("{op}: {msg}")]
@@ -81,7 +83,7 @@ impl NlError {
     /// matching on variants.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            NlError::Kernel { source, .. } => source.raw_os_error(),
+            NlError::Kernel { errno, .. } => errno.raw_os_error(),
             NlError::Io(e) => e.raw_os_error(),
             NlError::Protocol { .. } => None,
         }
@@ -481,7 +483,7 @@ fn kernel_error(op: &str, code: i32, ext: Option<String>) -> NlError {
     };
     NlError::Kernel {
         op,
-        source: io::Error::from_raw_os_error(code.saturating_abs()),
+        errno: io::Error::from_raw_os_error(code.saturating_abs()),
     }
 }
 

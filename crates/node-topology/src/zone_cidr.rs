@@ -90,7 +90,7 @@ pub fn check_zone_prefix(addr: IpAddr, prefix: u8) -> Result<(), Invalid> {
     };
     if prefix < min {
         return Err(Invalid(format!(
-            "{addr}/{prefix} is too wide for a zone (at most /{min}): it would put a large part of the internet, or all of it, in one zone"
+            "{addr}/{prefix} is too wide for a zone (the shortest prefix a zone may have is /{min}): it would put a large part of the internet, or all of it, in one zone"
         )));
     }
     Ok(())
