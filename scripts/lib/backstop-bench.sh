@@ -32,6 +32,14 @@ for l in vhbsb vpbsb; do ip -n "$NODE" link set "$l" up; done
 ip -n "$POD" link set eth0 up; ip -n "$PEER" link set eth0 up
 ip -n "$POD" route add default via 10.78.0.1; ip -n "$PEER" route add default via 10.79.0.1
 ip netns exec "$NODE" sysctl -qw net.ipv4.ip_forward=1
+# Another pod's backstop on the node, as on any node with pods: without
+# one, each ADD and DEL would switch the kernel's ingress static keys on
+# and off (text patching and RCU waits that a busy node never pays).
+if [ "${BSB_ALONE:-}" != 1 ]; then
+    ip -n "$NODE" link add vhother type veth peer name vhother1
+    ip netns exec "$NODE" nft add table netdev other_pod
+    ip netns exec "$NODE" nft add chain netdev other_pod c "{ type filter hook ingress device vhother priority 0; }"
+fi
 
 conf() { # conf EGRESS_RATE
     jq -cn --argjson r "$1" --arg st "$WORK/state" --arg ns "/var/run/netns/$POD" '
@@ -81,8 +89,18 @@ read -r add_nft add_sys add_calls < <(share "$add" "$del")
 ip netns exec "$NODE" "$add" >/dev/null
 read -r del_nft del_sys del_calls < <(share "$del" "$add")
 printf 'invocation (pod mode, 1G, with the backstop): ADD %.3f ms, DEL %.3f ms (hyperfine medians, %s runs)\n' "$add_ms" "$del_ms" "$RUNS"
-printf 'nf_tables share (strace -T, mean of 20): ADD %s ms in %s calls of %s ms in all syscalls; DEL %s ms in %s calls of %s ms\n' \
+printf 'nf_tables requests (strace -T, mean of 20): ADD %s ms in %s calls of %s ms in all syscalls; DEL %s ms in %s calls of %s ms\n' \
     "$add_nft" "$add_calls" "$add_sys" "$del_nft" "$del_calls" "$del_sys"
+# The rest of DEL's cost is not a syscall strace can time: the socket's
+# release at exit waits for nf_tables' destroy work (an RCU grace period)
+# after a deletion. Timed here as close() of the same socket, by the nft
+# CLI deleting a table of the same shape.
+ip -n "$NODE" link add vhclose type veth peer name vhclose1
+ip netns exec "$NODE" nft add table netdev close_probe
+ip netns exec "$NODE" nft add chain netdev close_probe c "{ type filter hook ingress device vhclose priority 0; }"
+ip netns exec "$NODE" strace -T -e trace=close -o "$WORK/close.txt" nft delete table netdev close_probe
+release_ms=$(awk '/NETLINK|close\([0-9]+\)/ && /<[0-9.]+>$/ { match($0, /<[0-9.]+>$/); v = substr($0, RSTART + 1, RLENGTH - 2) * 1000; if (v > m) m = v } END { printf "%.3f", m }' "$WORK/close.txt")
+printf 'release of an nf_tables socket after a deletion (slowest close() of nft delete table): %s ms\n' "$release_ms"
 
 # Per packet.
 iperf_once() { # iperf_once -> "receiver_bits_per_second sender_cpu_percent"

@@ -449,9 +449,6 @@ fn metrics_textfile_is_readable_by_node_exporters_uid() {
     for round in ["first", "second"] {
         let out = n.cni_rs_umask_077(&["metrics", "--textfile", &file.display().to_string()]);
         assert_eq!(out.status, 0, "{round}: {}", out.stderr);
-        assert_eq!(mode(&file), 0o644, "{round}: the textfile");
-        assert_eq!(mode(&textfile_dir), 0o755, "{round}: a created directory");
-        assert_eq!(mode(textfile_dir.parent().unwrap()), 0o755, "{round}");
         let read = Command::new("cat")
             .arg(&file)
             .uid(65534)
@@ -471,6 +468,9 @@ fn metrics_textfile_is_readable_by_node_exporters_uid() {
                     && s["value"].as_f64() == Some(RATE as f64)),
             "{round}: {samples:?}"
         );
+        assert_eq!(mode(&file), 0o644, "{round}: the textfile");
+        assert_eq!(mode(&textfile_dir), 0o755, "{round}: a created directory");
+        assert_eq!(mode(textfile_dir.parent().unwrap()), 0o755, "{round}");
     }
     let left: Vec<String> = std::fs::read_dir(&textfile_dir)
         .unwrap()

@@ -100,10 +100,25 @@ pub fn refuse_long_owner(b: &Backstop) -> anyhow::Result<()> {
     .into())
 }
 
-pub fn nft() -> anyhow::Result<Nft> {
-    Nft::new()
-        .context("opening an nf_tables socket")
-        .cni(Code::Kernel, "nf_tables unavailable")
+/// The process's one nf_tables socket. It is never closed by hand: the
+/// kernel's release of a `NETLINK_NETFILTER` socket waits for nf_tables'
+/// pending destroy work (an RCU grace period, ~9 ms here) whenever anything
+/// was deleted recently, by us or another pod's DEL. Closed at exit, after
+/// the state lock (opened earlier, a lower fd) is released, that wait
+/// holds up only this process, never the node's other calls.
+static NFT: std::sync::Mutex<Option<Nft>> = std::sync::Mutex::new(None);
+
+fn with_nft<T>(f: impl FnOnce(&mut Nft) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut guard = NFT.lock().unwrap_or_else(|e| e.into_inner());
+    let nft = match guard.as_mut() {
+        Some(n) => n,
+        None => guard.insert(
+            Nft::new()
+                .context("opening an nf_tables socket")
+                .cni(Code::Kernel, "nf_tables unavailable")?,
+        ),
+    };
+    f(nft)
 }
 
 /// Makes the table what `want` says: kept when it already is, replaced in
@@ -112,8 +127,11 @@ pub fn nft() -> anyhow::Result<Nft> {
 /// device are stale (the device is this attachment's now) and removed.
 /// True when the table was created now (the caller's undo).
 pub fn ensure(want: &Backstop) -> anyhow::Result<bool> {
-    let mut nft = nft()?;
-    sweep_stale_on_device(&mut nft, want)?;
+    with_nft(|nft| ensure_with(nft, want))
+}
+
+fn ensure_with(nft: &mut Nft, want: &Backstop) -> anyhow::Result<bool> {
+    sweep_stale_on_device(nft, want)?;
     let existing = nft.backstop_table(&want.table).cni_with(Code::Kernel, || {
         format!("looking up nft table {}", want.table)
     })?;
@@ -185,7 +203,10 @@ fn sweep_stale_on_device(nft: &mut Nft, want: &Backstop) -> anyhow::Result<()> {
 /// CHECK: the table is there, ours, hooked on the host veth, and holds
 /// exactly the wanted rules, limits and counters.
 pub fn verify(want: &Backstop) -> anyhow::Result<Option<String>> {
-    let mut nft = nft()?;
+    with_nft(|nft| verify_with(nft, want))
+}
+
+fn verify_with(nft: &mut Nft, want: &Backstop) -> anyhow::Result<Option<String>> {
     let Some(t) = nft.backstop_table(&want.table).cni_with(Code::Kernel, || {
         format!("looking up nft table {}", want.table)
     })?
@@ -210,14 +231,15 @@ pub fn verify(want: &Backstop) -> anyhow::Result<Option<String>> {
 /// Deletes the table `name` if it is `who`'s; another's is left alone.
 /// Fine when it is gone (or nf_tables is not there at all).
 pub fn remove(name: &str, who: &Attachment<'_>) -> anyhow::Result<()> {
-    let mut nft = nft()?;
-    let Some(t) = nft
-        .backstop_table(name)
-        .cni_with(Code::Kernel, || format!("looking up nft table {name}"))?
-    else {
-        return Ok(());
-    };
-    remove_if_owned(&mut nft, &t, who)
+    with_nft(|nft| {
+        let Some(t) = nft
+            .backstop_table(name)
+            .cni_with(Code::Kernel, || format!("looking up nft table {name}"))?
+        else {
+            return Ok(());
+        };
+        remove_if_owned(nft, &t, who)
+    })
 }
 
 fn remove_if_owned(nft: &mut Nft, t: &Table, who: &Attachment<'_>) -> anyhow::Result<()> {
@@ -240,10 +262,10 @@ pub fn stale_tables(
     network: &str,
     valid: &dyn Fn(&str, &str) -> bool,
 ) -> anyhow::Result<Vec<(Table, String, String)>> {
-    let mut nft = nft()?;
-    let tables = nft
-        .backstop_tables()
-        .cni(Code::Kernel, "listing nft tables")?;
+    let tables = with_nft(|nft| {
+        nft.backstop_tables()
+            .cni(Code::Kernel, "listing nft tables")
+    })?;
     Ok(tables
         .into_iter()
         .filter_map(|t| {
@@ -259,6 +281,5 @@ pub fn stale_tables(
 
 /// GC's removal of one stale table (judged by [`stale_tables`]).
 pub fn remove_stale(t: &Table, who: &Attachment<'_>) -> anyhow::Result<()> {
-    let mut nft = nft()?;
-    remove_if_owned(&mut nft, t, who)
+    with_nft(|nft| remove_if_owned(nft, t, who))
 }
