@@ -71,8 +71,8 @@ ip netns exec "$NODE" "$del"
 # Where an invocation's time goes: strace -T over 20 runs of each verb,
 # summing the syscalls on the NETLINK_NETFILTER socket (strace -yy names it).
 share() { # share SCRIPT PREPARE -> "nft_ms total_ms nft_calls"
-    local nft=0 total=0 calls=0 i
-    for i in $(seq 20); do
+    local nft=0 total=0 calls=0
+    for _ in $(seq 20); do
         ip netns exec "$NODE" "$2" >/dev/null 2>&1 || true
         ip netns exec "$NODE" strace -f -T -yy -o "$WORK/st.txt" "$1" || true
         read -r n t k < <(awk '
