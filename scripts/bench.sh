@@ -1012,7 +1012,7 @@ one GSO packet until a sweep over rates and MTUs supports a smaller one.
 
 Cost of an invocation, \`scripts/lib/classes-bench.sh\` (same binary, same pod, medians of
 $RUNS hyperfine runs, each ADD prepared by a DEL and each DEL by an ADD). "classes" is the
-README's zone block (3 classes, 3 CIDRs) on a 200 Mbit/s pod with cross-zone capped at 20;
+docs/traffic-classes.md's zone block (3 classes, 3 CIDRs) on a 200 Mbit/s pod with cross-zone capped at 20;
 "counting" is a pod without a limit on a node with that block (every class unlimited,
 counted, egress counted inside the pod: no ifb).
 
@@ -1040,7 +1040,7 @@ done < "$WORK/classes-acc.txt")
 
 ## 10. The pod-mode backstop
 
-What the host-side backstop (README, "The host-side backstop") costs,
+What the host-side backstop (docs/bandwidth.md, "The host-side backstop") costs,
 \`scripts/lib/backstop-bench.sh\`: a pod in \`egressMode: pod\` at 1 Gbit/s (MTU 9001),
 ADD and DEL medians of $RUNS hyperfine runs (each ADD prepared by a DEL and each DEL by
 an ADD), the time inside the nf_tables requests (\`strace -T\`), the release of an

@@ -9,7 +9,7 @@
 #
 # Each tarball holds one directory, cni-rs-<version>-linux-<arch>/, laid out
 # as the installer expects (install.sh finds bin/ next to itself):
-#   bin/bandwidth  bin/topology-label  bin/cni-rs  install.sh  uninstall.sh  lib/  README.md
+#   bin/bandwidth  bin/topology-label  bin/cni-rs  install.sh  uninstall.sh  lib/  README.md  docs/
 # Never unpack it into /opt/cni/bin: install.sh installs `bandwidth` as
 # `bandwidth-rs`, next to (not over) the reference plugin aws-node copies.
 #
@@ -131,7 +131,7 @@ for arch in "${ARCHES[@]}"; do
     # The unpacked release, laid out as /opt/cni-rs in the image.
     stage=$OUT/linux-$arch
     rm -rf -- "$stage"
-    mkdir -p "$stage/bin" "$stage/lib"
+    mkdir -p "$stage/bin" "$stage/lib" "$stage/docs"
     for b in "${SHIPPED[@]}"; do
         src=$TARGET_DIR/$t/dist/$b
         # A dynamic or wrong-architecture binary must never ship.
@@ -145,8 +145,11 @@ for arch in "${ARCHES[@]}"; do
     done
     install -m 0755 scripts/install.sh scripts/uninstall.sh "$stage/"
     install -m 0644 scripts/lib/cni-rs-node.sh scripts/lib/install-patch.jq "$stage/lib/"
+    # The README and the docs/ pages it links (and its chart), so its links
+    # work in the unpacked release too.
     install -m 0644 README.md "$stage/README.md"
-    chmod 0755 "$stage" "$stage/bin" "$stage/lib"
+    install -m 0644 docs/*.md docs/*.svg "$stage/docs/"
+    chmod 0755 "$stage" "$stage/bin" "$stage/lib" "$stage/docs"
     # The unpacked copy carries the same times as the tarball, so an image
     # layer made from it (deploy/Dockerfile) is reproducible too.
     find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +

@@ -71,7 +71,7 @@ fi
 echo "==> dmesg: no HTB warnings during the suite"
 
 # The arm64 tier, under qemu-user (no arm64 machine here). What qemu cannot
-# run, and why, is in the README ("Release and architectures").
+# run, and why, is in docs/install.md ("Release and architectures").
 echo "==> arm64 tier: unit tests built for aarch64-unknown-linux-musl, under qemu-aarch64-static"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=qemu-aarch64-static

@@ -1,4 +1,4 @@
-//! The README's "Try it by hand with cnitool" walkthrough, run as written
+//! docs/cnitool.md's "Try it by hand with cnitool" walkthrough, run as written
 //! with the real upstream cnitool: every ```sh block of that section, in
 //! order, in one shell environment, from the project root. Between the
 //! blocks this test checks what each one should have done (the pod shaped,
@@ -17,11 +17,11 @@ const POD: &str = "cnirs-pod";
 const WORK: &str = "/tmp/cnirs";
 const RATE: u64 = 100_000_000;
 
-/// The ```sh blocks of the README section `title`, in order.
+/// The ```sh blocks of the docs/cnitool.md section `title`, in order.
 fn section_blocks(readme: &str, title: &str) -> Vec<String> {
     let start = readme
         .find(&format!("\n## {title}\n"))
-        .unwrap_or_else(|| panic!("README has no section {title:?}"));
+        .unwrap_or_else(|| panic!("docs/cnitool.md has no section {title:?}"));
     let rest = &readme[start + 1..];
     let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
     let mut blocks = Vec::new();
@@ -58,7 +58,7 @@ impl Drop for Clean {
     }
 }
 
-/// Runs README blocks in one environment carried from block to block.
+/// Runs docs/cnitool.md blocks in one environment carried from block to block.
 struct Walkthrough {
     root: PathBuf,
     env_file: PathBuf,
@@ -82,7 +82,7 @@ impl Walkthrough {
         );
         assert!(
             out.status.success(),
-            "README block failed:\n{block}\n---\n{text}"
+            "docs/cnitool.md block failed:\n{block}\n---\n{text}"
         );
         text
     }
@@ -118,7 +118,7 @@ fn readme_cnitool_walkthrough() {
     if cnitool_source(&root).is_none() {
         return;
     }
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("docs/cnitool.md")).unwrap();
     let blocks = section_blocks(&readme, "Try it by hand with cnitool");
     assert_eq!(blocks.len(), 10, "the walkthrough's steps: {blocks:#?}");
     Clean::now();
@@ -159,7 +159,7 @@ fn readme_cnitool_walkthrough() {
         "{alias}"
     );
 
-    // Look, and the README's own measurement; then ours, per second.
+    // Look, and the walkthrough's own measurement; then ours, per second.
     let look = w.run(&blocks[3]);
     assert!(look.contains("tbf") && look.contains("demo/web"), "{look}");
     let measured = w.run(&blocks[4]);
@@ -206,7 +206,7 @@ fn readme_cnitool_walkthrough() {
         .unwrap_or_default();
     assert!(cached.is_empty(), "libcni's cached result left: {cached:?}");
 
-    // Clean up, as the README says.
+    // Clean up, as docs/cnitool.md says.
     w.run(&blocks[9]);
     assert!(!Path::new(WORK).exists());
     let names = sh(&["ip", "netns", "list"]).unwrap();

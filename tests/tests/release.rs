@@ -149,6 +149,7 @@ fn tarballs_hold_one_release_directory_with_fixed_metadata() {
             "lib/cni-rs-node.sh",
             "lib/install-patch.jq",
             "README.md",
+            "docs/install.md",
         ] {
             assert!(
                 names.iter().any(|n| n == want),
@@ -266,7 +267,7 @@ impl Node {
     }
 }
 
-/// The README's "Install from a release": the downloaded tarball, checked
+/// docs/install.md's "Install from a release": the downloaded tarball, checked
 /// against SHA256SUMS, installed by install.sh (the one from the tarball,
 /// and the checkout's, which takes the tarball or its unpacked dir).
 #[test]
