@@ -22,8 +22,11 @@ use nix::libc;
 mod addr;
 pub mod backstop;
 pub mod bpf;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
 pub mod host_veth;
 pub mod htb;
+pub mod kernel;
 mod link;
 pub mod netns;
 pub mod nft;

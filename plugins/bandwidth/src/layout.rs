@@ -11,7 +11,8 @@
 use crate::classes::{HtbPlan, ROOT_HANDLE};
 use crate::tbf::Shape;
 use cni_netlink::tc::{Qdisc, TC_H_ROOT, TbfSpec, burst_to_ticks};
-use cni_netlink::{Link, Netlink};
+use cni_netlink::Link;
+use cni_netlink::kernel::Kernel;
 use cni_types::error::{Code, ResultExt};
 
 /// What goes at the root `1:` of one device.
@@ -65,7 +66,7 @@ impl RootLayout {
 /// removed first (the kernel cannot change a qdisc's kind, and rebuilding
 /// a tree is simpler and safer than patching it).
 pub fn install_root(
-    nl: &mut Netlink,
+    nl: &mut dyn Kernel,
     link: &Link,
     want: &RootLayout,
     live: Option<&Qdisc>,
@@ -98,7 +99,7 @@ pub fn install_root(
 
 /// Root, classes (parents first), leaf queues, then filters: traffic is
 /// classified only once every class it can reach exists.
-fn build_htb(nl: &mut Netlink, link: &Link, plan: &HtbPlan) -> anyhow::Result<()> {
+fn build_htb(nl: &mut dyn Kernel, link: &Link, plan: &HtbPlan) -> anyhow::Result<()> {
     let ctx = |what: String| format!("{what} on {}", link.name);
     nl.add_root_htb(link.index, ROOT_HANDLE, plan.default_minor)
         .cni_with(Code::Kernel, || ctx("adding root htb".into()))?;
@@ -142,7 +143,7 @@ fn class_name(plan: &HtbPlan, classid: u32) -> String {
 /// classes (rate, ceiling, parent, quantum), leaf queues, and the filters
 /// with their matches and target classes, in the order they are tried.
 pub fn htb_difference(
-    nl: &mut Netlink,
+    nl: &mut dyn Kernel,
     link: &Link,
     plan: &HtbPlan,
     root: &Qdisc,
@@ -278,7 +279,7 @@ pub fn htb_difference(
 
 /// The first difference between `want` and `link`'s root, for CHECK.
 pub fn root_difference(
-    nl: &mut Netlink,
+    nl: &mut dyn Kernel,
     link: &Link,
     want: &RootLayout,
 ) -> anyhow::Result<Option<String>> {
@@ -296,7 +297,42 @@ pub fn root_difference(
         )));
     };
     match want {
-        RootLayout::Tbf(s) => Ok(crate::apply::tbf_difference(&link.name, Some(root), s)),
+        RootLayout::Tbf(s) => Ok(tbf_difference(&link.name, Some(root), s)),
         RootLayout::Htb(plan) => htb_difference(nl, link, plan, root),
     }
+}
+
+/// The tbf parameters as dumped against the shape asked for: the first
+/// difference, if any (pure, for CHECK).
+pub fn tbf_difference(
+    device: &str,
+    q: Option<&cni_netlink::tc::Qdisc>,
+    s: &Shape,
+) -> Option<String> {
+    let Some(q) = q else {
+        return Some(format!("{device}: root tbf 1: is missing"));
+    };
+    let Some(p) = q.tbf else {
+        return Some(format!("{device}: tbf options unreadable"));
+    };
+    let want = crate::layout::tbf_spec(s);
+    if p.rate_bytes_per_sec != want.rate_bytes_per_sec {
+        return Some(format!(
+            "{device}: tbf rate is {} B/s, expected {}",
+            p.rate_bytes_per_sec, want.rate_bytes_per_sec
+        ));
+    }
+    if p.limit_bytes != want.limit_bytes {
+        return Some(format!(
+            "{device}: tbf limit is {} B, expected {}",
+            p.limit_bytes, want.limit_bytes
+        ));
+    }
+    if !p.matches(&want) {
+        return Some(format!(
+            "{device}: tbf burst differs from {} B",
+            want.burst_bytes
+        ));
+    }
+    None
 }
