@@ -11,7 +11,7 @@
 
 use crate::plan::AddRequest;
 use crate::record::Attachment;
-use crate::classes::{Direction, class_cap};
+use crate::htb_plan::{Direction, class_cap};
 use cni_netlink::Link;
 use cni_netlink::backstop::{Backstop, Class, Limit, Prefix, TABLE_PREFIX, Table};
 use cni_netlink::kernel::Kernel;

@@ -3,7 +3,7 @@
 //! backstop), as code 101.
 
 use crate::config::EgressMode;
-use crate::classes::Direction;
+use crate::htb_plan::Direction;
 use crate::devices::ifb_name;
 use crate::layout::{RootLayout, root_difference};
 use crate::plan::{AddRequest, FILTER_PRIO, Object, desired};

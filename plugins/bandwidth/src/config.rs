@@ -94,7 +94,7 @@ pub struct BandwidthConf {
     /// Per-namespace defaults and maxima (see [`crate::policy`]).
     pub namespace_policy: Option<crate::policy::NamespacePolicy>,
     /// Peer classes as configured (subnets or zones), see [`crate::classes`].
-    pub class_spec: Option<crate::classes::ClassSpec>,
+    pub class_spec: Option<crate::zones::ClassSpec>,
     /// The same with zone CIDRs read (file, IMDS): set by
     /// [`BandwidthConf::resolve_classes`] for ADD and CHECK only.
     pub classes: Option<crate::classes::PeerClasses>,
@@ -392,7 +392,7 @@ impl BandwidthConf {
         let sentinel_is_unset = source == Source::Runtime && runtime_burst == RuntimeBurst::Cap;
         let (ingress, egress) = block.limits(sentinel_is_unset)?;
         let namespace_policy = crate::policy::NamespacePolicy::parse(raw)?;
-        let class_spec = crate::classes::parse(raw, conf.runtime_config_entry("bandwidth"))?;
+        let class_spec = crate::zones::parse(raw, conf.runtime_config_entry("bandwidth"))?;
         Ok(BandwidthConf {
             ingress,
             egress,

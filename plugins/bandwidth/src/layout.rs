@@ -5,10 +5,10 @@
 //!
 //! Without classes the root is one tbf `1:`, exactly the layout of earlier
 //! versions and of the reference plugin; with classes it is an htb `1:`
-//! tree ([`crate::classes::plan`]). Both are removed by deleting the root
+//! tree ([`crate::htb_plan::plan`]). Both are removed by deleting the root
 //! `1:`, which takes its classes, leaf queues and filters with it.
 
-use crate::classes::{HtbPlan, ROOT_HANDLE};
+use crate::htb_plan::{HtbPlan, ROOT_HANDLE};
 use crate::tbf::Shape;
 use cni_netlink::tc::{Qdisc, TC_H_ROOT, TbfSpec, burst_to_ticks};
 use cni_netlink::Link;

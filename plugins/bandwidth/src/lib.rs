@@ -5,7 +5,9 @@
 //! - [`config`]: keys, spellings, precedence and validation;
 //! - [`policy`]: per-namespace default and maximum rates;
 //! - [`tbf`]: tbf arithmetic (pure);
-//! - [`classes`]: peer classes (subnets, zones) and their HTB trees (pure);
+//! - [`classes`]: peer classes (subnets, zones): types and parsing (pure);
+//! - [`zones`]: zone facts (inline, file, IMDS), resolved before planning;
+//! - [`htb_plan`]: the HTB tree of one direction from resolved classes (pure);
 //! - [`layout`]: the desired root of one device (tbf or htb tree): install, compare;
 //! - [`devices`]: finding the host veth, naming and recognising our ifbs;
 //! - [`record`]: the state record (what is ours);
@@ -26,6 +28,7 @@ pub mod check;
 pub mod classes;
 pub mod config;
 pub mod devices;
+pub mod htb_plan;
 pub mod layout;
 pub mod plan;
 pub mod pod;
@@ -35,5 +38,6 @@ pub mod record;
 pub mod tbf;
 pub mod teardown;
 pub mod verbs;
+pub mod zones;
 
 pub use verbs::Bandwidth;

@@ -3,7 +3,8 @@
 //! nothing here asks the kernel. ADD records the plan as claims before it
 //! acts ([`Installed::claim`]); CHECK compares it; DEL removes the record.
 
-use crate::classes::{Direction, Origin, PeerClasses};
+use crate::classes::{Origin, PeerClasses};
+use crate::htb_plan::Direction;
 use crate::config::{BandwidthConf, EgressMode};
 use crate::layout::RootLayout;
 use crate::record::{Attachment, Installed, RootKinds};
@@ -165,7 +166,7 @@ impl AddRequest<'_> {
         };
         match self.classes {
             Some(c) if shape.is_some() || c.origin == Origin::Zones => Some(RootLayout::Htb(
-                crate::classes::plan(c, shape, dir, mtu, self.latency_ms),
+                crate::htb_plan::plan(c, shape, dir, mtu, self.latency_ms),
             )),
             _ => shape.map(|s| RootLayout::Tbf(*s)),
         }
@@ -174,7 +175,7 @@ impl AddRequest<'_> {
     /// A node class cap binds this pod in `dir` though it has no limit.
     pub fn caps_bind(&self, dir: Direction) -> bool {
         self.classes
-            .is_some_and(|c| crate::classes::caps_bind_unlimited(c, dir))
+            .is_some_and(|c| crate::htb_plan::caps_bind_unlimited(c, dir))
     }
 
     /// The host-side backstop, when egress is shaped inside the pod.

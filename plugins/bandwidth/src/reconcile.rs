@@ -5,7 +5,7 @@
 //! differs, adopted from our own or the reference plugin's leftovers); a
 //! failed step undoes what this ADD created.
 
-use crate::classes::Direction;
+use crate::htb_plan::Direction;
 use crate::config::EgressMode;
 use crate::devices::{IfbOwner, MAX_ALIAS_BYTES, ifb_candidates, ifb_name};
 use crate::layout::{RootLayout, install_root};
