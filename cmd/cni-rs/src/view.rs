@@ -7,8 +7,8 @@
 //! (`egressMode: pod`) need one more dump each, in that namespace.
 
 use anyhow::Context as _;
-use bandwidth_plugin::record::Installed;
 use bandwidth_plugin::config::EgressMode;
+use bandwidth_plugin::record::Installed;
 use cni_netlink::tc::{QdiscCounters, TBF_HANDLE, TC_H_ROOT};
 use cni_netlink::{LinkCounters, Netlink};
 use cni_types::env::{NetnsId, PodRef};

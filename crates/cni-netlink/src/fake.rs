@@ -101,7 +101,11 @@ impl FakeKernel {
             ..Default::default()
         };
         let h = mk(hi, host, pi);
-        n.spaces.entry(self.ns.clone()).or_default().links.push(h.clone());
+        n.spaces
+            .entry(self.ns.clone())
+            .or_default()
+            .links
+            .push(h.clone());
         n.spaces
             .entry(pod_ns.to_path_buf())
             .or_default()
@@ -122,7 +126,11 @@ impl FakeKernel {
 
     /// Runs `f` on this handle's namespace for a change: counted, and
     /// failed when it is the one to fail.
-    fn change<T>(&self, op: &str, f: impl FnOnce(&mut Space, &mut FakeNode) -> Result<T>) -> Result<T> {
+    fn change<T>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut Space, &mut FakeNode) -> Result<T>,
+    ) -> Result<T> {
         let mut n = self.node.borrow_mut();
         n.changes += 1;
         if n.fail_at == Some(n.changes) {
@@ -173,26 +181,33 @@ impl Space {
         self.qdiscs.retain(|q| !(q.ifindex == index && q.is_root()));
         self.classes.retain(|c| c.ifindex != index);
         self.fifos.retain(|(i, _)| *i != index);
-        self.filters
-            .retain(|f| !(f.ifindex == index && f.parent != INGRESS_HANDLE && f.parent != CLSACT_EGRESS));
+        self.filters.retain(|f| {
+            !(f.ifindex == index && f.parent != INGRESS_HANDLE && f.parent != CLSACT_EGRESS)
+        });
         self.qdiscs.len() != before
     }
 
     /// Removes the ingress-hook qdisc of `index` with its filters.
     fn drop_hook(&mut self, index: u32) -> bool {
         let before = self.qdiscs.len();
-        self.qdiscs.retain(|q| !(q.ifindex == index && q.on_ingress_hook()));
-        self.filters
-            .retain(|f| !(f.ifindex == index && (f.parent == INGRESS_HANDLE || f.parent == CLSACT_EGRESS)));
+        self.qdiscs
+            .retain(|q| !(q.ifindex == index && q.on_ingress_hook()));
+        self.filters.retain(|f| {
+            !(f.ifindex == index && (f.parent == INGRESS_HANDLE || f.parent == CLSACT_EGRESS))
+        });
         self.qdiscs.len() != before
     }
 
     fn hook(&self, index: u32) -> Option<&Qdisc> {
-        self.qdiscs.iter().find(|q| q.ifindex == index && q.on_ingress_hook())
+        self.qdiscs
+            .iter()
+            .find(|q| q.ifindex == index && q.on_ingress_hook())
     }
 
     fn root(&self, index: u32) -> Option<&Qdisc> {
-        self.qdiscs.iter().find(|q| q.ifindex == index && q.is_root())
+        self.qdiscs
+            .iter()
+            .find(|q| q.ifindex == index && q.is_root())
     }
 }
 
@@ -345,7 +360,13 @@ impl Kernel for FakeKernel {
             Ok(())
         })
     }
-    fn delete_filter(&mut self, index: u32, parent: u32, prio: u16, _protocol: u16) -> Result<bool> {
+    fn delete_filter(
+        &mut self,
+        index: u32,
+        parent: u32,
+        prio: u16,
+        _protocol: u16,
+    ) -> Result<bool> {
         self.change(&format!("delete filter prio {prio} on #{index}"), |s, _| {
             let before = s.filters.len();
             s.filters
@@ -366,67 +387,81 @@ impl Kernel for FakeKernel {
         })
     }
     fn add_htb_class(&mut self, index: u32, spec: &HtbClassSpec) -> Result<()> {
-        self.change(&format!("add class {:x} on #{index}", spec.classid), |s, _| {
-            if !s.root(index).is_some_and(|q| q.kind == "htb") {
-                return Err(err("add class", nix::libc::EINVAL));
-            }
-            s.classes.push(HtbClass {
-                ifindex: index,
-                classid: spec.classid,
-                parent: spec.parent,
-                kind: "htb".into(),
-                rate: spec.rate,
-                ceil: spec.ceil,
-                buffer_ticks: burst_to_ticks(spec.rate, spec.burst),
-                cbuffer_ticks: burst_to_ticks(spec.ceil, spec.cburst),
-                quantum: spec.quantum,
-                ..Default::default()
-            });
-            Ok(())
-        })
+        self.change(
+            &format!("add class {:x} on #{index}", spec.classid),
+            |s, _| {
+                if !s.root(index).is_some_and(|q| q.kind == "htb") {
+                    return Err(err("add class", nix::libc::EINVAL));
+                }
+                s.classes.push(HtbClass {
+                    ifindex: index,
+                    classid: spec.classid,
+                    parent: spec.parent,
+                    kind: "htb".into(),
+                    rate: spec.rate,
+                    ceil: spec.ceil,
+                    buffer_ticks: burst_to_ticks(spec.rate, spec.burst),
+                    cbuffer_ticks: burst_to_ticks(spec.ceil, spec.cburst),
+                    quantum: spec.quantum,
+                    ..Default::default()
+                });
+                Ok(())
+            },
+        )
     }
     fn add_leaf_bfifo(&mut self, index: u32, parent: u32, handle: u32, limit: u32) -> Result<()> {
-        self.change(&format!("add bfifo under {parent:x} on #{index}"), |s, _| {
-            if !s.classes.iter().any(|c| c.ifindex == index && c.classid == parent) {
-                return Err(err("add bfifo", nix::libc::ENOENT));
-            }
-            s.fifos.push((
-                index,
-                Fifo {
-                    handle,
-                    parent,
-                    bytes_mode: true,
-                    limit,
-                },
-            ));
-            Ok(())
-        })
+        self.change(
+            &format!("add bfifo under {parent:x} on #{index}"),
+            |s, _| {
+                if !s
+                    .classes
+                    .iter()
+                    .any(|c| c.ifindex == index && c.classid == parent)
+                {
+                    return Err(err("add bfifo", nix::libc::ENOENT));
+                }
+                s.fifos.push((
+                    index,
+                    Fifo {
+                        handle,
+                        parent,
+                        bytes_mode: true,
+                        limit,
+                    },
+                ));
+                Ok(())
+            },
+        )
     }
-    fn add_u32_classifier(
-        &mut self,
-        index: u32,
-        parent: u32,
-        spec: &ClassifierSpec,
-    ) -> Result<()> {
-        self.change(&format!("add classifier to {:x} on #{index}", spec.classid), |s, _| {
-            s.filters.push(Filter {
-                ifindex: index,
-                parent,
-                prio: spec.prio,
-                protocol: spec.protocol,
-                kind: "u32".into(),
-                handle: 0,
-                mirred: Vec::new(),
-                classid: Some(spec.classid),
-                keys: spec.keys.clone(),
-            });
-            // The kernel lists filters by prio, then in the order added.
-            s.filters.sort_by_key(|f| (f.ifindex, f.parent, f.prio));
-            Ok(())
-        })
+    fn add_u32_classifier(&mut self, index: u32, parent: u32, spec: &ClassifierSpec) -> Result<()> {
+        self.change(
+            &format!("add classifier to {:x} on #{index}", spec.classid),
+            |s, _| {
+                s.filters.push(Filter {
+                    ifindex: index,
+                    parent,
+                    prio: spec.prio,
+                    protocol: spec.protocol,
+                    kind: "u32".into(),
+                    handle: 0,
+                    mirred: Vec::new(),
+                    classid: Some(spec.classid),
+                    keys: spec.keys.clone(),
+                });
+                // The kernel lists filters by prio, then in the order added.
+                s.filters.sort_by_key(|f| (f.ifindex, f.parent, f.prio));
+                Ok(())
+            },
+        )
     }
     fn htb_classes(&mut self, index: u32) -> Result<Vec<HtbClass>> {
-        Ok(self.read(|s| s.classes.iter().filter(|c| c.ifindex == index).cloned().collect()))
+        Ok(self.read(|s| {
+            s.classes
+                .iter()
+                .filter(|c| c.ifindex == index)
+                .cloned()
+                .collect()
+        }))
     }
     fn fifo_under(&mut self, index: u32, parent: u32) -> Result<Option<Fifo>> {
         Ok(self.read(|s| {
@@ -528,7 +563,8 @@ impl FakeKernel {
             if s.hook(index).is_some() {
                 return Err(err("add hook", nix::libc::EEXIST));
             }
-            s.qdiscs.push(qdisc(index, TC_H_INGRESS, INGRESS_HANDLE, kind));
+            s.qdiscs
+                .push(qdisc(index, TC_H_INGRESS, INGRESS_HANDLE, kind));
             Ok(())
         })
     }

@@ -46,11 +46,15 @@ pub trait Kernel {
     /// The filters under `parent`.
     fn filters(&mut self, index: u32, parent: u32) -> Result<Vec<Filter>>;
     /// A u32 match-all filter redirecting to `target` (mirred egress).
-    fn add_u32_redirect_all(&mut self, index: u32, parent: u32, prio: u16, target: u32)
-    -> Result<()>;
+    fn add_u32_redirect_all(
+        &mut self,
+        index: u32,
+        parent: u32,
+        prio: u16,
+        target: u32,
+    ) -> Result<()>;
     /// Deletes the filters at `prio`; `false` when none.
-    fn delete_filter(&mut self, index: u32, parent: u32, prio: u16, protocol: u16)
-    -> Result<bool>;
+    fn delete_filter(&mut self, index: u32, parent: u32, prio: u16, protocol: u16) -> Result<bool>;
     /// Adds a root htb `handle` with a default class.
     fn add_root_htb(&mut self, index: u32, handle: u32, default_minor: u32) -> Result<()>;
     /// Adds an htb class.
@@ -58,8 +62,7 @@ pub trait Kernel {
     /// Adds a bfifo leaf under a class.
     fn add_leaf_bfifo(&mut self, index: u32, parent: u32, handle: u32, limit: u32) -> Result<()>;
     /// Adds a u32 classifier on root `1:`.
-    fn add_u32_classifier(&mut self, index: u32, parent: u32, spec: &ClassifierSpec)
-    -> Result<()>;
+    fn add_u32_classifier(&mut self, index: u32, parent: u32, spec: &ClassifierSpec) -> Result<()>;
     /// The htb classes of a link.
     fn htb_classes(&mut self, index: u32) -> Result<Vec<HtbClass>>;
     /// The fifo under a class, if any.
@@ -186,12 +189,7 @@ impl Kernel for System {
     fn add_leaf_bfifo(&mut self, index: u32, parent: u32, handle: u32, limit: u32) -> Result<()> {
         self.rt.add_leaf_bfifo(index, parent, handle, limit)
     }
-    fn add_u32_classifier(
-        &mut self,
-        index: u32,
-        parent: u32,
-        spec: &ClassifierSpec,
-    ) -> Result<()> {
+    fn add_u32_classifier(&mut self, index: u32, parent: u32, spec: &ClassifierSpec) -> Result<()> {
         self.rt.add_u32_classifier(index, parent, spec)
     }
     fn htb_classes(&mut self, index: u32) -> Result<Vec<HtbClass>> {

@@ -9,9 +9,9 @@
 //! the shaper never trips it; what bypassed the shaper is dropped over the
 //! limit.
 
+use crate::htb_plan::{Direction, class_cap};
 use crate::plan::AddRequest;
 use crate::record::Attachment;
-use crate::htb_plan::{Direction, class_cap};
 use cni_netlink::Link;
 use cni_netlink::backstop::{Backstop, Class, Limit, Prefix, TABLE_PREFIX, Table};
 use cni_netlink::kernel::Kernel;
@@ -102,8 +102,7 @@ pub fn refuse_long_owner(b: &Backstop) -> anyhow::Result<()> {
 
 /// Our table named `name`, if any.
 fn find_table(k: &mut dyn Kernel, name: &str) -> anyhow::Result<Option<Table>> {
-    Ok(k
-        .backstop_tables()
+    Ok(k.backstop_tables()
         .cni_with(Code::Kernel, || format!("looking up nft table {name}"))?
         .into_iter()
         .find(|t| t.name == name))
@@ -153,11 +152,9 @@ pub fn ensure(k: &mut dyn Kernel, want: &Backstop) -> anyhow::Result<bool> {
 }
 
 fn sweep_stale_on_device(k: &mut dyn Kernel, want: &Backstop) -> anyhow::Result<()> {
-    let hooking = k
-        .tables_hooking(&want.device)
-        .cni_with(Code::Kernel, || {
-            format!("listing nft chains on {}", want.device)
-        })?;
+    let hooking = k.tables_hooking(&want.device).cni_with(Code::Kernel, || {
+        format!("listing nft chains on {}", want.device)
+    })?;
     for name in hooking.into_iter().filter(|n| *n != want.table) {
         let table = find_table(k, &name)?;
         // Only a table marked as a bandwidth attachment's is ours to judge.

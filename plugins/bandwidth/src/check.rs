@@ -3,8 +3,8 @@
 //! backstop), as code 101.
 
 use crate::config::EgressMode;
-use crate::htb_plan::Direction;
 use crate::devices::ifb_name;
+use crate::htb_plan::Direction;
 use crate::layout::{RootLayout, root_difference};
 use crate::plan::{AddRequest, FILTER_PRIO, Object, desired};
 use crate::pod::{has_priority_reset, in_pod, missing_if_none};
@@ -59,31 +59,7 @@ fn check_object(
             let target = ifb
                 .as_ref()
                 .ok_or_else(|| anyhow::anyhow!("internal: the redirect before the ifb"))?;
-            let fs = nl
-                .filters(host.index, INGRESS_HANDLE)
-                .cni_with(Code::Kernel, || format!("listing filters of {}", host.name))?;
-            let redirect = fs
-                .iter()
-                .find(|f| f.prio == FILTER_PRIO && f.kind == "u32" && !f.mirred.is_empty());
-            let Some(f) = redirect else {
-                return Err(mismatch(format!(
-                    "{}: redirect filter to {name} is missing",
-                    host.name
-                )));
-            };
-            if f.mirred
-                .iter()
-                .any(|m| m.action == TCA_EGRESS_REDIR && m.ifindex == target.index)
-            {
-                Ok(())
-            } else {
-                Err(mismatch(format!(
-                    "{}: filter redirects to ifindex {:?}, expected {name} ({})",
-                    host.name,
-                    f.mirred.iter().map(|m| m.ifindex).collect::<Vec<_>>(),
-                    target.index
-                )))
-            }
+            check_redirect(nl, host, name, target)
         }
         Object::IfbRoot(name, l) => {
             let target = ifb
@@ -92,20 +68,7 @@ fn check_object(
             check_root(nl, target, l)
         }
         Object::PodHook => in_pod(nl, req.netns, req.ifname, |pn, link| {
-            let link = missing_if_none(link, req.ifname)?;
-            let hook = pn
-                .top_qdiscs(link.index)
-                .cni_with(Code::Kernel, || format!("listing qdiscs of {}", req.ifname))?
-                .into_iter()
-                .any(|q| q.is_clsact());
-            if hook && has_priority_reset(pn, &link)? {
-                Ok(())
-            } else {
-                Err(mismatch(format!(
-                    "{}: the priority-reset filter (clsact egress, bpf prio {PRIORITY_RESET_PRIO}) is missing",
-                    req.ifname
-                )))
-            }
+            check_pod_hook(pn, link, req.ifname)
         }),
         Object::PodRoot(l) => in_pod(nl, req.netns, req.ifname, |pn, link| {
             let link = missing_if_none(link, req.ifname)?;
@@ -145,4 +108,53 @@ pub fn verify(
         check_object(nl, host, req, &o, &mut found_ifb)?;
     }
     Ok(())
+}
+
+/// Our match-all redirect at FILTER_PRIO, to the ifb found.
+fn check_redirect(
+    nl: &mut dyn Kernel,
+    host: &Link,
+    name: &str,
+    target: &Link,
+) -> anyhow::Result<()> {
+    let fs = nl
+        .filters(host.index, INGRESS_HANDLE)
+        .cni_with(Code::Kernel, || format!("listing filters of {}", host.name))?;
+    let redirect = fs
+        .iter()
+        .find(|f| f.prio == FILTER_PRIO && f.kind == "u32" && !f.mirred.is_empty());
+    let Some(f) = redirect else {
+        return Err(mismatch(format!(
+            "{}: redirect filter to {name} is missing",
+            host.name
+        )));
+    };
+    if f.mirred
+        .iter()
+        .any(|m| m.action == TCA_EGRESS_REDIR && m.ifindex == target.index)
+    {
+        return Ok(());
+    }
+    Err(mismatch(format!(
+        "{}: filter redirects to ifindex {:?}, expected {name} ({})",
+        host.name,
+        f.mirred.iter().map(|m| m.ifindex).collect::<Vec<_>>(),
+        target.index
+    )))
+}
+
+/// Our clsact and priority-reset filter on the container interface.
+fn check_pod_hook(pn: &mut dyn Kernel, link: Option<Link>, ifname: &str) -> anyhow::Result<()> {
+    let link = missing_if_none(link, ifname)?;
+    let hook = pn
+        .top_qdiscs(link.index)
+        .cni_with(Code::Kernel, || format!("listing qdiscs of {ifname}"))?
+        .into_iter()
+        .any(|q| q.is_clsact());
+    if hook && has_priority_reset(pn, &link)? {
+        return Ok(());
+    }
+    Err(mismatch(format!(
+        "{ifname}: the priority-reset filter (clsact egress, bpf prio {PRIORITY_RESET_PRIO}) is missing"
+    )))
 }

@@ -1,13 +1,11 @@
 //! Unit tests of class parsing, zone facts and the HTB plan.
 use crate::classes::*;
 use crate::htb_plan::*;
-use crate::zones::*;
 use crate::tbf::{Shape, shape};
+use crate::zones::*;
 use cni_types::error::{CniError, Code};
 use serde_json::{Value, json};
 use std::path::Path;
-
-
 
 fn zones(extra: Value) -> Value {
     let mut v = json!({
@@ -241,8 +239,6 @@ fn caps_above_the_pod_limit_are_scaled() {
         .sum();
     assert!(guaranteed <= 25_000_000 + 2, "{guaranteed}");
 }
-
-
 
 #[test]
 fn zone_sources() {

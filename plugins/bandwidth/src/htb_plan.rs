@@ -66,7 +66,11 @@ pub(crate) fn quantum(rate: u64, frame: u64) -> u32 {
     (rate / 10).clamp(frame, MAX_QUANTUM) as u32
 }
 
-pub(crate) fn filters_for(cidrs: &[IpNetwork], dir: Direction, classid: u32) -> Vec<ClassifierSpec> {
+pub(crate) fn filters_for(
+    cidrs: &[IpNetwork],
+    dir: Direction,
+    classid: u32,
+) -> Vec<ClassifierSpec> {
     cidrs
         .iter()
         .map(|net| {
@@ -156,8 +160,6 @@ pub fn plan(
     latency_ms: u32,
 ) -> HtbPlan {
     let frame = u64::from(mtu) + L2_HEADER_BYTES;
-    let unlimited_burst = u32::try_from(UNLIMITED_BYTES_PER_SEC / 1000).unwrap_or(u32::MAX);
-    let unlimited_queue = u32::try_from(UNLIMITED_QUEUE_FRAMES * frame).unwrap_or(u32::MAX);
     let mut out = HtbPlan {
         default_minor: 0,
         classes: Vec::new(),
@@ -166,102 +168,20 @@ pub fn plan(
         names: Vec::new(),
     };
     if let Some(p) = pod {
-        out.classes.push(HtbClassSpec {
-            classid: POD_CLASS,
-            parent: ROOT_HANDLE,
-            rate: p.rate_bytes_per_sec,
-            ceil: p.rate_bytes_per_sec,
-            burst: p.burst_bytes,
-            cburst: p.burst_bytes,
-            quantum: quantum(p.rate_bytes_per_sec, frame),
-        });
+        out.classes.push(class(
+            POD_CLASS,
+            ROOT_HANDLE,
+            p.rate_bytes_per_sec,
+            p,
+            frame,
+        ));
     }
-    // Caps inside the pod's limit, scaled down together if they add up to
-    // more than it (each keeps its ceiling).
-    let cap_of = |c: &PeerClass| class_cap(c, pod, dir, mtu, latency_ms);
-    let shaped_pod = |c: &PeerClass| pod.filter(|_| c.shaped);
-    let caps: u64 = classes
-        .classes
-        .iter()
-        .filter(|c| shaped_pod(c).is_some())
-        .filter_map(|c| cap_of(c).map(|s| s.rate_bytes_per_sec))
-        .sum();
-    let sharing = classes
-        .classes
-        .iter()
-        .filter(|c| shaped_pod(c).is_some() && cap_of(c).is_none())
-        .count() as u64;
+    let sizing = Sizing::of(classes, pod, |c| class_cap(c, pod, dir, mtu, latency_ms));
     for (i, c) in classes.classes.iter().enumerate() {
         let minor = FIRST_LEAF_MINOR + i as u32;
         let classid = ROOT_HANDLE | minor;
-        let (spec, limit) = match (shaped_pod(c), cap_of(c)) {
-            (Some(p), Some(cap)) => {
-                let total = caps.max(1);
-                let guaranteed = if caps > p.rate_bytes_per_sec {
-                    (u128::from(cap.rate_bytes_per_sec) * u128::from(p.rate_bytes_per_sec)
-                        / u128::from(total)) as u64
-                } else {
-                    cap.rate_bytes_per_sec
-                };
-                (
-                    HtbClassSpec {
-                        classid,
-                        parent: POD_CLASS,
-                        rate: guaranteed.max(1),
-                        ceil: cap.rate_bytes_per_sec,
-                        burst: cap.burst_bytes,
-                        cburst: cap.burst_bytes,
-                        quantum: quantum(cap.rate_bytes_per_sec, frame),
-                    },
-                    leaf_queue(cap.limit_bytes, frame),
-                )
-            }
-            (Some(p), None) => {
-                let left = p
-                    .rate_bytes_per_sec
-                    .saturating_sub(caps.min(p.rate_bytes_per_sec));
-                let share = (left / sharing.max(1)).max(1);
-                (
-                    HtbClassSpec {
-                        classid,
-                        parent: POD_CLASS,
-                        rate: share,
-                        ceil: p.rate_bytes_per_sec,
-                        burst: p.burst_bytes,
-                        cburst: p.burst_bytes,
-                        quantum: quantum(p.rate_bytes_per_sec, frame),
-                    },
-                    leaf_queue(p.limit_bytes, frame),
-                )
-            }
-            // A node cap holds for a pod without a limit of its own too
-            // (asking for nothing must not get more than asking for 1G):
-            // the class has its cap, and shares with nothing.
-            (None, Some(cap)) => (
-                HtbClassSpec {
-                    classid,
-                    parent: ROOT_HANDLE,
-                    rate: cap.rate_bytes_per_sec,
-                    ceil: cap.rate_bytes_per_sec,
-                    burst: cap.burst_bytes,
-                    cburst: cap.burst_bytes,
-                    quantum: quantum(cap.rate_bytes_per_sec, frame),
-                },
-                leaf_queue(cap.limit_bytes, frame),
-            ),
-            (None, None) => (
-                HtbClassSpec {
-                    classid,
-                    parent: ROOT_HANDLE,
-                    rate: UNLIMITED_BYTES_PER_SEC,
-                    ceil: UNLIMITED_BYTES_PER_SEC,
-                    burst: unlimited_burst,
-                    cburst: unlimited_burst,
-                    quantum: MAX_QUANTUM as u32,
-                },
-                unlimited_queue,
-            ),
-        };
+        let cap = class_cap(c, pod, dir, mtu, latency_ms);
+        let (spec, limit) = leaf(classid, pod.filter(|_| c.shaped), cap, &sizing, frame);
         out.classes.push(spec);
         out.leaves.push((classid, minor << 16, limit));
         out.names.push((c.name, minor));
@@ -274,3 +194,97 @@ pub fn plan(
     out
 }
 
+/// How a pod's limit is shared: the sum of the caps inside it (scaled
+/// down together if they add up to more than it; each keeps its
+/// ceiling) and how many shaped classes share what the caps leave.
+struct Sizing {
+    caps: u64,
+    sharing: u64,
+}
+
+impl Sizing {
+    fn of(
+        classes: &PeerClasses,
+        pod: Option<&Shape>,
+        cap_of: impl Fn(&PeerClass) -> Option<Shape>,
+    ) -> Sizing {
+        let shaped = || classes.classes.iter().filter(|c| pod.is_some() && c.shaped);
+        Sizing {
+            caps: shaped()
+                .filter_map(|c| cap_of(c).map(|s| s.rate_bytes_per_sec))
+                .sum(),
+            sharing: shaped().filter(|c| cap_of(c).is_none()).count() as u64,
+        }
+    }
+}
+
+/// A class of `rate` under `parent`, with `s`'s ceiling and buckets.
+fn class(classid: u32, parent: u32, rate: u64, s: &Shape, frame: u64) -> HtbClassSpec {
+    HtbClassSpec {
+        classid,
+        parent,
+        rate: rate.max(1),
+        ceil: s.rate_bytes_per_sec,
+        burst: s.burst_bytes,
+        cburst: s.burst_bytes,
+        quantum: quantum(s.rate_bytes_per_sec, frame),
+    }
+}
+
+/// One leaf class and its queue: capped inside the pod's limit, sharing
+/// it, capped alone (a pod without a limit), or unlimited.
+fn leaf(
+    classid: u32,
+    shaped_pod: Option<&Shape>,
+    cap: Option<Shape>,
+    sizing: &Sizing,
+    frame: u64,
+) -> (HtbClassSpec, u32) {
+    let caps = sizing.caps;
+    match (shaped_pod, cap) {
+        (Some(p), Some(cap)) => {
+            let guaranteed = if caps > p.rate_bytes_per_sec {
+                (u128::from(cap.rate_bytes_per_sec) * u128::from(p.rate_bytes_per_sec)
+                    / u128::from(caps.max(1))) as u64
+            } else {
+                cap.rate_bytes_per_sec
+            };
+            let spec = class(classid, POD_CLASS, guaranteed, &cap, frame);
+            (spec, leaf_queue(cap.limit_bytes, frame))
+        }
+        (Some(p), None) => {
+            let left = p
+                .rate_bytes_per_sec
+                .saturating_sub(caps.min(p.rate_bytes_per_sec));
+            let share = left / sizing.sharing.max(1);
+            (
+                class(classid, POD_CLASS, share, p, frame),
+                leaf_queue(p.limit_bytes, frame),
+            )
+        }
+        // A node cap holds for a pod without a limit of its own too
+        // (asking for nothing must not get more than asking for 1G): the
+        // class has its cap, and shares with nothing.
+        (None, Some(cap)) => {
+            let spec = class(classid, ROOT_HANDLE, cap.rate_bytes_per_sec, &cap, frame);
+            (spec, leaf_queue(cap.limit_bytes, frame))
+        }
+        (None, None) => unlimited(classid, frame),
+    }
+}
+
+/// A class outside the pod's limit: it only counts.
+fn unlimited(classid: u32, frame: u64) -> (HtbClassSpec, u32) {
+    let burst = u32::try_from(UNLIMITED_BYTES_PER_SEC / 1000).unwrap_or(u32::MAX);
+    let spec = HtbClassSpec {
+        classid,
+        parent: ROOT_HANDLE,
+        rate: UNLIMITED_BYTES_PER_SEC,
+        ceil: UNLIMITED_BYTES_PER_SEC,
+        burst,
+        cburst: burst,
+        quantum: MAX_QUANTUM as u32,
+    };
+    let queue = u32::try_from(UNLIMITED_QUEUE_FRAMES * frame).unwrap_or(u32::MAX);
+    (spec, queue)
+}

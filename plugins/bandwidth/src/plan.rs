@@ -4,8 +4,8 @@
 //! acts ([`Installed::claim`]); CHECK compares it; DEL removes the record.
 
 use crate::classes::{Origin, PeerClasses};
-use crate::htb_plan::Direction;
 use crate::config::{BandwidthConf, EgressMode};
+use crate::htb_plan::Direction;
 use crate::layout::RootLayout;
 use crate::record::{Attachment, Installed, RootKinds};
 use crate::tbf::{Shape, shape};

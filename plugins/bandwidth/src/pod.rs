@@ -38,7 +38,11 @@ pub(crate) fn vanished_if_none(link: Option<Link>, ifname: &str) -> anyhow::Resu
 /// The container interface CHECK looks at, or a mismatch when it is gone.
 pub(crate) fn missing_if_none(link: Option<Link>, ifname: &str) -> anyhow::Result<Link> {
     link.ok_or_else(|| {
-        CniError::new(Code::CheckMismatch, format!("{ifname} is missing in the pod")).into()
+        CniError::new(
+            Code::CheckMismatch,
+            format!("{ifname} is missing in the pod"),
+        )
+        .into()
     })
 }
 

@@ -5,9 +5,9 @@
 //! differs, adopted from our own or the reference plugin's leftovers); a
 //! failed step undoes what this ADD created.
 
-use crate::htb_plan::Direction;
 use crate::config::EgressMode;
 use crate::devices::{IfbOwner, MAX_ALIAS_BYTES, ifb_candidates, ifb_name};
+use crate::htb_plan::Direction;
 use crate::layout::{RootLayout, install_root};
 use crate::plan::{AddRequest, FILTER_PRIO, Object, desired};
 use crate::pod::{
@@ -17,11 +17,11 @@ use crate::pod::{
 use crate::record::{Attachment, ClassRecord, Installed, RootKinds, root_is_ours};
 use crate::teardown::delete_owned_ifb;
 use anyhow::Context as _;
+use cni_netlink::Link;
 use cni_netlink::kernel::Kernel;
 use cni_netlink::tc::{
     ETH_P_ALL, INGRESS_HANDLE, Qdisc, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR,
 };
-use cni_netlink::Link;
 use cni_types::error::{CniError, Code, ResultExt};
 use cni_types::{log_info, log_warn};
 use std::path::PathBuf;
@@ -89,10 +89,53 @@ pub fn install(
     previous: Option<&Installed>,
     save: &mut dyn FnMut(&Installed) -> anyhow::Result<()>,
 ) -> anyhow::Result<(Installed, Option<Link>)> {
+    let mut owned = owned_before(host, req, previous);
+    let qdiscs = nl
+        .top_qdiscs(host.index)
+        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
+    adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
+    let d = decide(nl, host, req, &qdiscs, &owned)?;
+    // The claims: what was ours plus what this ADD may create, recorded
+    // before the kernel is touched, so a crash from here on leaves a state
+    // file that lets DEL find everything.
+    let mut inst = owned.clone();
+    inst.classes = d.classes;
+    inst.claim(&d.want);
+    save(&inst)?;
+    let mut run = Reconcile {
+        nl,
+        host,
+        req,
+        qdiscs: &qdiscs,
+        pod_root: d.pod_root.as_ref(),
+        pod_hook: d.pod_hook.as_ref(),
+        owned: &owned,
+        undo: Vec::new(),
+        ifb: None,
+    };
+    let made = run
+        .remove_unwanted(&d.want)
+        .and_then(|()| d.want.iter().try_for_each(|o| run.ensure(o)));
+    match made {
+        Ok(()) => {
+            inst.set_to(&d.want);
+            save(&inst)?;
+            Ok((inst, run.ifb.map(|(l, _)| l)))
+        }
+        Err(e) => {
+            let undo = std::mem::take(&mut run.undo);
+            run_undo(run.nl, undo);
+            Err(e)
+        }
+    }
+}
+
+/// What was ours before this ADD, which decides ownership: the previous
+/// record of the same host veth (index and name). The pod side of a
+/// record counts only in the namespace it was made in.
+fn owned_before(host: &Link, req: &AddRequest<'_>, previous: Option<&Installed>) -> Installed {
     let prev = previous.filter(|p| p.host_index == host.index && p.host_veth == host.name);
-    // What was ours before this ADD decides ownership. The pod side of a
-    // record counts only in the namespace it was made in.
-    let mut owned = Installed {
+    Installed {
         host_veth: host.name.clone(),
         host_index: host.index,
         ingress_tbf: prev.is_some_and(|p| p.ingress_tbf),
@@ -112,20 +155,37 @@ pub fn install(
         netns_path: (!req.netns.as_os_str().is_empty()).then(|| req.netns.display().to_string()),
         classes: Vec::new(),
         backstop: prev.and_then(|p| p.backstop.clone()),
-    };
+    }
+}
+
+/// What one ADD decided before its first change.
+struct Decision {
+    want: Vec<Object>,
+    classes: Vec<ClassRecord>,
+    /// The container interface's root and hook qdiscs, read once (pod mode).
+    pod_root: Option<Qdisc>,
+    pod_hook: Option<Qdisc>,
+}
+
+/// The egress mode, the refusals (foreign roots and hooks, no free ifb
+/// name) and the wanted objects: everything that could refuse, decided
+/// before anything changes.
+fn decide(
+    nl: &mut dyn Kernel,
+    host: &Link,
+    req: &AddRequest<'_>,
+    qdiscs: &[Qdisc],
+    owned: &Installed,
+) -> anyhow::Result<Decision> {
     let ingress_layout = req.layout(Direction::IntoPod, host.mtu);
     let egress_layout = req.layout(Direction::OutOfPod, host.mtu);
-    let qdiscs = nl
-        .top_qdiscs(host.index)
-        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
-    adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
     // Counting without a limit needs no ifb (whose deletion would add the
     // kernel's ~20 ms to every DEL): the pod side counts what leaves it.
     let mode =
         if req.egress.is_none() && egress_layout.is_some() && !req.caps_bind(Direction::OutOfPod) {
             EgressMode::Pod
         } else {
-            resolve_egress_mode(req, host, &qdiscs, owned.ingress_qdisc)?
+            resolve_egress_mode(req, host, qdiscs, owned.ingress_qdisc)?
         };
     if ingress_layout.is_some() {
         let root = qdiscs.iter().find(|q| q.is_root());
@@ -136,24 +196,52 @@ pub fn install(
             &host.name,
         )?;
     }
-    // The pod's root and hook qdiscs, read once: judged here, and reused
-    // by the steps that install the pod side.
     let (pod_root, pod_hook) = if egress_layout.is_some() && mode == EgressMode::Pod {
-        let (root, hook) = pod_top_qdiscs(nl, req.netns, req.ifname)?;
-        let device = format!("the pod's {}", req.ifname);
-        refuse_foreign_root(root.as_ref(), owned.pod_tbf, owned.pod_root_kinds, &device)?;
-        if matches!(egress_layout, Some(RootLayout::Htb(_))) {
-            refuse_foreign_hook(hook.as_ref(), owned.pod_clsact, &device)?;
-        }
-        (root, hook)
+        judge_pod_side(nl, req, owned, egress_layout.as_ref())?
     } else {
         (None, None)
     };
     let ifb = match (&egress_layout, mode) {
-        (Some(_), EgressMode::Ifb | EgressMode::Auto) => Some(choose_ifb(nl, req, &owned)?),
+        (Some(_), EgressMode::Ifb | EgressMode::Auto) => Some(choose_ifb(nl, req, owned)?),
         _ => None,
     };
-    let classes = [&ingress_layout, &egress_layout]
+    let classes = class_records([&ingress_layout, &egress_layout]);
+    let backstop = req.backstop(host, mode, egress_layout.is_some())?;
+    let want = desired(
+        ingress_layout,
+        egress_layout,
+        mode,
+        ifb.as_deref(),
+        backstop,
+    );
+    Ok(Decision {
+        want,
+        classes,
+        pod_root,
+        pod_hook,
+    })
+}
+
+/// The pod's root and hook qdiscs, judged: a foreign root, or a foreign
+/// hook where an htb needs our clsact, is refused.
+fn judge_pod_side(
+    nl: &mut dyn Kernel,
+    req: &AddRequest<'_>,
+    owned: &Installed,
+    egress: Option<&RootLayout>,
+) -> anyhow::Result<(Option<Qdisc>, Option<Qdisc>)> {
+    let (root, hook) = pod_top_qdiscs(nl, req.netns, req.ifname)?;
+    let device = format!("the pod's {}", req.ifname);
+    refuse_foreign_root(root.as_ref(), owned.pod_tbf, owned.pod_root_kinds, &device)?;
+    if matches!(egress, Some(RootLayout::Htb(_))) {
+        refuse_foreign_hook(hook.as_ref(), owned.pod_clsact, &device)?;
+    }
+    Ok((root, hook))
+}
+
+/// The classes' leaf minors, for the record (the same in both directions).
+fn class_records(layouts: [&Option<RootLayout>; 2]) -> Vec<ClassRecord> {
+    layouts
         .into_iter()
         .find_map(|l| match l {
             Some(RootLayout::Htb(p)) => Some(
@@ -164,48 +252,7 @@ pub fn install(
             ),
             _ => None,
         })
-        .unwrap_or_default();
-    let backstop = req.backstop(host, mode, egress_layout.is_some())?;
-    let want = desired(
-        ingress_layout,
-        egress_layout,
-        mode,
-        ifb.as_deref(),
-        backstop,
-    );
-    // The claims: what was ours plus what this ADD may create, recorded
-    // before the kernel is touched, so a crash from here on leaves a state
-    // file that lets DEL find everything.
-    let mut inst = owned.clone();
-    inst.classes = classes;
-    inst.claim(&want);
-    save(&inst)?;
-    let mut run = Reconcile {
-        nl,
-        host,
-        req,
-        qdiscs: &qdiscs,
-        pod_root: pod_root.as_ref(),
-        pod_hook: pod_hook.as_ref(),
-        owned: &owned,
-        undo: Vec::new(),
-        ifb: None,
-    };
-    let made = run
-        .remove_unwanted(&want)
-        .and_then(|()| want.iter().try_for_each(|o| run.ensure(o)));
-    match made {
-        Ok(()) => {
-            inst.set_to(&want);
-            save(&inst)?;
-            Ok((inst, run.ifb.map(|(l, _)| l)))
-        }
-        Err(e) => {
-            let undo = std::mem::take(&mut run.undo);
-            run_undo(run.nl, undo);
-            Err(e)
-        }
-    }
+        .unwrap_or_default()
 }
 
 /// Only the kernel's default root (handle `0:`) is free to replace; a root
@@ -238,7 +285,11 @@ fn refuse_foreign_root(
 /// this attachment's. A name held by another attachment (or anything
 /// else) is never adopted: two attachments sharing an ifb would rewrite
 /// each other's rate, and one's DEL would blackhole the other.
-fn choose_ifb(nl: &mut dyn Kernel, req: &AddRequest<'_>, owned: &Installed) -> anyhow::Result<String> {
+fn choose_ifb(
+    nl: &mut dyn Kernel,
+    req: &AddRequest<'_>,
+    owned: &Installed,
+) -> anyhow::Result<String> {
     let who = req.attachment();
     if who.alias().len() > MAX_ALIAS_BYTES {
         return Err(CniError::new(
@@ -316,7 +367,12 @@ impl Reconcile<'_, '_> {
         let wants = |f: fn(&Object) -> bool| want.iter().any(f);
         let (host, owned) = (self.host, self.owned);
         if owned.pod_tbf && !wants(|o| matches!(o, Object::PodRoot(_))) {
-            remove_pod_root(self.nl, self.req.netns, self.req.ifname, owned.pod_root_kinds)?;
+            remove_pod_root(
+                self.nl,
+                self.req.netns,
+                self.req.ifname,
+                owned.pod_root_kinds,
+            )?;
         }
         if owned.pod_clsact && !wants(|o| matches!(o, Object::PodHook)) {
             remove_pod_hook(self.nl, self.req.netns, self.req.ifname)?;
@@ -364,112 +420,124 @@ impl Reconcile<'_, '_> {
 
     /// Makes one object what it should be.
     fn ensure(&mut self, o: &Object) -> anyhow::Result<()> {
-        let host = self.host;
         match o {
-            Object::HostRoot(layout) => {
-                // Judged free (default) or ours before anything changed.
-                let root = self.qdiscs.iter().find(|q| q.is_root());
-                if root.is_none_or(|r| !r.is_root_shaper()) {
-                    self.undo.push(Undo::Root(host.index));
-                }
-                install_root(self.nl, host, layout, root)?;
-                log_info!("ingress: {} on {}", layout.describe(), host.name);
-            }
+            Object::HostRoot(layout) => self.host_root(layout),
             Object::Ifb(name) => {
                 let made = self.ifb_link(name)?;
                 self.ifb = Some(made);
+                Ok(())
             }
-            Object::IngressQdisc => self.ingress_qdisc()?,
+            Object::IngressQdisc => self.ingress_qdisc(),
             Object::Redirect(_) => {
                 let ifb = self.made_ifb()?;
-                self.redirect_to(&ifb)?;
+                self.redirect_to(&ifb)
             }
-            Object::IfbRoot(_, layout) => {
-                let (ifb, created) = self
-                    .ifb
-                    .clone()
-                    .ok_or_else(|| anyhow::anyhow!("internal: the ifb root before the ifb"))?;
-                // The ifb is ours whole; a new one has only the default.
-                let root = if created {
-                    None
-                } else {
-                    self.nl
-                        .top_qdiscs(ifb.index)
-                        .cni_with(Code::Kernel, || format!("listing qdiscs of {}", ifb.name))?
-                        .into_iter()
-                        .find(|q| q.is_root())
-                };
-                install_root(self.nl, &ifb, layout, root.as_ref())?;
-                log_info!(
-                    "egress: {} on {} (from {})",
-                    layout.describe(),
-                    ifb.name,
-                    host.name
-                );
-            }
-            Object::PodHook => {
-                let req = self.req;
-                let existed = self.owned.pod_clsact && self.pod_hook.is_some_and(Qdisc::is_clsact);
-                if !existed {
-                    // Before the change: a clsact added by a step that then
-                    // fails is this ADD's to remove.
-                    self.undo.push(Undo::PodHook(
-                        req.netns.to_path_buf(),
-                        req.ifname.to_string(),
-                    ));
-                }
-                in_pod(self.nl, req.netns, req.ifname, |pn, link| {
-                    let link = vanished_if_none(link, req.ifname)?;
-                    if !existed {
-                        pn.add_clsact_qdisc(link.index).cni_with(Code::Kernel, || {
-                            format!("adding a clsact to the pod's {}", req.ifname)
-                        })?;
-                    }
-                    if !has_priority_reset(pn, &link)? {
-                        pn.add_priority_reset(link.index)
-                            .cni_with(Code::Kernel, || {
-                                format!("resetting skb priority on the pod's {}", req.ifname)
-                            })?;
-                    }
-                    Ok(())
-                })?;
-            }
-            Object::Backstop(b) => {
-                if crate::backstop::ensure(self.nl, b)? {
-                    let who = self.req.attachment();
-                    self.undo.push(Undo::Backstop(
-                        b.table.clone(),
-                        [who.network, who.container_id, who.ifname].map(String::from),
-                    ));
-                }
-            }
-            Object::PodRoot(layout) => {
-                let req = self.req;
-                let pod_root = self.pod_root;
-                let existed = self.owned.pod_tbf
-                    && pod_root.is_some_and(|q| root_is_ours(self.owned.pod_root_kinds, q));
-                if !existed {
-                    // Before the change: a tree that fails half-way (a
-                    // class, a queue, a filter) is this ADD's to remove.
-                    // (Found by the fake kernel's step-by-step rollback test.)
-                    self.undo.push(Undo::PodRoot(
-                        req.netns.to_path_buf(),
-                        req.ifname.to_string(),
-                        Some(RootKinds::of(layout)),
-                    ));
-                }
-                in_pod(self.nl, req.netns, req.ifname, |pn, link| {
-                    let link = vanished_if_none(link, req.ifname)?;
-                    install_root(pn, &link, layout, pod_root)
-                        .with_context(|| format!("in the pod's {}", req.ifname))
-                })?;
-                log_info!(
-                    "egress (inside the pod): {} on {}",
-                    layout.describe(),
-                    req.ifname
-                );
-            }
+            Object::IfbRoot(_, layout) => self.ifb_root(layout),
+            Object::PodHook => self.pod_hook(),
+            Object::Backstop(b) => self.backstop(b),
+            Object::PodRoot(layout) => self.pod_root(layout),
         }
+    }
+
+    fn host_root(&mut self, layout: &RootLayout) -> anyhow::Result<()> {
+        let host = self.host;
+        // Judged free (default) or ours before anything changed.
+        let root = self.qdiscs.iter().find(|q| q.is_root());
+        if root.is_none_or(|r| !r.is_root_shaper()) {
+            self.undo.push(Undo::Root(host.index));
+        }
+        install_root(self.nl, host, layout, root)?;
+        log_info!("ingress: {} on {}", layout.describe(), host.name);
+        Ok(())
+    }
+
+    fn ifb_root(&mut self, layout: &RootLayout) -> anyhow::Result<()> {
+        let (ifb, created) = self
+            .ifb
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("internal: the ifb root before the ifb"))?;
+        // The ifb is ours whole; a new one has only the default.
+        let root = if created {
+            None
+        } else {
+            self.nl
+                .top_qdiscs(ifb.index)
+                .cni_with(Code::Kernel, || format!("listing qdiscs of {}", ifb.name))?
+                .into_iter()
+                .find(|q| q.is_root())
+        };
+        install_root(self.nl, &ifb, layout, root.as_ref())?;
+        let (how, host) = (layout.describe(), &self.host.name);
+        log_info!("egress: {how} on {} (from {host})", ifb.name);
+        Ok(())
+    }
+
+    /// Our clsact on the container interface with the priority-reset
+    /// filter (see [`cni_netlink::bpf`]).
+    fn pod_hook(&mut self) -> anyhow::Result<()> {
+        let req = self.req;
+        let existed = self.owned.pod_clsact && self.pod_hook.is_some_and(Qdisc::is_clsact);
+        if !existed {
+            // Before the change: a clsact added by a step that then
+            // fails is this ADD's to remove.
+            self.undo.push(Undo::PodHook(
+                req.netns.to_path_buf(),
+                req.ifname.to_string(),
+            ));
+        }
+        in_pod(self.nl, req.netns, req.ifname, |pn, link| {
+            let link = vanished_if_none(link, req.ifname)?;
+            if !existed {
+                pn.add_clsact_qdisc(link.index).cni_with(Code::Kernel, || {
+                    format!("adding a clsact to the pod's {}", req.ifname)
+                })?;
+            }
+            if !has_priority_reset(pn, &link)? {
+                pn.add_priority_reset(link.index)
+                    .cni_with(Code::Kernel, || {
+                        format!("resetting skb priority on the pod's {}", req.ifname)
+                    })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn backstop(&mut self, b: &cni_netlink::backstop::Backstop) -> anyhow::Result<()> {
+        if crate::backstop::ensure(self.nl, b)? {
+            let who = self.req.attachment();
+            self.undo.push(Undo::Backstop(
+                b.table.clone(),
+                [who.network, who.container_id, who.ifname].map(String::from),
+            ));
+        }
+        Ok(())
+    }
+
+    fn pod_root(&mut self, layout: &RootLayout) -> anyhow::Result<()> {
+        let req = self.req;
+        let pod_root = self.pod_root;
+        let existed = self.owned.pod_tbf
+            && pod_root.is_some_and(|q| root_is_ours(self.owned.pod_root_kinds, q));
+        if !existed {
+            // Before the change: a tree that fails half-way (a class, a
+            // queue, a filter) is this ADD's to remove. (Found by the fake
+            // kernel's step-by-step rollback test.)
+            self.undo.push(Undo::PodRoot(
+                req.netns.to_path_buf(),
+                req.ifname.to_string(),
+                Some(RootKinds::of(layout)),
+            ));
+        }
+        in_pod(self.nl, req.netns, req.ifname, |pn, link| {
+            let link = vanished_if_none(link, req.ifname)?;
+            install_root(pn, &link, layout, pod_root)
+                .with_context(|| format!("in the pod's {}", req.ifname))
+        })?;
+        log_info!(
+            "egress (inside the pod): {} on {}",
+            layout.describe(),
+            req.ifname
+        );
         Ok(())
     }
 

@@ -8,9 +8,9 @@ use crate::record::{Installed, RootKinds, root_is_ours};
 use crate::tbf::Shape;
 use cni_netlink::Link;
 use cni_netlink::tc::{INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
+use cni_netlink::tc::{Qdisc, TbfParams};
 use cni_types::error::{CniError, Code};
 use std::path::Path;
-use cni_netlink::tc::{Qdisc, TbfParams};
 
 fn qdisc(kind: &str, parent: u32, handle: u32) -> Qdisc {
     Qdisc {
@@ -232,7 +232,11 @@ mod on_a_fake_node {
         }
     }
 
-    fn request<'a>(mode: EgressMode, rate: Option<u64>, classes: Option<&'a PeerClasses>) -> AddRequest<'a> {
+    fn request<'a>(
+        mode: EgressMode,
+        rate: Option<u64>,
+        classes: Option<&'a PeerClasses>,
+    ) -> AddRequest<'a> {
         AddRequest {
             network: "net",
             container_id: "ctr1",
@@ -249,7 +253,12 @@ mod on_a_fake_node {
         }
     }
 
-    fn add(k: &mut FakeKernel, host: &Link, req: &AddRequest<'_>, prev: Option<&Installed>) -> anyhow::Result<Installed> {
+    fn add(
+        k: &mut FakeKernel,
+        host: &Link,
+        req: &AddRequest<'_>,
+        prev: Option<&Installed>,
+    ) -> anyhow::Result<Installed> {
         let mut saved = None;
         let r = install(k, host, req, prev, &mut |i: &Installed| {
             saved = Some(i.clone());
@@ -284,14 +293,39 @@ mod on_a_fake_node {
     #[test]
     fn ifb_mode_makes_the_reference_layout_marked_as_ours() {
         let (mut k, host) = node();
-        let inst = add(&mut k, &host, &request(EgressMode::Ifb, Some(10_000_000), None), None).unwrap();
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
         let h = k.space("");
-        let ifb = h.links.iter().find(|l| l.kind.as_deref() == Some("ifb")).unwrap();
-        assert_eq!(ifb.alias.as_deref(), Some(ifb_alias("net", "ctr1", "eth0").as_str()));
+        let ifb = h
+            .links
+            .iter()
+            .find(|l| l.kind.as_deref() == Some("ifb"))
+            .unwrap();
+        assert_eq!(
+            ifb.alias.as_deref(),
+            Some(ifb_alias("net", "ctr1", "eth0").as_str())
+        );
         assert_eq!(Some(ifb.name.clone()), inst.ifb);
-        assert!(h.qdiscs.iter().any(|q| q.ifindex == host.index && q.is_root_tbf()));
-        assert!(h.qdiscs.iter().any(|q| q.ifindex == host.index && q.is_ingress()));
-        assert!(h.qdiscs.iter().any(|q| q.ifindex == ifb.index && q.is_root_tbf()));
+        assert!(
+            h.qdiscs
+                .iter()
+                .any(|q| q.ifindex == host.index && q.is_root_tbf())
+        );
+        assert!(
+            h.qdiscs
+                .iter()
+                .any(|q| q.ifindex == host.index && q.is_ingress())
+        );
+        assert!(
+            h.qdiscs
+                .iter()
+                .any(|q| q.ifindex == ifb.index && q.is_root_tbf())
+        );
         let f = h.filters.iter().find(|f| f.ifindex == host.index).unwrap();
         assert_eq!(f.mirred[0].ifindex, ifb.index);
         assert!(h.tables.is_empty(), "no backstop in ifb mode");
@@ -301,7 +335,13 @@ mod on_a_fake_node {
     #[test]
     fn pod_mode_shapes_inside_and_holds_on_the_host() {
         let (mut k, host) = node();
-        let inst = add(&mut k, &host, &request(EgressMode::Pod, Some(10_000_000), None), None).unwrap();
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Pod, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
         assert!(k.space(POD).qdiscs.iter().any(|q| q.is_root_tbf()));
         let t = &k.space("").tables;
         assert_eq!(t.len(), 1);
@@ -309,14 +349,25 @@ mod on_a_fake_node {
         assert_eq!(t[0].1.device, "eni1");
         assert_eq!(t[0].1.total.unwrap().bytes_per_sec, 1_250_000);
         assert_eq!(inst.backstop.as_deref(), Some(t[0].0.name.as_str()));
-        assert!(!k.space("").links.iter().any(|l| l.kind.as_deref() == Some("ifb")));
+        assert!(
+            !k.space("")
+                .links
+                .iter()
+                .any(|l| l.kind.as_deref() == Some("ifb"))
+        );
     }
 
     #[test]
     fn pod_mode_with_classes_guards_the_htb_and_caps_each_class_on_the_host() {
         let (mut k, host) = node();
         let z = zones();
-        add(&mut k, &host, &request(EgressMode::Pod, Some(200_000_000), Some(&z)), None).unwrap();
+        add(
+            &mut k,
+            &host,
+            &request(EgressMode::Pod, Some(200_000_000), Some(&z)),
+            None,
+        )
+        .unwrap();
         let pod = k.space(POD);
         assert!(pod.qdiscs.iter().any(|q| q.kind == "htb" && q.is_root()));
         assert!(pod.qdiscs.iter().any(Qdisc::is_clsact));
@@ -327,7 +378,10 @@ mod on_a_fake_node {
         assert_eq!(cross.cap.unwrap().bytes_per_sec, 2_500_000);
         assert!(cross.in_total);
         let same = b.classes.iter().find(|c| c.name == "sameZone").unwrap();
-        assert!(!same.in_total && same.cap.is_none(), "unshaped: outside the pod's limit");
+        assert!(
+            !same.in_total && same.cap.is_none(),
+            "unshaped: outside the pod's limit"
+        );
         assert_eq!(cross.prefixes.len(), 2, "v4 and v6 peers");
     }
 
@@ -335,10 +389,26 @@ mod on_a_fake_node {
     fn a_pod_without_a_limit_is_still_capped_per_class() {
         let (mut k, host) = node();
         let z = zones();
-        let inst = add(&mut k, &host, &request(EgressMode::Ifb, None, Some(&z)), None).unwrap();
-        assert_eq!(inst.egress_mode, Some(EgressMode::Ifb), "a binding cap keeps the configured mode");
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, None, Some(&z)),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            inst.egress_mode,
+            Some(EgressMode::Ifb),
+            "a binding cap keeps the configured mode"
+        );
         let (mut k2, host2) = node();
-        add(&mut k2, &host2, &request(EgressMode::Pod, None, Some(&z)), None).unwrap();
+        add(
+            &mut k2,
+            &host2,
+            &request(EgressMode::Pod, None, Some(&z)),
+            None,
+        )
+        .unwrap();
         let b = &k2.space("").tables[0].1;
         assert_eq!(b.total, None, "no limit of its own");
         assert!(b.classes.iter().any(|c| c.cap.is_some()));
@@ -350,10 +420,21 @@ mod on_a_fake_node {
         let mut z = zones();
         z.classes[1].ingress = None;
         z.classes[1].egress = None;
-        let inst = add(&mut k, &host, &request(EgressMode::Ifb, None, Some(&z)), None).unwrap();
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, None, Some(&z)),
+            None,
+        )
+        .unwrap();
         assert_eq!(inst.egress_mode, Some(EgressMode::Pod));
         assert!(k.space("").tables.is_empty());
-        assert!(!k.space("").links.iter().any(|l| l.kind.as_deref() == Some("ifb")));
+        assert!(
+            !k.space("")
+                .links
+                .iter()
+                .any(|l| l.kind.as_deref() == Some("ifb"))
+        );
     }
 
     /// Counts the changes one ADD makes on a fresh node, then fails each of
@@ -361,15 +442,31 @@ mod on_a_fake_node {
     fn rolls_back_at_every_step(mode: EgressMode, classes: Option<&PeerClasses>) {
         let (mut k, host) = node();
         let before = snapshot(&k);
-        add(&mut k, &host, &request(mode, Some(50_000_000), classes), None).unwrap();
+        add(
+            &mut k,
+            &host,
+            &request(mode, Some(50_000_000), classes),
+            None,
+        )
+        .unwrap();
         let steps = k.node.borrow().changes;
         assert!(steps >= 3, "{steps} changes");
         for n in 1..=steps {
             let (mut k, host) = node();
             k.node.borrow_mut().fail_at = Some(n);
-            let r = add(&mut k, &host, &request(mode, Some(50_000_000), classes), None);
+            let r = add(
+                &mut k,
+                &host,
+                &request(mode, Some(50_000_000), classes),
+                None,
+            );
             assert!(r.is_err(), "step {n} of {steps} was injected to fail");
-            assert_eq!(snapshot(&k), before, "failing step {n} of {steps}: {:?}", k.node.borrow().log);
+            assert_eq!(
+                snapshot(&k),
+                before,
+                "failing step {n} of {steps}: {:?}",
+                k.node.borrow().log
+            );
         }
     }
 
@@ -409,16 +506,40 @@ mod on_a_fake_node {
     #[test]
     fn moving_egress_from_the_ifb_into_the_pod_removes_the_ifb_layout() {
         let (mut k, host) = node();
-        let inst = add(&mut k, &host, &request(EgressMode::Ifb, Some(10_000_000), None), None).unwrap();
-        let moved = add(&mut k, &host, &request(EgressMode::Pod, Some(10_000_000), None), Some(&inst)).unwrap();
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
+        let moved = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Pod, Some(10_000_000), None),
+            Some(&inst),
+        )
+        .unwrap();
         let h = k.space("");
         assert!(!h.links.iter().any(|l| l.kind.as_deref() == Some("ifb")));
         assert!(!h.qdiscs.iter().any(|q| q.on_ingress_hook()));
         assert!(h.filters.is_empty());
-        assert_eq!((moved.ifb.clone(), moved.ingress_qdisc, moved.filter_prio), (None, false, None));
+        assert_eq!(
+            (moved.ifb.clone(), moved.ingress_qdisc, moved.filter_prio),
+            (None, false, None)
+        );
         assert_eq!(h.tables.len(), 1);
-        let back = add(&mut k, &host, &request(EgressMode::Ifb, Some(10_000_000), None), Some(&moved)).unwrap();
-        assert!(k.space("").tables.is_empty(), "back in ifb mode the backstop goes");
+        let back = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, Some(10_000_000), None),
+            Some(&moved),
+        )
+        .unwrap();
+        assert!(
+            k.space("").tables.is_empty(),
+            "back in ifb mode the backstop goes"
+        );
         assert!(!k.space(POD).qdiscs.iter().any(|q| q.is_root_tbf()));
         assert!(back.backstop.is_none());
     }
@@ -429,14 +550,34 @@ mod on_a_fake_node {
         let name = ifb_name("net", "ctr1");
         let ifb = k.create_ifb(&name, 9001, None).unwrap();
         k.add_ingress_qdisc(host.index).unwrap();
-        k.add_u32_redirect_all(host.index, INGRESS_HANDLE, 1, ifb.index).unwrap();
-        let inst = add(&mut k, &host, &request(EgressMode::Auto, Some(10_000_000), None), None).unwrap();
+        k.add_u32_redirect_all(host.index, INGRESS_HANDLE, 1, ifb.index)
+            .unwrap();
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Auto, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
         assert_eq!(inst.ifb.as_deref(), Some(name.as_str()));
-        assert!(inst.ingress_qdisc, "the ingress qdisc is adopted, not taken for a policy agent's");
+        assert!(
+            inst.ingress_qdisc,
+            "the ingress qdisc is adopted, not taken for a policy agent's"
+        );
         let h = k.space("");
-        assert_eq!(h.links.iter().filter(|l| l.kind.as_deref() == Some("ifb")).count(), 1);
+        assert_eq!(
+            h.links
+                .iter()
+                .filter(|l| l.kind.as_deref() == Some("ifb"))
+                .count(),
+            1
+        );
         let l = h.links.iter().find(|l| l.name == name).unwrap();
-        assert_eq!(l.alias.as_deref(), Some(ifb_alias("net", "ctr1", "eth0").as_str()), "marked as ours now");
+        assert_eq!(
+            l.alias.as_deref(),
+            Some(ifb_alias("net", "ctr1", "eth0").as_str()),
+            "marked as ours now"
+        );
     }
 
     #[test]
@@ -445,13 +586,23 @@ mod on_a_fake_node {
         let first = ifb_name("net", "ctr1");
         let other = ifb_alias("net", "ctr1", "net1");
         k.create_ifb(&first, 9001, Some(&other)).unwrap();
-        let inst = add(&mut k, &host, &request(EgressMode::Ifb, Some(10_000_000), None), None).unwrap();
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
         let chosen = inst.ifb.unwrap();
         assert_ne!(chosen, first);
         assert!(ifb_candidates("net", "ctr1", "eth0").contains(&chosen));
         let h = k.space("");
         let theirs = h.links.iter().find(|l| l.name == first).unwrap();
-        assert_eq!(theirs.alias.as_deref(), Some(other.as_str()), "never adopted");
+        assert_eq!(
+            theirs.alias.as_deref(),
+            Some(other.as_str()),
+            "never adopted"
+        );
         assert!(!h.qdiscs.iter().any(|q| q.ifindex == theirs.index));
     }
 
@@ -462,7 +613,13 @@ mod on_a_fake_node {
             k.create_ifb(&name, 9001, Some("someone else")).unwrap();
         }
         let before = snapshot(&k);
-        let e = add(&mut k, &host, &request(EgressMode::Ifb, Some(10_000_000), None), None).unwrap_err();
+        let e = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, Some(10_000_000), None),
+            None,
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("no free ifb name"));
         assert_eq!(snapshot(&k), before);
     }
@@ -470,14 +627,40 @@ mod on_a_fake_node {
     #[test]
     fn a_recorded_ifb_that_is_still_ours_is_reused() {
         let (mut k, host) = node();
-        let inst = add(&mut k, &host, &request(EgressMode::Ifb, Some(10_000_000), None), None).unwrap();
-        let again = add(&mut k, &host, &request(EgressMode::Ifb, Some(20_000_000), None), Some(&inst)).unwrap();
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
+        let again = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, Some(20_000_000), None),
+            Some(&inst),
+        )
+        .unwrap();
         assert_eq!(again.ifb, inst.ifb);
         let h = k.space("");
-        assert_eq!(h.links.iter().filter(|l| l.kind.as_deref() == Some("ifb")).count(), 1);
-        let ifb = h.links.iter().find(|l| Some(&l.name) == inst.ifb.as_ref()).unwrap();
+        assert_eq!(
+            h.links
+                .iter()
+                .filter(|l| l.kind.as_deref() == Some("ifb"))
+                .count(),
+            1
+        );
+        let ifb = h
+            .links
+            .iter()
+            .find(|l| Some(&l.name) == inst.ifb.as_ref())
+            .unwrap();
         let tbf = h.qdiscs.iter().find(|q| q.ifindex == ifb.index).unwrap();
-        assert_eq!(tbf.tbf.unwrap().rate_bytes_per_sec, 2_500_000, "the new rate");
+        assert_eq!(
+            tbf.tbf.unwrap().rate_bytes_per_sec,
+            2_500_000,
+            "the new rate"
+        );
     }
 
     #[test]
@@ -485,7 +668,15 @@ mod on_a_fake_node {
         let (mut k, host) = node();
         push_qdisc(&k, "", on(&host, "pfifo", TC_H_ROOT, 0x5_0000));
         let before = snapshot(&k);
-        assert!(add(&mut k, &host, &request(EgressMode::Ifb, Some(10_000_000), None), None).is_err());
+        assert!(
+            add(
+                &mut k,
+                &host,
+                &request(EgressMode::Ifb, Some(10_000_000), None),
+                None
+            )
+            .is_err()
+        );
         assert_eq!(snapshot(&k), before);
     }
 
@@ -494,12 +685,27 @@ mod on_a_fake_node {
         let (mut k, host) = node();
         k.add_clsact_qdisc(host.index).unwrap();
         let before = snapshot(&k);
-        let e = add(&mut k, &host, &request(EgressMode::Ifb, Some(10_000_000), None), None).unwrap_err();
+        let e = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, Some(10_000_000), None),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(CniError::from_anyhow(&e).code, Code::InvalidConfig);
         assert_eq!(snapshot(&k), before);
-        let inst = add(&mut k, &host, &request(EgressMode::Auto, Some(10_000_000), None), None).unwrap();
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Auto, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
         assert_eq!(inst.egress_mode, Some(EgressMode::Pod));
-        assert!(k.space("").qdiscs.iter().any(Qdisc::is_clsact), "the agent's clsact stays");
+        assert!(
+            k.space("").qdiscs.iter().any(Qdisc::is_clsact),
+            "the agent's clsact stays"
+        );
     }
 
     #[test]
@@ -508,7 +714,13 @@ mod on_a_fake_node {
             let (mut k, host) = node();
             let before = snapshot(&k);
             let z = zones();
-            let inst = add(&mut k, &host, &request(mode, Some(10_000_000), Some(&z)), None).unwrap();
+            let inst = add(
+                &mut k,
+                &host,
+                &request(mode, Some(10_000_000), Some(&z)),
+                None,
+            )
+            .unwrap();
             let pod = Some((Path::new(POD), "eth0"));
             teardown(&mut k, &inst, &who(), pod).unwrap();
             assert_eq!(snapshot(&k), before, "{mode:?}");
@@ -519,35 +731,72 @@ mod on_a_fake_node {
     #[test]
     fn teardown_goes_on_past_a_failed_step_and_reports_it() {
         let (mut k, host) = node();
-        let inst = add(&mut k, &host, &request(EgressMode::Ifb, Some(10_000_000), None), None).unwrap();
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
         let done = k.node.borrow().changes;
         k.node.borrow_mut().fail_at = Some(done + 1);
         let e = teardown(&mut k, &inst, &who(), None).unwrap_err();
         assert_eq!(CniError::from_anyhow(&e).code, Code::Kernel);
         let h = k.space("");
-        assert!(!h.links.iter().any(|l| l.kind.as_deref() == Some("ifb")), "the ifb went anyway");
-        assert!(!h.qdiscs.iter().any(|q| q.is_root_tbf()), "and the host's root");
+        assert!(
+            !h.links.iter().any(|l| l.kind.as_deref() == Some("ifb")),
+            "the ifb went anyway"
+        );
+        assert!(
+            !h.qdiscs.iter().any(|q| q.is_root_tbf()),
+            "and the host's root"
+        );
     }
 
     #[test]
     fn teardown_without_the_pod_namespace_still_clears_the_host() {
         let (mut k, host) = node();
-        let inst = add(&mut k, &host, &request(EgressMode::Pod, Some(10_000_000), None), None).unwrap();
+        let inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Pod, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
         teardown(&mut k, &inst, &who(), None).unwrap();
-        assert!(k.space("").tables.is_empty(), "the backstop goes without the pod");
-        assert!(k.space(POD).qdiscs.iter().any(|q| q.is_root_tbf()), "the pod side is left to its namespace");
+        assert!(
+            k.space("").tables.is_empty(),
+            "the backstop goes without the pod"
+        );
+        assert!(
+            k.space(POD).qdiscs.iter().any(|q| q.is_root_tbf()),
+            "the pod side is left to its namespace"
+        );
     }
 
     #[test]
     fn teardown_leaves_another_attachments_ifb_and_table() {
         let (mut k, host) = node();
-        let mut inst = add(&mut k, &host, &request(EgressMode::Pod, Some(10_000_000), None), None).unwrap();
+        let mut inst = add(
+            &mut k,
+            &host,
+            &request(EgressMode::Pod, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
         let theirs = ifb_alias("net", "ctr2", "eth0");
         k.create_ifb("bwpforeign", 9001, Some(&theirs)).unwrap();
         inst.ifb = Some("bwpforeign".into());
         // The table under our name now carries another's mark.
         let table = inst.backstop.clone().unwrap();
-        k.node.borrow_mut().spaces.get_mut(Path::new("")).unwrap().tables[0].0.owner = Some(theirs.clone());
+        k.node
+            .borrow_mut()
+            .spaces
+            .get_mut(Path::new(""))
+            .unwrap()
+            .tables[0]
+            .0
+            .owner = Some(theirs.clone());
         teardown(&mut k, &inst, &who(), None).unwrap();
         let h = k.space("");
         assert!(h.links.iter().any(|l| l.name == "bwpforeign"));
@@ -572,16 +821,34 @@ mod on_a_fake_node {
             format!("{e:#}")
         };
         // A class rate changed inside the pod.
-        k.node.borrow_mut().spaces.get_mut(Path::new(POD)).unwrap().classes[1].rate += 1;
+        k.node
+            .borrow_mut()
+            .spaces
+            .get_mut(Path::new(POD))
+            .unwrap()
+            .classes[1]
+            .rate += 1;
         assert!(mismatch(&mut k).contains("rate"));
         add(&mut k, &host, &req, Some(&inst)).unwrap();
         // The backstop flushed away.
-        k.node.borrow_mut().spaces.get_mut(Path::new("")).unwrap().tables.clear();
+        k.node
+            .borrow_mut()
+            .spaces
+            .get_mut(Path::new(""))
+            .unwrap()
+            .tables
+            .clear();
         assert!(mismatch(&mut k).contains("backstop"));
         add(&mut k, &host, &req, Some(&inst)).unwrap();
         crate::check::verify(&mut k, &host, &req, Some(&inst)).unwrap();
         // The priority-reset filter removed.
-        k.node.borrow_mut().spaces.get_mut(Path::new(POD)).unwrap().filters.retain(|f| f.kind != "bpf");
+        k.node
+            .borrow_mut()
+            .spaces
+            .get_mut(Path::new(POD))
+            .unwrap()
+            .filters
+            .retain(|f| f.kind != "bpf");
         assert!(mismatch(&mut k).contains("priority-reset"));
     }
 
@@ -590,8 +857,10 @@ mod on_a_fake_node {
         let (mut k, host) = node();
         let req = request(EgressMode::Ifb, Some(10_000_000), None);
         let inst = add(&mut k, &host, &req, None).unwrap();
-        k.delete_filter(host.index, INGRESS_HANDLE, 1, ETH_P_ALL).unwrap();
-        k.add_u32_redirect_all(host.index, INGRESS_HANDLE, 1, 9999).unwrap();
+        k.delete_filter(host.index, INGRESS_HANDLE, 1, ETH_P_ALL)
+            .unwrap();
+        k.add_u32_redirect_all(host.index, INGRESS_HANDLE, 1, 9999)
+            .unwrap();
         let e = crate::check::verify(&mut k, &host, &req, Some(&inst)).unwrap_err();
         assert!(format!("{e:#}").contains("redirects to ifindex"));
         let f = &k.space("").filters[0];
@@ -625,9 +894,17 @@ mod on_a_fake_node {
         operators.owner = "an operator's table".into();
         k.add_table(&operators, Some("an operator's table"));
         add(&mut k, &host, &req, None).unwrap();
-        let names: Vec<_> = k.space("").tables.iter().map(|(t, _)| t.name.clone()).collect();
+        let names: Vec<_> = k
+            .space("")
+            .tables
+            .iter()
+            .map(|(t, _)| t.name.clone())
+            .collect();
         assert!(!names.contains(&stale.table), "the gone pod's table went");
-        assert!(names.contains(&operators.table), "a table not marked as an attachment's stays");
+        assert!(
+            names.contains(&operators.table),
+            "a table not marked as an attachment's stays"
+        );
         assert_eq!(names.len(), 2);
     }
 
@@ -640,7 +917,11 @@ mod on_a_fake_node {
         other.table = format!("{TABLE_PREFIX}00000000000000cc");
         k.add_table(&other, Some(&ifb_alias("other-net", "ctr9", "eth0")));
         let all_valid = |_: &str, _: &str| true;
-        assert!(crate::backstop::stale_tables(&mut k, "net", &all_valid).unwrap().is_empty());
+        assert!(
+            crate::backstop::stale_tables(&mut k, "net", &all_valid)
+                .unwrap()
+                .is_empty()
+        );
         let none_valid = |_: &str, _: &str| false;
         let stale = crate::backstop::stale_tables(&mut k, "net", &none_valid).unwrap();
         assert_eq!(stale.len(), 1);
@@ -654,7 +935,15 @@ mod on_a_fake_node {
         let (mut k, host) = node();
         k.node.borrow_mut().spaces.remove(Path::new(POD));
         let before = snapshot(&k);
-        assert!(add(&mut k, &host, &request(EgressMode::Pod, Some(10_000_000), None), None).is_err());
+        assert!(
+            add(
+                &mut k,
+                &host,
+                &request(EgressMode::Pod, Some(10_000_000), None),
+                None
+            )
+            .is_err()
+        );
         assert_eq!(snapshot(&k), before);
     }
 

@@ -2,7 +2,7 @@
 //! exists and is still ours, in the reverse of the order ADD makes it,
 //! going on past a failed step and reporting every failure.
 
-use crate::devices::IfbOwner;
+use crate::devices::{IfbOwner, parse_ifb_alias};
 use crate::pod::{delete_qdisc_if, remove_pod_hook, remove_pod_root};
 use crate::record::{Attachment, Installed, root_is_ours};
 use cni_netlink::Link;
@@ -26,7 +26,11 @@ fn recorded_host(nl: &mut dyn Kernel, inst: &Installed) -> anyhow::Result<Option
 /// mark; the caller knows the name is this attachment's). An ifb marked
 /// for another attachment is left alone: deleting it would blackhole that
 /// pod's egress. Fine when it is already gone.
-pub fn delete_owned_ifb(nl: &mut dyn Kernel, name: &str, who: &Attachment<'_>) -> anyhow::Result<()> {
+pub fn delete_owned_ifb(
+    nl: &mut dyn Kernel,
+    name: &str,
+    who: &Attachment<'_>,
+) -> anyhow::Result<()> {
     let Some(l) = nl
         .link_by_name(name)
         .cni_with(Code::Kernel, || format!("looking up {name}"))?
@@ -127,4 +131,63 @@ pub fn teardown(
         );
     }
     failures.finish(Code::Kernel, "removing the attachment's tc layout")
+}
+
+/// GC: ifbs marked as ours for `network` whose attachment is not valid
+/// (state lost with a wiped /run, or a DEL that never came).
+pub fn sweep_stale_ifbs(
+    nl: &mut dyn Kernel,
+    network: &str,
+    valid: &dyn Fn(&str, &str) -> bool,
+    failures: &mut Failures,
+) {
+    let Some(links) = failures.record(
+        "listing links",
+        nl.links().cni(Code::Kernel, "netlink request failed"),
+    ) else {
+        return;
+    };
+    for l in links.iter().filter(|l| l.kind.as_deref() == Some("ifb")) {
+        let Some((net, cid, ifname)) = l.alias.as_deref().and_then(parse_ifb_alias) else {
+            continue;
+        };
+        if net == network && !valid(cid, ifname) {
+            log_info!("gc: deleting stale ifb {}", l.name);
+            let who = Attachment {
+                network,
+                container_id: cid,
+                ifname,
+            };
+            failures.record(
+                format!("ifb {}", l.name),
+                delete_owned_ifb(nl, &l.name, &who),
+            );
+        }
+    }
+}
+
+/// GC: backstop tables marked as ours for `network` whose attachment is
+/// not valid.
+pub fn sweep_stale_tables(
+    nl: &mut dyn Kernel,
+    network: &str,
+    valid: &dyn Fn(&str, &str) -> bool,
+    failures: &mut Failures,
+) {
+    let listed = crate::backstop::stale_tables(nl, network, valid);
+    let Some(stale) = failures.record("listing backstop tables", listed) else {
+        return;
+    };
+    for (t, cid, ifname) in stale {
+        log_info!("gc: deleting stale backstop table {}", t.name);
+        let who = Attachment {
+            network,
+            container_id: &cid,
+            ifname: &ifname,
+        };
+        failures.record(
+            format!("nft table {}", t.name),
+            crate::backstop::remove_stale(nl, &t, &who),
+        );
+    }
 }

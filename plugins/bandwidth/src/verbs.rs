@@ -1,14 +1,14 @@
 //! What ADD, DEL, CHECK, STATUS and GC do, in order; the netlink work is
 //! in [`crate::apply`].
 
+use crate::config::{BandwidthConf, DEFAULT_STATE_DIR};
+use crate::devices;
 use crate::plan::AddRequest;
+use crate::policy::PolicyRecord;
 use crate::record::{Attachment, Installed};
 use crate::{check, plan, reconcile, teardown};
-use crate::config::{BandwidthConf, DEFAULT_STATE_DIR};
-use crate::policy::PolicyRecord;
-use crate::{backstop, devices};
 use anyhow::Context as _;
-use cni_netlink::kernel::{Kernel, System};
+use cni_netlink::kernel::System;
 use cni_netlink::{Link, Netlink};
 use cni_types::error::{CniError, Code, Failures, ResultExt};
 use cni_types::result::Interface;
@@ -239,50 +239,9 @@ impl Plugin for Bandwidth {
                 );
             }
         }
-        // ifbs marked as ours for this network whose attachment is gone
-        // (for example state lost with a wiped /run).
-        let links = nl
-            .links()
-            .context("listing links")
-            .cni(Code::Kernel, "netlink request failed")?;
-        for l in links.iter().filter(|l| l.kind.as_deref() == Some("ifb")) {
-            let Some((net, cid, ifname)) = l.alias.as_deref().and_then(devices::parse_ifb_alias)
-            else {
-                continue;
-            };
-            if net == network && !valid.contains(&(cid, ifname)) {
-                log_info!("gc: deleting stale ifb {}", l.name);
-                let who = Attachment {
-                    network,
-                    container_id: cid,
-                    ifname,
-                };
-                failures.record(
-                    format!("ifb {}", l.name),
-                    teardown::delete_owned_ifb(&mut nl, &l.name, &who),
-                );
-            }
-        }
-        // Backstop tables marked as ours for this network whose attachment
-        // is gone (state lost, or a DEL that never came).
         let is_valid = |cid: &str, ifname: &str| valid.contains(&(cid, ifname));
-        if let Some(stale) = failures.record(
-            "listing backstop tables",
-            backstop::stale_tables(&mut nl, network, &is_valid),
-        ) {
-            for (t, cid, ifname) in stale {
-                log_info!("gc: deleting stale backstop table {}", t.name);
-                let who = Attachment {
-                    network,
-                    container_id: &cid,
-                    ifname: &ifname,
-                };
-                failures.record(
-                    format!("nft table {}", t.name),
-                    backstop::remove_stale(&mut nl, &t, &who),
-                );
-            }
-        }
+        teardown::sweep_stale_ifbs(&mut nl, network, &is_valid, &mut failures);
+        teardown::sweep_stale_tables(&mut nl, network, &is_valid, &mut failures);
         failures.finish(Code::Kernel, "garbage collection incomplete")
     }
 }

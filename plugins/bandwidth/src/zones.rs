@@ -4,8 +4,8 @@
 //! block as configured (subnets or zones).
 
 use crate::classes::{
-    ClassName, Origin, PeerClass, PeerClasses, invalid, parse_cidrs, parse_class,
-    refuse_unknown_keys, subnets_in, MAX_PEER_CIDRS,
+    ClassName, MAX_PEER_CIDRS, Origin, PeerClass, PeerClasses, invalid, parse_cidrs, parse_class,
+    refuse_unknown_keys, subnets_in,
 };
 use cni_types::error::{CniError, Code};
 use ipnetwork::IpNetwork;
@@ -243,14 +243,29 @@ fn zones_in(raw: &Value) -> Result<Option<ZoneSpec>, CniError> {
             ));
         }
     };
+    let source = zone_source(tc, zone, file)?;
+    let classes = [
+        parse_class(tc, "sameZone", ClassName::SameZone, Vec::new())?,
+        parse_class(tc, "crossZone", ClassName::CrossZone, Vec::new())?,
+        parse_class(tc, "outside", ClassName::Outside, Vec::new())?,
+    ];
+    Ok(Some(ZoneSpec { source, classes }))
+}
+
+/// Where the zone CIDRs come from: `zoneCidrs` inline (checked now: an
+/// inline map that cannot work is bad input), `zoneCidrsFile`, or, with
+/// none of `zone`, `zoneCidrs` and `zoneCidrsFile`, IMDS.
+fn zone_source(
+    tc: &serde_json::Map<String, Value>,
+    zone: Option<String>,
+    file: Option<String>,
+) -> Result<ZoneSource, CniError> {
     let inline = tc.get("zoneCidrs").filter(|v| !v.is_null());
-    let source = match (inline, file) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "trafficClasses has both zoneCidrs and zoneCidrsFile",
-                "keep one source of zone CIDRs",
-            ));
-        }
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            "trafficClasses has both zoneCidrs and zoneCidrsFile",
+            "keep one source of zone CIDRs",
+        )),
         (Some(m), None) => {
             let zones = parse_zone_map(m, "trafficClasses.zoneCidrs")?;
             let zone = zone.ok_or_else(|| {
@@ -259,18 +274,15 @@ fn zones_in(raw: &Value) -> Result<Option<ZoneSpec>, CniError> {
                     "set trafficClasses.zone to this node's zone (topology.kubernetes.io/zone)",
                 )
             })?;
-            // Checked now: an inline map that cannot work is bad input.
             split_zones(&zone, &zones)?;
-            ZoneSource::Inline { zone, zones }
+            Ok(ZoneSource::Inline { zone, zones })
         }
-        (None, Some(path)) => ZoneSource::File { path, zone },
+        (None, Some(path)) => Ok(ZoneSource::File { path, zone }),
+        (None, None) if zone.is_some() => Err(invalid(
+            "trafficClasses.zone without zone CIDRs",
+            "with a zone, give zoneCidrs or zoneCidrsFile; leave all three out to learn them from IMDS",
+        )),
         (None, None) => {
-            if zone.is_some() {
-                return Err(invalid(
-                    "trafficClasses.zone without zone CIDRs",
-                    "with a zone, give zoneCidrs or zoneCidrsFile; leave all three out to learn them from IMDS",
-                ));
-            }
             let raw_imds: node_topology::RawImds = match tc.get("imds") {
                 None | Some(Value::Null) => node_topology::RawImds::default(),
                 Some(v) => serde_json::from_value(v.clone())
@@ -281,17 +293,10 @@ fn zones_in(raw: &Value) -> Result<Option<ZoneSpec>, CniError> {
                 Path::new(node_topology::DEFAULT_IMDS_CACHE),
             )
             .map_err(|e| invalid("invalid trafficClasses.imds", e.0))?;
-            ZoneSource::Imds(conf)
+            Ok(ZoneSource::Imds(conf))
         }
-    };
-    let classes = [
-        parse_class(tc, "sameZone", ClassName::SameZone, Vec::new())?,
-        parse_class(tc, "crossZone", ClassName::CrossZone, Vec::new())?,
-        parse_class(tc, "outside", ClassName::Outside, Vec::new())?,
-    ];
-    Ok(Some(ZoneSpec { source, classes }))
+    }
 }
-
 
 fn check_count(c: &PeerClasses) -> Result<(), CniError> {
     let n: usize = c.classes.iter().map(|c| c.cidrs.len()).sum();
@@ -332,4 +337,3 @@ pub fn parse(raw: &Value, runtime: Option<&Value>) -> Result<Option<ClassSpec>, 
         (None, None) => Ok(None),
     }
 }
-
