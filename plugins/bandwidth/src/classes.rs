@@ -14,7 +14,7 @@
 //! [`crate::zones`]; the HTB tree for a direction is planned from resolved
 //! classes in [`crate::htb_plan`].
 
-use crate::config::{Limit, MAX_BURST_BITS, MAX_RATE_BITS, MIN_RATE_BITS};
+use crate::config::{Limit, MAX_RATE_BITS, MIN_RATE_BITS, burst_in_range, rate_in_range};
 use cni_types::error::{CniError, Code};
 use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
@@ -199,18 +199,17 @@ pub(crate) fn class_limit(
                 "{dir}Rate=0 is not a cap; omit {dir}Rate for no cap of its own, or give {MIN_RATE_BITS}..={MAX_RATE_BITS} bits/s"
             ),
         )),
-        (Some(r), _) if !(MIN_RATE_BITS..=MAX_RATE_BITS).contains(&r) => Err(invalid(
-            format!("trafficClasses.{class}.{dir}Rate out of range"),
-            format!("{dir}Rate={r} bits/s is outside {MIN_RATE_BITS}..={MAX_RATE_BITS}"),
-        )),
-        (_, Some(b)) if b > MAX_BURST_BITS => Err(invalid(
-            format!("trafficClasses.{class}.{dir}Burst too large"),
-            format!("{dir}Burst={b} bits exceeds {MAX_BURST_BITS}"),
-        )),
-        (Some(r), b) => Ok(Some(Limit {
-            rate_bits: r,
-            burst_bits: b.filter(|b| *b > 0),
-        })),
+        (Some(r), b) => {
+            rate_in_range(&format!("{dir}Rate"), r).map_err(|d| {
+                invalid(format!("trafficClasses.{class}.{dir}Rate out of range"), d)
+            })?;
+            burst_in_range(&format!("{dir}Burst"), b.unwrap_or(0))
+                .map_err(|d| invalid(format!("trafficClasses.{class}.{dir}Burst too large"), d))?;
+            Ok(Some(Limit {
+                rate_bits: r,
+                burst_bits: b.filter(|b| *b > 0),
+            }))
+        }
     }
 }
 
