@@ -390,7 +390,7 @@ impl Kernel for FakeKernel {
         self.change(
             &format!("add class {:x} on #{index}", spec.classid),
             |s, _| {
-                if !s.root(index).is_some_and(|q| q.kind == "htb") {
+                if s.root(index).is_none_or(|q| q.kind != "htb") {
                     return Err(err("add class", nix::libc::EINVAL));
                 }
                 s.classes.push(HtbClass {

@@ -11,7 +11,7 @@
 //!   asked and what was applied;
 //! - `exempt: true`: the pod's own annotations only, as without a policy.
 
-use crate::config::{Limit, MAX_RATE_BITS, rate_in_range};
+use crate::config::{Limit, rate_in_range};
 use crate::tbf::DEFAULT_BUCKET_MS;
 use cni_types::error::{CniError, Code};
 use serde::{Deserialize, Serialize};
@@ -201,6 +201,7 @@ fn capped_burst(burst_bits: Option<u64>, asked: u64, applied: u64) -> Option<u64
 
 #[cfg(test)]
 mod tests {
+    use crate::config::MAX_RATE_BITS;
     use super::*;
     use serde_json::json;
 
