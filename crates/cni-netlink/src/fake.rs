@@ -520,6 +520,8 @@ impl Kernel for FakeKernel {
                 .ok_or_else(|| enoent("observe table"))?;
             let e = b.expected();
             Ok(Observed {
+                dormant: false,
+                hook: Some(crate::backstop::BASE_HOOK),
                 hook_dev: Some(b.device.clone()),
                 rules: e.rules,
                 limits: e.limits.into_iter().map(|(n, l)| (n, l, true)).collect(),

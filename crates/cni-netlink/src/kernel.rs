@@ -83,6 +83,22 @@ pub trait Kernel {
     fn delete_table(&mut self, t: &Table) -> Result<()>;
 }
 
+/// A node (or an emulator: qemu-user) without nf_tables has no tables of
+/// ours: listing them is empty there, so DEL and GC need nothing from it.
+fn without_nf_tables_none<T>(r: Result<Vec<T>>) -> Result<Vec<T>> {
+    match r {
+        Err(e)
+            if matches!(
+                e.errno(),
+                Some(nix::libc::EPROTONOSUPPORT | nix::libc::EAFNOSUPPORT | nix::libc::EOPNOTSUPP)
+            ) =>
+        {
+            Ok(Vec::new())
+        }
+        other => other,
+    }
+}
+
 /// The real kernel: an rtnetlink socket, and an nf_tables socket opened
 /// when first needed.
 pub struct System {
@@ -214,10 +230,10 @@ impl Kernel for System {
         }))
     }
     fn backstop_tables(&mut self) -> Result<Vec<Table>> {
-        self.nft()?.backstop_tables()
+        without_nf_tables_none(self.nft().and_then(|n| n.backstop_tables()))
     }
     fn tables_hooking(&mut self, device: &str) -> Result<Vec<String>> {
-        self.nft()?.tables_hooking(device)
+        without_nf_tables_none(self.nft().and_then(|n| n.tables_hooking(device)))
     }
     fn observe_backstop(&mut self, name: &str) -> Result<Observed> {
         self.nft()?.observe(name)

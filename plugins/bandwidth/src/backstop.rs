@@ -61,7 +61,7 @@ pub fn spec(req: &AddRequest<'_>, host: &Link) -> Backstop {
                         })
                         .collect(),
                     cap: class_cap(c, pod, Direction::OutOfPod, host.mtu, req.latency_ms)
-                        .map(|s| limit(s.rate_bytes_per_sec, s.burst_bytes)),
+                        .and_then(|s| limit(s.rate_bytes_per_sec, s.burst_bytes)),
                     in_total: c.shaped && pod.is_some(),
                 })
                 .collect()
@@ -71,16 +71,22 @@ pub fn spec(req: &AddRequest<'_>, host: &Link) -> Backstop {
         table: table_name(&who),
         owner: who.alias(),
         device: host.name.clone(),
-        total: pod.map(|s| limit(s.rate_bytes_per_sec, s.burst_bytes)),
+        total: pod.and_then(|s| limit(s.rate_bytes_per_sec, s.burst_bytes)),
         classes,
     }
 }
 
-fn limit(bytes_per_sec: u64, burst_bytes: u32) -> Limit {
-    Limit {
+/// A bucket, or none where the kernel cannot hold it: nf_tables keeps a
+/// limit's bucket as `1e9 * (rate + burst) / rate` nanoseconds in a u64,
+/// which overflows above ~144 Gbit/s (refused with EOVERFLOW, or wrapped
+/// to a tiny bucket on kernels without the check). No veth carries that
+/// much, so such a limit holds nothing back and is left out.
+fn limit(bytes_per_sec: u64, burst_bytes: u32) -> Option<Limit> {
+    let l = Limit {
         bytes_per_sec,
         burst_bytes,
-    }
+    };
+    l.fits_the_kernel().then_some(l)
 }
 
 /// Refuses an attachment whose owner mark would not fit (code 7), before
@@ -114,7 +120,6 @@ fn find_table(k: &mut dyn Kernel, name: &str) -> anyhow::Result<Option<Table>> {
 /// device are stale (the device is this attachment's now) and removed.
 /// True when the table was created now (the caller's undo).
 pub fn ensure(k: &mut dyn Kernel, want: &Backstop) -> anyhow::Result<bool> {
-    sweep_stale_on_device(k, want)?;
     let existing = find_table(k, &want.table)?;
     let replacing = match &existing {
         None => None,
@@ -151,11 +156,17 @@ pub fn ensure(k: &mut dyn Kernel, want: &Backstop) -> anyhow::Result<bool> {
     Ok(existing.is_none())
 }
 
-fn sweep_stale_on_device(k: &mut dyn Kernel, want: &Backstop) -> anyhow::Result<()> {
-    let hooking = k.tables_hooking(&want.device).cni_with(Code::Kernel, || {
-        format!("listing nft chains on {}", want.device)
-    })?;
-    for name in hooking.into_iter().filter(|n| *n != want.table) {
+/// Tables of other attachments whose base chain hooks `device` are stale:
+/// the device is this attachment's now (newer kernels keep a device's base
+/// chain after it goes and re-attach it to a new device of the same name;
+/// the VPC CNI names host veths after the pod). Run on every ADD, with or
+/// without a backstop of its own. Tables not marked as an attachment's are
+/// never touched.
+pub fn sweep_stale_on_device(k: &mut dyn Kernel, device: &str, ours: &str) -> anyhow::Result<()> {
+    let hooking = k
+        .tables_hooking(device)
+        .cni_with(Code::Kernel, || format!("listing nft chains on {device}"))?;
+    for name in hooking.into_iter().filter(|n| n != ours) {
         let table = find_table(k, &name)?;
         // Only a table marked as a bandwidth attachment's is ours to judge.
         if let Some(t) = table.filter(|t| {
@@ -168,7 +179,7 @@ fn sweep_stale_on_device(k: &mut dyn Kernel, want: &Backstop) -> anyhow::Result<
                 "removing stale backstop {} of {:?}: {} is this attachment's now",
                 t.name,
                 t.owner,
-                want.device
+                device
             );
             k.delete_table(&t)
                 .cni_with(Code::Kernel, || format!("deleting nft table {}", t.name))?;

@@ -185,8 +185,9 @@ impl AddRequest<'_> {
         mode: EgressMode,
         egress_shaped: bool,
     ) -> anyhow::Result<Option<Backstop>> {
-        let held = self.egress.is_some() || self.caps_bind(Direction::OutOfPod);
-        if !(egress_shaped && held && mode == EgressMode::Pod) {
+        // Also counting only: the pod's own counters miss what it sends
+        // past its qdiscs; the backstop's count what reached the host.
+        if !(egress_shaped && mode == EgressMode::Pod) {
             return Ok(None);
         }
         let b = crate::backstop::spec(self, host);

@@ -201,8 +201,8 @@ fn capped_burst(burst_bits: Option<u64>, asked: u64, applied: u64) -> Option<u64
 
 #[cfg(test)]
 mod tests {
-    use crate::config::MAX_RATE_BITS;
     use super::*;
+    use crate::config::MAX_RATE_BITS;
     use serde_json::json;
 
     fn policy(v: Value) -> Result<Option<NamespacePolicy>, CniError> {

@@ -94,6 +94,8 @@ pub fn install(
         .top_qdiscs(host.index)
         .cni_with(Code::Kernel, || format!("listing qdiscs of {}", host.name))?;
     adopt_own_layout(nl, host, req, &qdiscs, &mut owned)?;
+    let ours = crate::backstop::table_name(&req.attachment());
+    crate::backstop::sweep_stale_on_device(nl, &host.name, &ours)?;
     let d = decide(nl, host, req, &qdiscs, &owned)?;
     // The claims: what was ours plus what this ADD may create, recorded
     // before the kernel is touched, so a crash from here on leaves a state
@@ -154,7 +156,9 @@ fn owned_before(host: &Link, req: &AddRequest<'_>, previous: Option<&Installed>)
         egress_rate: req.egress.map(|s| s.rate_bytes_per_sec.saturating_mul(8)),
         netns_path: (!req.netns.as_os_str().is_empty()).then(|| req.netns.display().to_string()),
         classes: Vec::new(),
-        backstop: prev.and_then(|p| p.backstop.clone()),
+        // The table is judged by its owner mark, not by the host veth: a
+        // re-ADD on a new veth must still find (and remove) the old one.
+        backstop: previous.and_then(|p| p.backstop.clone()),
     }
 }
 
@@ -734,7 +738,10 @@ fn resolve_egress_mode(
         .iter()
         .find(|q| q.on_ingress_hook() && !(q.is_ingress() && ingress_qdisc_is_ours));
     let mode = match (req.egress_mode, foreign) {
-        (EgressMode::Ifb, Some(q)) if req.egress.is_some() => {
+        // A pod held by node class caps alone is shaped too: refused the same.
+        (EgressMode::Ifb, Some(q))
+            if req.egress.is_some() || req.caps_bind(Direction::OutOfPod) =>
+        {
             return Err(CniError::new(
                 Code::InvalidConfig,
                 format!("egressMode \"ifb\" conflicts with a {} qdisc on {}", q.kind, host.name),

@@ -415,7 +415,7 @@ mod on_a_fake_node {
     }
 
     #[test]
-    fn counting_only_without_caps_needs_no_ifb_and_no_backstop() {
+    fn counting_only_without_caps_needs_no_ifb_and_counts_on_the_host() {
         let (mut k, host) = node();
         let mut z = zones();
         z.classes[1].ingress = None;
@@ -428,12 +428,49 @@ mod on_a_fake_node {
         )
         .unwrap();
         assert_eq!(inst.egress_mode, Some(EgressMode::Pod));
-        assert!(k.space("").tables.is_empty());
         assert!(
             !k.space("")
                 .links
                 .iter()
                 .any(|l| l.kind.as_deref() == Some("ifb"))
+        );
+        // The pod's own counters miss what it sends past its qdiscs; the
+        // host's table counts it (and limits nothing).
+        let b = &k.space("").tables[0].1;
+        assert_eq!(b.total, None);
+        assert!(b.classes.iter().all(|c| c.cap.is_none()));
+    }
+
+    #[test]
+    fn a_stale_table_on_the_device_goes_whatever_this_add_installs() {
+        let (mut k, host) = node();
+        let req = request(EgressMode::Pod, Some(10_000_000), None);
+        let mut stale = crate::backstop::spec(&req, &host);
+        stale.table = format!("{TABLE_PREFIX}00000000000000dd");
+        stale.owner = ifb_alias("net", "gone-pod", "eth0");
+        k.add_table(&stale, Some(&stale.owner.clone()));
+        add(
+            &mut k,
+            &host,
+            &request(EgressMode::Ifb, Some(10_000_000), None),
+            None,
+        )
+        .unwrap();
+        assert!(
+            k.space("").tables.is_empty(),
+            "an ifb-mode pod does not inherit another's drops"
+        );
+    }
+
+    #[test]
+    fn limits_the_kernel_cannot_hold_are_left_out() {
+        let (mut k, host) = node();
+        let huge = request(EgressMode::Pod, Some(1_000_000_000_000), None);
+        add(&mut k, &host, &huge, None).unwrap();
+        assert_eq!(
+            k.space("").tables[0].1.total,
+            None,
+            "1 Tbit/s: no bucket, only counting"
         );
     }
 

@@ -255,7 +255,10 @@ fn gc_pod_side(inst: &Installed, ifname: &str) -> Option<(PathBuf, String)> {
     }
     let path = PathBuf::from(inst.netns_path.as_deref()?);
     let now = cni_types::env::validate_netns(&path).ok()?;
-    inst.same_pod(Some(now)).then(|| (path, ifname.to_string()))
+    // GC only ever deals with gone pods: without a cookie on both sides
+    // (records of earlier versions) a matching inode proves nothing.
+    let cookies = inst.netns.and_then(|n| n.cookie).is_some() && now.cookie.is_some();
+    (cookies && inst.same_pod(Some(now))).then(|| (path, ifname.to_string()))
 }
 
 /// The pod's host veth and what ADD installs on it (and CHECK expects).
@@ -340,11 +343,15 @@ fn del_attachment(env: &Env, network: &str, store: StateStore) -> anyhow::Result
         // No record: an ifb the reference plugin left before an upgrade
         // (unmarked, under its name), or ours marked for this attachment.
         // One marked for another attachment is left alone.
-        None => teardown::delete_owned_ifb(
-            &mut nl,
-            &devices::ifb_name(network, &env.container_id),
-            &who,
-        )?,
+        // The same for a backstop table under this attachment's name.
+        None => {
+            teardown::delete_owned_ifb(
+                &mut nl,
+                &devices::ifb_name(network, &env.container_id),
+                &who,
+            )?;
+            crate::backstop::remove(&mut nl, &crate::backstop::table_name(&who), &who)?;
+        }
     }
     store
         .remove(&env.container_id, &env.ifname)
