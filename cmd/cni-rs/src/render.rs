@@ -2,7 +2,7 @@
 //! JSON for scripts, and the Prometheus text format for node_exporter's
 //! textfile collector.
 
-use crate::view::{Direction, NodeView, Row};
+use crate::view::{ClassCounters, Direction, NodeView, Row};
 use std::fmt::Write as _;
 
 /// Rates and byte counts as people read them: `10M`, `1.5G`, `812k`.
@@ -175,6 +175,23 @@ fn label(v: &str) -> String {
 /// counters end in `_total`, the configured rate is a gauge in base units
 /// (bits per second), every family has HELP and TYPE.
 pub fn prometheus(view: &NodeView) -> String {
+    let mut out = String::new();
+    // Unreadable and stale attachments have no counters to trust: they are
+    // only counted, by the last family.
+    let rows: Vec<&Row> = view
+        .rows
+        .iter()
+        .filter(|r| r.error.is_none() && !r.stale)
+        .collect();
+    write_direction_families(&mut out, &rows);
+    write_class_families(&mut out, &rows);
+    write_unreadable_attachments(&mut out, view);
+    out
+}
+
+/// The families with one sample per attachment and direction: what the
+/// host veth (or ifb) counted, what the shaper did, the configured rate.
+fn write_direction_families(out: &mut String, rows: &[&Row]) {
     type Get = fn(&Direction) -> Option<u64>;
     let families: [(&str, &str, &str, Get); 5] = [
         (
@@ -208,56 +225,46 @@ pub fn prometheus(view: &NodeView) -> String {
             |d| d.rate_bits_per_second,
         ),
     ];
-    let mut out = String::new();
-    let rows: Vec<&Row> = view
-        .rows
-        .iter()
-        .filter(|r| r.error.is_none() && !r.stale)
-        .collect();
     for (name, kind, help, get) in families {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for r in &rows {
+        write_family_header(out, name, kind, help);
+        for r in rows {
+            let pod = pod_labels(r);
             for (direction, d) in [("ingress", &r.ingress), ("egress", &r.egress)] {
+                // A counter that could not be read has no sample, rather
+                // than a made-up zero.
                 if let Some(v) = get(d) {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{namespace=\"{}\",pod=\"{}\",interface=\"{}\",zone=\"{}\",direction=\"{direction}\"}} {v}",
-                        label(r.namespace.as_deref().unwrap_or("")),
-                        label(r.pod.as_deref().unwrap_or("")),
-                        label(r.ifname.as_deref().unwrap_or("")),
-                        label(r.zone.as_deref().unwrap_or("")),
-                    );
+                    let _ = writeln!(out, "{name}{{{pod},direction=\"{direction}\"}} {v}");
                 }
             }
         }
     }
-    // Per traffic class: what each class's leaf sent, so a dashboard can
-    // sum cross-zone bytes per pod or namespace.
-    for (name, help, get) in [
+}
+
+/// Per traffic class: what each class's leaf sent, so a dashboard can
+/// sum cross-zone bytes per pod or namespace.
+fn write_class_families(out: &mut String, rows: &[&Row]) {
+    type Get = fn(&ClassCounters) -> u64;
+    let families: [(&str, &str, Get); 2] = [
         (
             "cni_rs_class_bytes_total",
             "Bytes of the pod per traffic class (sameZone, crossZone, outside; shaped/unshaped for subnets) and direction, every frame's headers included.",
-            (|c: &crate::view::ClassCounters| c.bytes) as fn(&crate::view::ClassCounters) -> u64,
+            |c| c.bytes,
         ),
         (
             "cni_rs_class_drops_total",
             "Packets of the pod dropped in one traffic class's queue.",
             |c| c.drops,
         ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for r in &rows {
+    ];
+    for (name, help, get) in families {
+        write_family_header(out, name, "counter", help);
+        for r in rows {
+            let pod = pod_labels(r);
             for (direction, d) in [("ingress", &r.ingress), ("egress", &r.egress)] {
                 for (class, c) in &d.classes {
                     let _ = writeln!(
                         out,
-                        "{name}{{namespace=\"{}\",pod=\"{}\",interface=\"{}\",zone=\"{}\",direction=\"{direction}\",class=\"{}\"}} {}",
-                        label(r.namespace.as_deref().unwrap_or("")),
-                        label(r.pod.as_deref().unwrap_or("")),
-                        label(r.ifname.as_deref().unwrap_or("")),
-                        label(r.zone.as_deref().unwrap_or("")),
+                        "{name}{{{pod},direction=\"{direction}\",class=\"{}\"}} {}",
                         label(class),
                         get(c)
                     );
@@ -265,19 +272,41 @@ pub fn prometheus(view: &NodeView) -> String {
             }
         }
     }
-    // What could not be read is a metric too, so an alert can see it.
-    let _ = writeln!(
+}
+
+/// What could not be read is a metric too, so an alert can see it.
+fn write_unreadable_attachments(out: &mut String, view: &NodeView) {
+    write_family_header(
         out,
-        "# HELP cni_rs_unreadable_attachments Attachments whose state file could not be read, or whose devices are gone."
+        "cni_rs_unreadable_attachments",
+        "gauge",
+        "Attachments whose state file could not be read, or whose devices are gone.",
     );
-    let _ = writeln!(out, "# TYPE cni_rs_unreadable_attachments gauge");
     let bad = view
         .rows
         .iter()
         .filter(|r| r.error.is_some() || r.stale)
         .count();
     let _ = writeln!(out, "cni_rs_unreadable_attachments {bad}");
-    out
+}
+
+/// A family's `# HELP` and `# TYPE` lines, which precede its samples.
+fn write_family_header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The labels that say whose sample it is (namespace, pod, interface,
+/// zone), escaped; an unknown one is empty, so every sample of a family
+/// has the same label names.
+fn pod_labels(r: &Row) -> String {
+    format!(
+        "namespace=\"{}\",pod=\"{}\",interface=\"{}\",zone=\"{}\"",
+        label(r.namespace.as_deref().unwrap_or("")),
+        label(r.pod.as_deref().unwrap_or("")),
+        label(r.ifname.as_deref().unwrap_or("")),
+        label(r.zone.as_deref().unwrap_or("")),
+    )
 }
 
 #[cfg(test)]

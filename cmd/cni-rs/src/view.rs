@@ -7,8 +7,8 @@
 //! (`egressMode: pod`) need one more dump each, in that namespace.
 
 use anyhow::Context as _;
-use bandwidth_plugin::apply::Installed;
 use bandwidth_plugin::config::EgressMode;
+use bandwidth_plugin::record::Installed;
 use cni_netlink::tc::{QdiscCounters, TBF_HANDLE, TC_H_ROOT};
 use cni_netlink::{LinkCounters, Netlink};
 use cni_types::env::{NetnsId, PodRef};
@@ -257,6 +257,47 @@ fn fill(
 ) {
     let bw: Option<&Installed> = b.map(|s| &s.data);
     let tl: Option<&LabelState> = t.map(|s| &s.data);
+    let host = fill_from_records(row, bw, tl);
+    let Some(kernel) = kernel else { return };
+    let link = host
+        .as_ref()
+        .and_then(|(index, name)| kernel.links.get(index).filter(|l| &l.name == name));
+    let Some(link) = link else {
+        row.stale = true;
+        return;
+    };
+    let ifb = fill_device_counters(row, bw, link, kernel);
+    let ifname = row.ifname.as_deref().unwrap_or_default();
+    if let Some(bw) = bw.filter(|b| !b.classes.is_empty()) {
+        if bw.ingress_tbf {
+            row.ingress.classes = class_counters(bw, link.index);
+        }
+        row.egress.classes = match (ifb, bw.pod_tbf) {
+            (Some(ifb), _) => class_counters(bw, ifb.index),
+            (None, true) => pod_side_classes(bw, ifname),
+            (None, false) => BTreeMap::new(),
+        };
+    }
+    let (ingress_q, egress_q) =
+        shaping_counters(bw, link.index, ifb.map(|l| l.index), ifname, kernel);
+    fill_throttled(&mut row.ingress, ingress_q);
+    fill_throttled(&mut row.egress, egress_q);
+    let backstop = bw
+        .and_then(|b| b.backstop.as_ref())
+        .and_then(|t| kernel.backstops.get(t));
+    if let Some(counters) = backstop {
+        count_backstop(&mut row.egress, counters);
+    }
+}
+
+/// The part of a row the state records alone give: who, where, how shaped.
+/// Returns the host veth as recorded (index, name), for the caller to find
+/// in the kernel's links.
+fn fill_from_records(
+    row: &mut Row,
+    bw: Option<&Installed>,
+    tl: Option<&LabelState>,
+) -> Option<(u32, String)> {
     let pod: Option<&PodRef> = bw
         .and_then(|b| b.pod.as_ref())
         .or(tl.and_then(|t| t.pod.as_ref()));
@@ -274,14 +315,18 @@ fn fill(
     });
     row.ingress.rate_bits_per_second = bw.and_then(|b| b.ingress_rate);
     row.egress.rate_bits_per_second = bw.and_then(|b| b.egress_rate);
-    let Some(kernel) = kernel else { return };
-    let link = host
-        .as_ref()
-        .and_then(|(index, name)| kernel.links.get(index).filter(|l| &l.name == name));
-    let Some(link) = link else {
-        row.stale = true;
-        return;
-    };
+    host
+}
+
+/// Bytes and packets of both directions from the devices' counters: the
+/// host veth's, or for egress the ifb's when there is one. Returns the
+/// ifb's link, which the class and tbf counters are read from too.
+fn fill_device_counters<'k>(
+    row: &mut Row,
+    bw: Option<&Installed>,
+    link: &LinkCounters,
+    kernel: &'k Kernel,
+) -> Option<&'k LinkCounters> {
     row.ingress.bytes = Some(link.tx_bytes);
     row.ingress.packets = Some(link.tx_packets);
     row.egress.bytes = Some(link.rx_bytes);
@@ -297,39 +342,23 @@ fn fill(
         row.egress.bytes = Some(ifb.tx_bytes);
         row.egress.packets = Some(ifb.tx_packets);
     }
-    let ifname = row.ifname.as_deref().unwrap_or_default();
-    if let Some(bw) = bw.filter(|b| !b.classes.is_empty()) {
-        if bw.ingress_tbf {
-            row.ingress.classes = class_counters(bw, link.index);
+    ifb
+}
+
+/// One direction's drops and overlimits from the tbf shaping it, if found.
+fn fill_throttled(dir: &mut Direction, q: Throttled) {
+    match (dir.rate_bits_per_second, q) {
+        (_, Some((drops, overlimits))) => {
+            dir.drops = Some(drops);
+            dir.overlimits = Some(overlimits);
         }
-        row.egress.classes = match (ifb, bw.pod_tbf) {
-            (Some(ifb), _) => class_counters(bw, ifb.index),
-            (None, true) => pod_side_classes(bw, ifname),
-            (None, false) => BTreeMap::new(),
-        };
-    }
-    let (ingress_q, egress_q) =
-        shaping_counters(bw, link.index, ifb.map(|l| l.index), ifname, kernel);
-    let backstop = bw
-        .and_then(|b| b.backstop.as_ref())
-        .and_then(|t| kernel.backstops.get(t));
-    for (dir, q) in [(&mut row.ingress, ingress_q), (&mut row.egress, egress_q)] {
-        match (dir.rate_bits_per_second, q) {
-            (_, Some((drops, overlimits))) => {
-                dir.drops = Some(drops);
-                dir.overlimits = Some(overlimits);
-            }
-            // Unshaped: nothing of ours can drop or hold a packet.
-            (None, None) => {
-                dir.drops = Some(0);
-                dir.overlimits = Some(0);
-            }
-            // Shaped, but our tbf is not where the record says.
-            (Some(_), None) => {}
+        // Unshaped: nothing of ours can drop or hold a packet.
+        (None, None) => {
+            dir.drops = Some(0);
+            dir.overlimits = Some(0);
         }
-    }
-    if let Some(counters) = backstop {
-        count_backstop(&mut row.egress, counters);
+        // Shaped, but our tbf is not where the record says.
+        (Some(_), None) => {}
     }
 }
 

@@ -41,6 +41,8 @@ pub const BASE_CHAIN: &str = "egress";
 /// The base chain's priority on the ingress hook (`filter`).
 const PRIORITY: i32 = 0;
 const NF_NETDEV_INGRESS: u32 = 0;
+/// The base chain's (hook number, priority, policy): ingress, 0, accept.
+pub const BASE_HOOK: (u32, i32, u32) = (NF_NETDEV_INGRESS, PRIORITY, NF_ACCEPT);
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 const NFT_GOTO: i32 = -4;
@@ -48,6 +50,7 @@ const NFT_OBJECT_COUNTER: u32 = 1;
 const NFT_OBJECT_LIMIT: u32 = 4;
 const NFT_LIMIT_PKT_BYTES: u32 = 1;
 const NFT_LIMIT_F_INV: u32 = 1;
+const NFT_TABLE_F_DORMANT: u32 = 1;
 const NFT_META_PROTOCOL: u32 = 1;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_REG_VERDICT: u32 = 0;
@@ -62,6 +65,16 @@ pub struct Limit {
     pub bytes_per_sec: u64,
     /// Bytes the bucket holds beyond one second of the rate.
     pub burst_bytes: u32,
+}
+
+impl Limit {
+    /// The kernel computes `1e9 * (rate + burst) / rate` in a u64.
+    pub fn fits_the_kernel(&self) -> bool {
+        let sum = self
+            .bytes_per_sec
+            .saturating_add(u64::from(self.burst_bytes));
+        self.bytes_per_sec > 0 && sum.checked_mul(1_000_000_000).is_some()
+    }
 }
 
 /// A peer prefix (destination of the pod's traffic).
@@ -127,12 +140,18 @@ impl Backstop {
             ));
         }
         let owner = comment_udata(&self.owner);
-        out.push(Message::new(
+        let mut table = Message::new(
             msg::NEWTABLE,
             Attrs::default()
                 .str(attr::TABLE_NAME, t)
                 .bytes(attr::TABLE_USERDATA, &owner),
-        ));
+        );
+        if replacing.is_none() {
+            // A table that exists after all (a dump that missed it) must
+            // fail the batch, never merge into it and duplicate its rules.
+            table.flags |= crate::nft::NLM_F_EXCL;
+        }
+        out.push(table);
         let classes = self.effective_classes();
         if let Some(l) = self.total {
             out.push(limit_object(t, "total", l));
@@ -426,6 +445,10 @@ pub struct Observed {
     pub limits: Vec<(String, Limit, bool)>,
     /// Counter objects: name, bytes, packets.
     pub counters: Vec<(String, u64, u64)>,
+    /// The table is dormant (its hooks unregistered).
+    pub dormant: bool,
+    /// The base chain's hook number, priority and policy.
+    pub hook: Option<(u32, i32, u32)>,
 }
 
 impl Observed {
@@ -436,6 +459,16 @@ impl Observed {
             return Some(format!(
                 "nft table {t}: its chain {BASE_CHAIN} does not hook {} (found {:?})",
                 want.device, self.hook_dev
+            ));
+        }
+        if self.dormant {
+            return Some(format!("nft table {t} is dormant: nothing it holds runs"));
+        }
+        let hook = BASE_HOOK;
+        if self.hook != Some(hook) {
+            return Some(format!(
+                "nft table {t}: chain {BASE_CHAIN} hook/priority/policy is {:?}, expected {hook:?}",
+                self.hook
             ));
         }
         let e = want.expected();
@@ -513,11 +546,18 @@ impl Nft {
             msg::GETCHAIN,
             Attrs::default().str(attr::CHAIN_TABLE, name),
         )?;
-        o.hook_dev = chains
+        let base = chains
             .iter()
             .filter(|a| a.string(attr::CHAIN_TABLE).as_deref() == Some(name))
-            .filter(|a| a.string(attr::CHAIN_NAME).as_deref() == Some(BASE_CHAIN))
-            .find_map(hook_dev);
+            .find(|a| a.string(attr::CHAIN_NAME).as_deref() == Some(BASE_CHAIN));
+        o.hook_dev = base.and_then(hook_dev);
+        o.hook = base.and_then(hook_of);
+        o.dormant = self
+            .dump("listing nf_tables tables", msg::GETTABLE, Attrs::default())?
+            .iter()
+            .find(|a| a.string(attr::TABLE_NAME).as_deref() == Some(name))
+            .and_then(|a| a.attr(attr::TABLE_FLAGS).and_then(be32))
+            .is_some_and(|f| f & NFT_TABLE_F_DORMANT != 0);
         let rules = self.dump(
             "listing nf_tables rules",
             msg::GETRULE,
@@ -589,6 +629,22 @@ impl Nft {
             other => other,
         }
     }
+}
+
+/// The base chain's (hook number, priority, policy).
+fn hook_of(a: &Answer) -> Option<(u32, i32, u32)> {
+    let hook = a.attr(attr::CHAIN_HOOK)?;
+    let get = |k: u16| {
+        raw_attrs(hook)
+            .find(|(t, _)| *t == k)
+            .and_then(|(_, v)| be32(v))
+    };
+    let policy = a.attr(attr::CHAIN_POLICY).and_then(be32)?;
+    Some((
+        get(attr::HOOK_HOOKNUM)?,
+        get(attr::HOOK_PRIORITY)? as i32,
+        policy,
+    ))
 }
 
 fn hook_dev(a: &Answer) -> Option<String> {
@@ -736,6 +792,8 @@ mod tests {
         let b = spec(Vec::new());
         let e = b.expected();
         let mut o = Observed {
+            dormant: false,
+            hook: Some(BASE_HOOK),
             hook_dev: Some("eni0123".into()),
             rules: e.rules.clone(),
             limits: e

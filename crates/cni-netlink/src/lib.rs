@@ -22,8 +22,11 @@ use nix::libc;
 mod addr;
 pub mod backstop;
 pub mod bpf;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
 pub mod host_veth;
 pub mod htb;
+pub mod kernel;
 mod link;
 pub mod netns;
 pub mod nft;
@@ -133,6 +136,23 @@ pub struct Netlink {
 struct Reply {
     messages: Vec<RouteNetlinkMessage>,
     interrupted: bool,
+}
+
+/// One request's answer while it is being read.
+struct Exchange<'a> {
+    /// The operation, for error messages.
+    op: &'a str,
+    /// The request's sequence number: only its messages belong here.
+    seq: u32,
+    /// A dump ends at `NLMSG_DONE`; a plain request at its ACK.
+    dump: bool,
+    reply: Reply,
+    /// The first message that could not be decoded, reported once the
+    /// exchange has ended.
+    parse_error: Option<NlError>,
+    /// Set by the message that ends the exchange: its ACK (`Ok`), or the
+    /// kernel's error.
+    finished: Option<Result<()>>,
 }
 
 /// A native-endian u32 at `off`.
@@ -325,6 +345,9 @@ impl Netlink {
         ))
     }
 
+    /// Reads datagrams until the exchange for `seq` has ended (ACK, error,
+    /// or `NLMSG_DONE` of a dump) and returns what it brought; with `raw`,
+    /// data messages go to it undecoded instead of into the reply.
     fn receive_with(
         &mut self,
         op: &str,
@@ -332,90 +355,133 @@ impl Netlink {
         dump: bool,
         mut raw: Option<RawHandler<'_>>,
     ) -> Result<Reply> {
-        let mut reply = Reply {
-            messages: Vec::new(),
-            interrupted: false,
+        let mut exchange = Exchange {
+            op,
+            seq,
+            dump,
+            reply: Reply {
+                messages: Vec::new(),
+                interrupted: false,
+            },
+            parse_error: None,
+            finished: None,
         };
-        let mut parse_error: Option<NlError> = None;
         loop {
             let len = self.recv_datagram()?;
-            let data = &self.buf[..len];
-            let mut off = 0;
-            let mut finished: Option<Result<()>> = None;
-            while off + NLMSG_HDR_LEN <= len {
-                let (Some(msg_len), Some(msg_flags), Some(msg_seq)) = (
-                    read_u32(data, off),
-                    read_u16(data, off + 6),
-                    read_u32(data, off + 8),
-                ) else {
-                    break;
-                };
-                let msg_len = msg_len as usize;
-                if msg_len < NLMSG_HDR_LEN || off + msg_len > len {
-                    return Err(NlError::protocol(op, "truncated netlink message"));
-                }
-                let bytes = &data[off..off + msg_len];
-                off += align4(msg_len);
-                if msg_seq != seq || finished.is_some() {
-                    continue;
-                }
-                if msg_flags & NLM_F_DUMP_INTR != 0 {
-                    reply.interrupted = true;
-                }
-                // Data messages (types above the control range) go to the
-                // raw handler, when there is one, without being decoded.
-                if let (Some(f), Some(ty)) = (raw.as_mut(), read_u16(bytes, 4))
-                    && ty > NLMSG_MAX_CONTROL
-                {
-                    f(Some((ty, &bytes[NLMSG_HDR_LEN..])));
-                    continue;
-                }
-                let parsed = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        if parse_error.is_none() {
-                            parse_error = Some(NlError::protocol(
-                                op,
-                                format!("cannot parse kernel message: {e}"),
-                            ));
-                        }
-                        continue;
-                    }
-                };
-                match parsed.payload {
-                    NetlinkPayload::InnerMessage(m) => reply.messages.push(m),
-                    NetlinkPayload::Error(err) => {
-                        finished = Some(match err.code {
-                            None => Ok(()),
-                            Some(code) => {
-                                let ext = self.extack_message(msg_flags, &err.header);
-                                Err(kernel_error(op, code.get(), ext))
-                            }
-                        });
-                    }
-                    NetlinkPayload::Done(done) => {
-                        if done.code < 0 {
-                            let ext = extack_from_tlvs(&done.extended_ack);
-                            finished = Some(Err(kernel_error(op, done.code, ext)));
-                        } else if dump {
-                            finished = Some(Ok(()));
-                        }
-                        // A DONE on a plain request precedes its ACK: keep reading.
-                    }
-                    NetlinkPayload::Overrun(_) => {
-                        finished = Some(Err(NlError::protocol(op, "netlink overrun")));
-                    }
-                    NetlinkPayload::Noop => {}
-                    _ => {}
-                }
-            }
-            if let Some(res) = finished {
+            self.read_datagram(&self.buf[..len], &mut exchange, &mut raw)?;
+            if let Some(res) = exchange.finished {
                 res?;
-                if let Some(e) = parse_error {
+                if let Some(e) = exchange.parse_error {
                     return Err(e);
                 }
-                return Ok(reply);
+                return Ok(exchange.reply);
             }
+        }
+    }
+
+    /// Walks the messages of one datagram. Those of other sequence numbers
+    /// (left over from an earlier aborted exchange), and any after the one
+    /// that ended the exchange, are skipped; a message cut short is an
+    /// error, since nothing after it can be framed.
+    fn read_datagram(
+        &self,
+        data: &[u8],
+        exchange: &mut Exchange<'_>,
+        raw: &mut Option<RawHandler<'_>>,
+    ) -> Result<()> {
+        let len = data.len();
+        let mut off = 0;
+        while off + NLMSG_HDR_LEN <= len {
+            let (Some(msg_len), Some(msg_flags), Some(msg_seq)) = (
+                read_u32(data, off),
+                read_u16(data, off + 6),
+                read_u32(data, off + 8),
+            ) else {
+                break;
+            };
+            let msg_len = msg_len as usize;
+            if msg_len < NLMSG_HDR_LEN || off + msg_len > len {
+                return Err(NlError::protocol(exchange.op, "truncated netlink message"));
+            }
+            let bytes = &data[off..off + msg_len];
+            off += align4(msg_len);
+            if msg_seq != exchange.seq || exchange.finished.is_some() {
+                continue;
+            }
+            self.read_message(bytes, msg_flags, exchange, raw);
+        }
+        Ok(())
+    }
+
+    /// Takes one message of the exchange: hands it to `raw` or decodes it.
+    /// A message that cannot be decoded is remembered, not returned at
+    /// once, so reading goes on to the exchange's end and leaves the
+    /// socket clean for the next request.
+    fn read_message(
+        &self,
+        bytes: &[u8],
+        msg_flags: u16,
+        exchange: &mut Exchange<'_>,
+        raw: &mut Option<RawHandler<'_>>,
+    ) {
+        if msg_flags & NLM_F_DUMP_INTR != 0 {
+            exchange.reply.interrupted = true;
+        }
+        // Data messages (types above the control range) go to the
+        // raw handler, when there is one, without being decoded.
+        if let (Some(f), Some(ty)) = (raw.as_mut(), read_u16(bytes, 4))
+            && ty > NLMSG_MAX_CONTROL
+        {
+            f(Some((ty, &bytes[NLMSG_HDR_LEN..])));
+            return;
+        }
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+            Ok(parsed) => self.take_payload(parsed.payload, msg_flags, exchange),
+            Err(e) => {
+                if exchange.parse_error.is_none() {
+                    exchange.parse_error = Some(NlError::protocol(
+                        exchange.op,
+                        format!("cannot parse kernel message: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Adds a decoded message to the reply, or ends the exchange on its
+    /// ACK, error, overrun or (for a dump) `NLMSG_DONE`.
+    fn take_payload(
+        &self,
+        payload: NetlinkPayload<RouteNetlinkMessage>,
+        msg_flags: u16,
+        exchange: &mut Exchange<'_>,
+    ) {
+        let op = exchange.op;
+        match payload {
+            NetlinkPayload::InnerMessage(m) => exchange.reply.messages.push(m),
+            NetlinkPayload::Error(err) => {
+                exchange.finished = Some(match err.code {
+                    None => Ok(()),
+                    Some(code) => {
+                        let ext = self.extack_message(msg_flags, &err.header);
+                        Err(kernel_error(op, code.get(), ext))
+                    }
+                });
+            }
+            NetlinkPayload::Done(done) => {
+                if done.code < 0 {
+                    let ext = extack_from_tlvs(&done.extended_ack);
+                    exchange.finished = Some(Err(kernel_error(op, done.code, ext)));
+                } else if exchange.dump {
+                    exchange.finished = Some(Ok(()));
+                }
+                // A DONE on a plain request precedes its ACK: keep reading.
+            }
+            NetlinkPayload::Overrun(_) => {
+                exchange.finished = Some(Err(NlError::protocol(op, "netlink overrun")));
+            }
+            NetlinkPayload::Noop => {}
+            _ => {}
         }
     }
 

@@ -37,6 +37,8 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLM_F_APPEND: u16 = 0x800;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -44,10 +46,15 @@ const NLA_F_NESTED: u16 = 0x8000;
 const NLMSG_HDR_LEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 const RECV_BUF_SIZE: usize = 64 * 1024;
+const DUMP_RETRIES: usize = 5;
+/// How long an answer may take before the plugin gives up (the kernel
+/// answers in microseconds; a lost answer must not hold a verb forever).
+const RECV_TIMEOUT_SECS: i64 = 10;
 
 /// Attribute numbers (`linux/netfilter/nf_tables.h`).
 pub(crate) mod attr {
     pub const TABLE_NAME: u16 = 1;
+    pub const TABLE_FLAGS: u16 = 2;
     pub const TABLE_HANDLE: u16 = 4;
     pub const TABLE_USERDATA: u16 = 6;
     pub const CHAIN_TABLE: u16 = 1;
@@ -238,6 +245,7 @@ impl Nft {
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;
         let _ = sock.set_ext_ack(true);
+        set_recv_timeout(&sock)?;
         Ok(Nft {
             sock,
             seq: std::time::SystemTime::now()
@@ -284,6 +292,12 @@ impl Nft {
         while !pending.is_empty() {
             let len = self.recv()?;
             for (ty, seq, payload) in messages_in(&self.buf[..len]) {
+                // An error on the batch's own header (no nf_tables, no
+                // memory) answers the whole batch: no message will be acked.
+                let code = read_u32(payload, 0).map(|c| c as i32).unwrap_or(0);
+                if ty == NLMSG_ERROR && seq == first && code != 0 {
+                    return Err(kernel_error(op, code));
+                }
                 if ty == NLMSG_ERROR && pending.remove(&seq) {
                     let code = read_u32(payload, 0).map(|c| c as i32).unwrap_or(0);
                     if code != 0 && first_error.is_none() {
@@ -296,42 +310,46 @@ impl Nft {
     }
 
     /// A dump of `kind` in the netdev family, filtered by `attrs` where the
-    /// kernel supports it (callers filter again).
+    /// kernel supports it (callers filter again). A dump the kernel flags
+    /// as interrupted by a concurrent change (another tool committing) is
+    /// run again: a table missed there would be taken for absent.
     pub(crate) fn dump(&mut self, op: &str, kind: u8, attrs: Attrs) -> Result<Vec<Answer>> {
+        for _ in 0..DUMP_RETRIES {
+            if let Some(answers) = self.dump_once(op, kind, &attrs)? {
+                return Ok(answers);
+            }
+        }
+        Err(NlError::protocol(
+            op,
+            "dump kept being interrupted by concurrent changes",
+        ))
+    }
+
+    /// One dump; `None` when it was interrupted.
+    fn dump_once(&mut self, op: &str, kind: u8, attrs: &Attrs) -> Result<Option<Vec<Answer>>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut out = Vec::new();
         let ty = (NFNL_SUBSYS_NFTABLES << 8) | u16::from(kind);
-        encode(
-            &mut out,
-            ty,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            NFPROTO_NETDEV,
-            0,
-            &attrs.0,
-        );
+        let flags = NLM_F_REQUEST | NLM_F_DUMP;
+        encode(&mut out, ty, flags, seq, NFPROTO_NETDEV, 0, &attrs.0);
         self.send_all(op, &out)?;
         let mut answers = Vec::new();
+        let mut interrupted = false;
         loop {
             let len = self.recv()?;
-            for (ty, s, payload) in messages_in(&self.buf[..len]) {
+            for (ty, flags, s, payload) in messages_with_flags(&self.buf[..len]) {
                 if s != seq {
                     continue;
                 }
+                interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                let code = read_u32(payload, 0).map(|c| c as i32).unwrap_or(0);
                 match ty {
-                    NLMSG_DONE => return Ok(answers),
-                    NLMSG_ERROR => {
-                        let code = read_u32(payload, 0).map(|c| c as i32).unwrap_or(0);
-                        if code == 0 {
-                            return Ok(answers);
-                        }
-                        // No table of that name (yet): nothing to list.
-                        if -code == libc::ENOENT {
-                            return Ok(answers);
-                        }
-                        return Err(kernel_error(op, code));
+                    // ENOENT: no table of that name (yet), nothing to list.
+                    NLMSG_DONE | NLMSG_ERROR if code == 0 || -code == libc::ENOENT => {
+                        return Ok((!interrupted).then_some(answers));
                     }
+                    NLMSG_ERROR => return Err(kernel_error(op, code)),
                     _ if ty >> 8 == NFNL_SUBSYS_NFTABLES => answers.push(Answer {
                         kind: (ty & 0xff) as u8,
                         attrs: payload.get(NFGENMSG_LEN..).unwrap_or_default().to_vec(),
@@ -343,8 +361,38 @@ impl Nft {
     }
 }
 
+fn set_recv_timeout(sock: &Socket) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: RECV_TIMEOUT_SECS,
+        tv_usec: 0,
+    };
+    // SAFETY: a plain setsockopt with a timeval of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
 /// (type, sequence, payload after the header) of each message in a datagram.
 fn messages_in(data: &[u8]) -> Vec<(u16, u32, &[u8])> {
+    messages_with_flags(data)
+        .into_iter()
+        .map(|(ty, _, seq, p)| (ty, seq, p))
+        .collect()
+}
+
+/// (type, flags, sequence, payload) of each message in a datagram.
+fn messages_with_flags(data: &[u8]) -> Vec<(u16, u16, u32, &[u8])> {
     let mut out = Vec::new();
     let mut off = 0;
     while off + NLMSG_HDR_LEN <= data.len() {
@@ -359,7 +407,8 @@ fn messages_in(data: &[u8]) -> Vec<(u16, u32, &[u8])> {
         if len < NLMSG_HDR_LEN || off + len > data.len() {
             break;
         }
-        out.push((ty, seq, &data[off + NLMSG_HDR_LEN..off + len]));
+        let flags = read_u16(data, off + 6).unwrap_or(0);
+        out.push((ty, flags, seq, &data[off + NLMSG_HDR_LEN..off + len]));
         off += align4(len);
     }
     out

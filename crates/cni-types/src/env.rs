@@ -231,9 +231,13 @@ pub fn check_netns_fd(f: &File) -> anyhow::Result<()> {
 fn netns_cookie(f: &File) -> Option<u64> {
     use nix::sched::{CloneFlags, setns};
     use std::os::fd::AsFd;
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        return None;
+    }
     std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
+        // A thread that cannot be made (a pids limit) is no cookie, not a panic.
+        std::thread::Builder::new()
+            .spawn_scoped(scope, || {
                 setns(f.as_fd(), CloneFlags::CLONE_NEWNET).ok()?;
                 // SAFETY: plain socket(2); the fd is closed below.
                 let fd = unsafe {
@@ -258,6 +262,7 @@ fn netns_cookie(f: &File) -> Option<u64> {
                 unsafe { libc::close(fd) };
                 (r == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
             })
+            .ok()?
             .join()
             .ok()
             .flatten()
@@ -306,7 +311,8 @@ pub struct NetnsId {
     pub cookie: Option<u64>,
 }
 
-/// `SO_NETNS_COOKIE` (the same number on every architecture).
+/// `SO_NETNS_COOKIE` in asm-generic, which amd64 and arm64 (the two
+/// architectures we ship) use; others get no cookie (see `netns_cookie`).
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
 impl NetnsId {

@@ -9,12 +9,12 @@
 //! the shaper never trips it; what bypassed the shaper is dropped over the
 //! limit.
 
-use crate::apply::{AddRequest, Attachment};
-use crate::classes::{Direction, class_cap};
-use anyhow::Context as _;
+use crate::htb_plan::{Direction, class_cap};
+use crate::plan::AddRequest;
+use crate::record::Attachment;
 use cni_netlink::Link;
 use cni_netlink::backstop::{Backstop, Class, Limit, Prefix, TABLE_PREFIX, Table};
-use cni_netlink::nft::Nft;
+use cni_netlink::kernel::Kernel;
 use cni_types::error::{CniError, Code, ResultExt};
 use cni_types::{log_info, log_warn};
 use sha2::{Digest, Sha512};
@@ -61,7 +61,7 @@ pub fn spec(req: &AddRequest<'_>, host: &Link) -> Backstop {
                         })
                         .collect(),
                     cap: class_cap(c, pod, Direction::OutOfPod, host.mtu, req.latency_ms)
-                        .map(|s| limit(s.rate_bytes_per_sec, s.burst_bytes)),
+                        .and_then(|s| limit(s.rate_bytes_per_sec, s.burst_bytes)),
                     in_total: c.shaped && pod.is_some(),
                 })
                 .collect()
@@ -71,16 +71,22 @@ pub fn spec(req: &AddRequest<'_>, host: &Link) -> Backstop {
         table: table_name(&who),
         owner: who.alias(),
         device: host.name.clone(),
-        total: pod.map(|s| limit(s.rate_bytes_per_sec, s.burst_bytes)),
+        total: pod.and_then(|s| limit(s.rate_bytes_per_sec, s.burst_bytes)),
         classes,
     }
 }
 
-fn limit(bytes_per_sec: u64, burst_bytes: u32) -> Limit {
-    Limit {
+/// A bucket, or none where the kernel cannot hold it: nf_tables keeps a
+/// limit's bucket as `1e9 * (rate + burst) / rate` nanoseconds in a u64,
+/// which overflows above ~144 Gbit/s (refused with EOVERFLOW, or wrapped
+/// to a tiny bucket on kernels without the check). No veth carries that
+/// much, so such a limit holds nothing back and is left out.
+fn limit(bytes_per_sec: u64, burst_bytes: u32) -> Option<Limit> {
+    let l = Limit {
         bytes_per_sec,
         burst_bytes,
-    }
+    };
+    l.fits_the_kernel().then_some(l)
 }
 
 /// Refuses an attachment whose owner mark would not fit (code 7), before
@@ -100,25 +106,12 @@ pub fn refuse_long_owner(b: &Backstop) -> anyhow::Result<()> {
     .into())
 }
 
-/// The process's one nf_tables socket. It is never closed by hand: the
-/// kernel's release of a `NETLINK_NETFILTER` socket waits for nf_tables'
-/// pending destroy work (an RCU grace period, ~9 ms here) whenever anything
-/// was deleted recently, by us or another pod's DEL. Closed at exit, after
-/// the state lock (opened earlier, a lower fd) is released, that wait
-/// holds up only this process, never the node's other calls.
-static NFT: std::sync::Mutex<Option<Nft>> = std::sync::Mutex::new(None);
-
-fn with_nft<T>(f: impl FnOnce(&mut Nft) -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let mut guard = NFT.lock().unwrap_or_else(|e| e.into_inner());
-    let nft = match guard.as_mut() {
-        Some(n) => n,
-        None => guard.insert(
-            Nft::new()
-                .context("opening an nf_tables socket")
-                .cni(Code::Kernel, "nf_tables unavailable")?,
-        ),
-    };
-    f(nft)
+/// Our table named `name`, if any.
+fn find_table(k: &mut dyn Kernel, name: &str) -> anyhow::Result<Option<Table>> {
+    Ok(k.backstop_tables()
+        .cni_with(Code::Kernel, || format!("looking up nft table {name}"))?
+        .into_iter()
+        .find(|t| t.name == name))
 }
 
 /// Makes the table what `want` says: kept when it already is, replaced in
@@ -126,15 +119,8 @@ fn with_nft<T>(f: impl FnOnce(&mut Nft) -> anyhow::Result<T>) -> anyhow::Result<
 /// of that name is refused. Tables of other attachments still hooking this
 /// device are stale (the device is this attachment's now) and removed.
 /// True when the table was created now (the caller's undo).
-pub fn ensure(want: &Backstop) -> anyhow::Result<bool> {
-    with_nft(|nft| ensure_with(nft, want))
-}
-
-fn ensure_with(nft: &mut Nft, want: &Backstop) -> anyhow::Result<bool> {
-    sweep_stale_on_device(nft, want)?;
-    let existing = nft.backstop_table(&want.table).cni_with(Code::Kernel, || {
-        format!("looking up nft table {}", want.table)
-    })?;
+pub fn ensure(k: &mut dyn Kernel, want: &Backstop) -> anyhow::Result<bool> {
+    let existing = find_table(k, &want.table)?;
     let replacing = match &existing {
         None => None,
         Some(t) if t.owner.as_deref() != Some(want.owner.as_str()) => {
@@ -146,8 +132,8 @@ fn ensure_with(nft: &mut Nft, want: &Backstop) -> anyhow::Result<bool> {
             .into());
         }
         Some(t) => {
-            let now = nft
-                .observe(&t.name)
+            let now = k
+                .observe_backstop(&t.name)
                 .cni_with(Code::Kernel, || format!("reading nft table {}", t.name))?;
             match now.difference(want) {
                 None => return Ok(false),
@@ -158,7 +144,7 @@ fn ensure_with(nft: &mut Nft, want: &Backstop) -> anyhow::Result<bool> {
             }
         }
     };
-    nft.install_backstop(want, replacing)
+    k.install_backstop(want, replacing)
         .cni_with(Code::Kernel, || {
             format!("installing the backstop on {}", want.device)
         })?;
@@ -170,16 +156,18 @@ fn ensure_with(nft: &mut Nft, want: &Backstop) -> anyhow::Result<bool> {
     Ok(existing.is_none())
 }
 
-fn sweep_stale_on_device(nft: &mut Nft, want: &Backstop) -> anyhow::Result<()> {
-    let hooking = nft
-        .tables_hooking(&want.device)
-        .cni_with(Code::Kernel, || {
-            format!("listing nft chains on {}", want.device)
-        })?;
-    for name in hooking.into_iter().filter(|n| *n != want.table) {
-        let table = nft
-            .backstop_table(&name)
-            .cni_with(Code::Kernel, || format!("looking up nft table {name}"))?;
+/// Tables of other attachments whose base chain hooks `device` are stale:
+/// the device is this attachment's now (newer kernels keep a device's base
+/// chain after it goes and re-attach it to a new device of the same name;
+/// the VPC CNI names host veths after the pod). Run on every ADD, with or
+/// without a backstop of its own. Tables not marked as an attachment's are
+/// never touched.
+pub fn sweep_stale_on_device(k: &mut dyn Kernel, device: &str, ours: &str) -> anyhow::Result<()> {
+    let hooking = k
+        .tables_hooking(device)
+        .cni_with(Code::Kernel, || format!("listing nft chains on {device}"))?;
+    for name in hooking.into_iter().filter(|n| n != ours) {
+        let table = find_table(k, &name)?;
         // Only a table marked as a bandwidth attachment's is ours to judge.
         if let Some(t) = table.filter(|t| {
             t.owner
@@ -191,9 +179,9 @@ fn sweep_stale_on_device(nft: &mut Nft, want: &Backstop) -> anyhow::Result<()> {
                 "removing stale backstop {} of {:?}: {} is this attachment's now",
                 t.name,
                 t.owner,
-                want.device
+                device
             );
-            nft.delete_table(&t)
+            k.delete_table(&t)
                 .cni_with(Code::Kernel, || format!("deleting nft table {}", t.name))?;
         }
     }
@@ -202,15 +190,8 @@ fn sweep_stale_on_device(nft: &mut Nft, want: &Backstop) -> anyhow::Result<()> {
 
 /// CHECK: the table is there, ours, hooked on the host veth, and holds
 /// exactly the wanted rules, limits and counters.
-pub fn verify(want: &Backstop) -> anyhow::Result<Option<String>> {
-    with_nft(|nft| verify_with(nft, want))
-}
-
-fn verify_with(nft: &mut Nft, want: &Backstop) -> anyhow::Result<Option<String>> {
-    let Some(t) = nft.backstop_table(&want.table).cni_with(Code::Kernel, || {
-        format!("looking up nft table {}", want.table)
-    })?
-    else {
+pub fn verify(k: &mut dyn Kernel, want: &Backstop) -> anyhow::Result<Option<String>> {
+    let Some(t) = find_table(k, &want.table)? else {
         return Ok(Some(format!(
             "the backstop (nft table netdev {}) is missing",
             want.table
@@ -222,27 +203,22 @@ fn verify_with(nft: &mut Nft, want: &Backstop) -> anyhow::Result<Option<String>>
             t.name, t.owner
         )));
     }
-    let now = nft
-        .observe(&t.name)
+    let now = k
+        .observe_backstop(&t.name)
         .cni_with(Code::Kernel, || format!("reading nft table {}", t.name))?;
     Ok(now.difference(want))
 }
 
 /// Deletes the table `name` if it is `who`'s; another's is left alone.
 /// Fine when it is gone (or nf_tables is not there at all).
-pub fn remove(name: &str, who: &Attachment<'_>) -> anyhow::Result<()> {
-    with_nft(|nft| {
-        let Some(t) = nft
-            .backstop_table(name)
-            .cni_with(Code::Kernel, || format!("looking up nft table {name}"))?
-        else {
-            return Ok(());
-        };
-        remove_if_owned(nft, &t, who)
-    })
+pub fn remove(k: &mut dyn Kernel, name: &str, who: &Attachment<'_>) -> anyhow::Result<()> {
+    match find_table(k, name)? {
+        Some(t) => remove_if_owned(k, &t, who),
+        None => Ok(()),
+    }
 }
 
-fn remove_if_owned(nft: &mut Nft, t: &Table, who: &Attachment<'_>) -> anyhow::Result<()> {
+fn remove_if_owned(k: &mut dyn Kernel, t: &Table, who: &Attachment<'_>) -> anyhow::Result<()> {
     if t.owner.as_deref() != Some(who.alias().as_str()) {
         log_info!(
             "leaving nft table {}: it is not this attachment's ({:?})",
@@ -251,7 +227,7 @@ fn remove_if_owned(nft: &mut Nft, t: &Table, who: &Attachment<'_>) -> anyhow::Re
         );
         return Ok(());
     }
-    nft.delete_table(t)
+    k.delete_table(t)
         .cni_with(Code::Kernel, || format!("deleting nft table {}", t.name))?;
     log_info!("deleted nft table {}", t.name);
     Ok(())
@@ -259,13 +235,13 @@ fn remove_if_owned(nft: &mut Nft, t: &Table, who: &Attachment<'_>) -> anyhow::Re
 
 /// GC: our tables for `network` whose attachment is not in `valid`.
 pub fn stale_tables(
+    k: &mut dyn Kernel,
     network: &str,
     valid: &dyn Fn(&str, &str) -> bool,
 ) -> anyhow::Result<Vec<(Table, String, String)>> {
-    let tables = with_nft(|nft| {
-        nft.backstop_tables()
-            .cni(Code::Kernel, "listing nft tables")
-    })?;
+    let tables = k
+        .backstop_tables()
+        .cni(Code::Kernel, "listing nft tables")?;
     Ok(tables
         .into_iter()
         .filter_map(|t| {
@@ -280,6 +256,6 @@ pub fn stale_tables(
 }
 
 /// GC's removal of one stale table (judged by [`stale_tables`]).
-pub fn remove_stale(t: &Table, who: &Attachment<'_>) -> anyhow::Result<()> {
-    with_nft(|nft| remove_if_owned(nft, t, who))
+pub fn remove_stale(k: &mut dyn Kernel, t: &Table, who: &Attachment<'_>) -> anyhow::Result<()> {
+    remove_if_owned(k, t, who)
 }

@@ -29,6 +29,28 @@ pub const MIN_RATE_BITS: u64 = 1_000;
 pub const MAX_RATE_BITS: u64 = 1_000_000_000_000_000;
 /// The kernel's burst attribute is a u32 of bytes.
 pub const MAX_BURST_BITS: u64 = u32::MAX as u64 * 8;
+
+/// The one range check of a rate (bits/s), for the static block, the
+/// runtime's, traffic classes and the namespace policy: the details of the
+/// refusal, each caller names the key.
+pub fn rate_in_range(key: &str, rate: u64) -> Result<(), String> {
+    if (MIN_RATE_BITS..=MAX_RATE_BITS).contains(&rate) {
+        return Ok(());
+    }
+    Err(format!(
+        "{key}={rate} bits/s is outside {MIN_RATE_BITS}..={MAX_RATE_BITS} (1 kbit/s..1 Pbit/s)"
+    ))
+}
+
+/// The one range check of a burst (bits).
+pub fn burst_in_range(key: &str, burst: u64) -> Result<(), String> {
+    if burst <= MAX_BURST_BITS {
+        return Ok(());
+    }
+    Err(format!(
+        "{key}={burst} bits exceeds {MAX_BURST_BITS} (4 GiB, the kernel's u32 of bytes)"
+    ))
+}
 /// containerd, CRI-O and dockershim mean "unlimited" with a burst of
 /// u32::MAX bits (containerd) or u32::MAX*8-1 (CRI-O): anything from 2^31-1
 /// bits (256 MiB) up is such a sentinel, never an operator's choice.
@@ -94,7 +116,7 @@ pub struct BandwidthConf {
     /// Per-namespace defaults and maxima (see [`crate::policy`]).
     pub namespace_policy: Option<crate::policy::NamespacePolicy>,
     /// Peer classes as configured (subnets or zones), see [`crate::classes`].
-    pub class_spec: Option<crate::classes::ClassSpec>,
+    pub class_spec: Option<crate::zones::ClassSpec>,
     /// The same with zone CIDRs read (file, IMDS): set by
     /// [`BandwidthConf::resolve_classes`] for ADD and CHECK only.
     pub classes: Option<crate::classes::PeerClasses>,
@@ -266,22 +288,10 @@ fn direction(
             ),
         ));
     }
-    if !(MIN_RATE_BITS..=MAX_RATE_BITS).contains(&rate) {
-        return Err(invalid(
-            format!("{name}Rate out of range"),
-            format!(
-                "{name}Rate={rate} bits/s is outside {MIN_RATE_BITS}..={MAX_RATE_BITS} (1 kbit/s..1 Pbit/s)"
-            ),
-        ));
-    }
-    if burst > MAX_BURST_BITS {
-        return Err(invalid(
-            format!("{name}Burst too large"),
-            format!(
-                "{name}Burst={burst} bits exceeds {MAX_BURST_BITS} (4 GiB, the kernel's u32 of bytes)"
-            ),
-        ));
-    }
+    rate_in_range(&format!("{name}Rate"), rate)
+        .map_err(|d| invalid(format!("{name}Rate out of range"), d))?;
+    burst_in_range(&format!("{name}Burst"), burst)
+        .map_err(|d| invalid(format!("{name}Burst too large"), d))?;
     let burst_bits = if sentinel_is_unset && burst >= SENTINEL_BURST_BITS {
         None
     } else {
@@ -392,7 +402,7 @@ impl BandwidthConf {
         let sentinel_is_unset = source == Source::Runtime && runtime_burst == RuntimeBurst::Cap;
         let (ingress, egress) = block.limits(sentinel_is_unset)?;
         let namespace_policy = crate::policy::NamespacePolicy::parse(raw)?;
-        let class_spec = crate::classes::parse(raw, conf.runtime_config_entry("bandwidth"))?;
+        let class_spec = crate::zones::parse(raw, conf.runtime_config_entry("bandwidth"))?;
         Ok(BandwidthConf {
             ingress,
             egress,

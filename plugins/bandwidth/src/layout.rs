@@ -5,13 +5,15 @@
 //!
 //! Without classes the root is one tbf `1:`, exactly the layout of earlier
 //! versions and of the reference plugin; with classes it is an htb `1:`
-//! tree ([`crate::classes::plan`]). Both are removed by deleting the root
+//! tree ([`crate::htb_plan::plan`]). Both are removed by deleting the root
 //! `1:`, which takes its classes, leaf queues and filters with it.
 
-use crate::classes::{HtbPlan, ROOT_HANDLE};
+use crate::htb_plan::{HtbPlan, ROOT_HANDLE};
 use crate::tbf::Shape;
-use cni_netlink::tc::{Qdisc, TC_H_ROOT, TbfSpec, burst_to_ticks};
-use cni_netlink::{Link, Netlink};
+use cni_netlink::Link;
+use cni_netlink::htb::HtbClass;
+use cni_netlink::kernel::Kernel;
+use cni_netlink::tc::{Filter, Qdisc, TC_H_ROOT, TbfSpec, burst_to_ticks};
 use cni_types::error::{Code, ResultExt};
 
 /// What goes at the root `1:` of one device.
@@ -65,7 +67,7 @@ impl RootLayout {
 /// removed first (the kernel cannot change a qdisc's kind, and rebuilding
 /// a tree is simpler and safer than patching it).
 pub fn install_root(
-    nl: &mut Netlink,
+    nl: &mut dyn Kernel,
     link: &Link,
     want: &RootLayout,
     live: Option<&Qdisc>,
@@ -98,7 +100,7 @@ pub fn install_root(
 
 /// Root, classes (parents first), leaf queues, then filters: traffic is
 /// classified only once every class it can reach exists.
-fn build_htb(nl: &mut Netlink, link: &Link, plan: &HtbPlan) -> anyhow::Result<()> {
+fn build_htb(nl: &mut dyn Kernel, link: &Link, plan: &HtbPlan) -> anyhow::Result<()> {
     let ctx = |what: String| format!("{what} on {}", link.name);
     nl.add_root_htb(link.index, ROOT_HANDLE, plan.default_minor)
         .cni_with(Code::Kernel, || ctx("adding root htb".into()))?;
@@ -142,7 +144,7 @@ fn class_name(plan: &HtbPlan, classid: u32) -> String {
 /// classes (rate, ceiling, parent, quantum), leaf queues, and the filters
 /// with their matches and target classes, in the order they are tried.
 pub fn htb_difference(
-    nl: &mut Netlink,
+    nl: &mut dyn Kernel,
     link: &Link,
     plan: &HtbPlan,
     root: &Qdisc,
@@ -157,13 +159,25 @@ pub fn htb_difference(
     let live = nl
         .htb_classes(link.index)
         .cni_with(Code::Kernel, || format!("listing classes of {dev}"))?;
+    if let Some(d) = class_difference(dev, plan, &live) {
+        return Ok(Some(d));
+    }
+    if let Some(d) = leaf_difference(nl, link, plan)? {
+        return Ok(Some(d));
+    }
+    let filters = nl
+        .filters(link.index, ROOT_HANDLE)
+        .cni_with(Code::Kernel, || format!("listing filters of {dev}"))?;
+    Ok(filter_difference(dev, plan, &filters))
+}
+
+/// Every planned class as the kernel has it (rate, ceiling, parent,
+/// quantum, both buckets), and no class beyond the plan. Pure.
+fn class_difference(dev: &str, plan: &HtbPlan, live: &[HtbClass]) -> Option<String> {
     for want in &plan.classes {
         let name = class_name(plan, want.classid);
         let Some(have) = live.iter().find(|c| c.classid == want.classid) else {
-            return Ok(Some(format!(
-                "{dev}: {name}class {:x} is missing",
-                want.classid
-            )));
+            return Some(format!("{dev}: {name}class {:x} is missing", want.classid));
         };
         for (what, h, w) in [
             ("rate (B/s)", have.rate, want.rate),
@@ -189,49 +203,59 @@ pub fn htb_difference(
             ),
         ] {
             if h != w {
-                return Ok(Some(format!(
+                return Some(format!(
                     "{dev}: {name}class {:x} {what} is {h}, expected {w}",
                     want.classid
-                )));
+                ));
             }
         }
     }
-    if let Some(extra) = live
-        .iter()
+    live.iter()
         .find(|c| !plan.classes.iter().any(|w| w.classid == c.classid))
-    {
-        return Ok(Some(format!(
-            "{dev}: class {:x} is not in the configured layout",
-            extra.classid
-        )));
-    }
+        .map(|extra| {
+            format!(
+                "{dev}: class {:x} is not in the configured layout",
+                extra.classid
+            )
+        })
+}
+
+/// Every leaf's bfifo, in bytes, of the planned size.
+fn leaf_difference(
+    nl: &mut dyn Kernel,
+    link: &Link,
+    plan: &HtbPlan,
+) -> anyhow::Result<Option<String>> {
+    let dev = &link.name;
     for (class, _, limit) in &plan.leaves {
         let fifo = nl
             .fifo_under(link.index, *class)
             .cni_with(Code::Kernel, || {
                 format!("reading the queue of {class:x} on {dev}")
             })?;
+        let name = class_name(plan, *class);
         match fifo {
             Some(f) if f.bytes_mode && f.limit == *limit => {}
             Some(f) => {
                 return Ok(Some(format!(
-                    "{dev}: the queue of {}class {class:x} holds {} {}, expected {limit} bytes",
-                    class_name(plan, *class),
+                    "{dev}: the queue of {name}class {class:x} holds {} {}, expected {limit} bytes",
                     f.limit,
                     if f.bytes_mode { "bytes" } else { "packets" }
                 )));
             }
             None => {
                 return Ok(Some(format!(
-                    "{dev}: the queue of {}class {class:x} is missing",
-                    class_name(plan, *class)
+                    "{dev}: the queue of {name}class {class:x} is missing"
                 )));
             }
         }
     }
-    let filters = nl
-        .filters(link.index, ROOT_HANDLE)
-        .cni_with(Code::Kernel, || format!("listing filters of {dev}"))?;
+    Ok(None)
+}
+
+/// The planned u32 filters, in the order they are tried, and no other
+/// filter on the root. Pure.
+fn filter_difference(dev: &str, plan: &HtbPlan, filters: &[Filter]) -> Option<String> {
     // u32 also dumps each instance and its hash table (no selector): every
     // other entry classifies, and any filter of another kind is not ours.
     let live: Vec<_> = filters
@@ -240,13 +264,13 @@ pub fn htb_difference(
         .collect();
     for (i, want) in plan.filters.iter().enumerate() {
         let Some(have) = live.get(i) else {
-            return Ok(Some(format!(
+            return Some(format!(
                 "{dev}: filter {} of {} (to {}class {:x}) is missing",
                 i + 1,
                 plan.filters.len(),
                 class_name(plan, want.classid),
                 want.classid
-            )));
+            ));
         };
         let same = have.kind == "u32"
             && have.prio == want.prio
@@ -254,7 +278,7 @@ pub fn htb_difference(
             && have.classid == Some(want.classid)
             && have.keys == want.keys;
         if !same {
-            return Ok(Some(format!(
+            return Some(format!(
                 "{dev}: filter {} differs: {} prio {} to {:x?} matching {:?}, expected u32 prio {} to {:x} matching {:?}",
                 i + 1,
                 have.kind,
@@ -264,21 +288,20 @@ pub fn htb_difference(
                 want.prio,
                 want.classid,
                 want.keys
-            )));
+            ));
         }
     }
-    if let Some(extra) = live.get(plan.filters.len()) {
-        return Ok(Some(format!(
+    live.get(plan.filters.len()).map(|extra| {
+        format!(
             "{dev}: a {} filter at prio {} (to {:x?}) is not in the configured layout",
             extra.kind, extra.prio, extra.classid
-        )));
-    }
-    Ok(None)
+        )
+    })
 }
 
 /// The first difference between `want` and `link`'s root, for CHECK.
 pub fn root_difference(
-    nl: &mut Netlink,
+    nl: &mut dyn Kernel,
     link: &Link,
     want: &RootLayout,
 ) -> anyhow::Result<Option<String>> {
@@ -296,7 +319,42 @@ pub fn root_difference(
         )));
     };
     match want {
-        RootLayout::Tbf(s) => Ok(crate::apply::tbf_difference(&link.name, Some(root), s)),
+        RootLayout::Tbf(s) => Ok(tbf_difference(&link.name, Some(root), s)),
         RootLayout::Htb(plan) => htb_difference(nl, link, plan, root),
     }
+}
+
+/// The tbf parameters as dumped against the shape asked for: the first
+/// difference, if any (pure, for CHECK).
+pub fn tbf_difference(
+    device: &str,
+    q: Option<&cni_netlink::tc::Qdisc>,
+    s: &Shape,
+) -> Option<String> {
+    let Some(q) = q else {
+        return Some(format!("{device}: root tbf 1: is missing"));
+    };
+    let Some(p) = q.tbf else {
+        return Some(format!("{device}: tbf options unreadable"));
+    };
+    let want = crate::layout::tbf_spec(s);
+    if p.rate_bytes_per_sec != want.rate_bytes_per_sec {
+        return Some(format!(
+            "{device}: tbf rate is {} B/s, expected {}",
+            p.rate_bytes_per_sec, want.rate_bytes_per_sec
+        ));
+    }
+    if p.limit_bytes != want.limit_bytes {
+        return Some(format!(
+            "{device}: tbf limit is {} B, expected {}",
+            p.limit_bytes, want.limit_bytes
+        ));
+    }
+    if !p.matches(&want) {
+        return Some(format!(
+            "{device}: tbf burst differs from {} B",
+            want.burst_bytes
+        ));
+    }
+    None
 }

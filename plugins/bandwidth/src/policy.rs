@@ -11,7 +11,7 @@
 //!   asked and what was applied;
 //! - `exempt: true`: the pod's own annotations only, as without a policy.
 
-use crate::config::{Limit, MAX_RATE_BITS, MIN_RATE_BITS};
+use crate::config::{Limit, rate_in_range};
 use crate::tbf::DEFAULT_BUCKET_MS;
 use cni_types::error::{CniError, Code};
 use serde::{Deserialize, Serialize};
@@ -77,10 +77,8 @@ fn invalid(details: String) -> CniError {
 
 fn check_rate(ns: &str, what: &str, rate: Option<u64>) -> Result<(), CniError> {
     match rate {
-        Some(r) if !(MIN_RATE_BITS..=MAX_RATE_BITS).contains(&r) => Err(invalid(format!(
-            "{ns:?}.{what} = {r} bits/s is outside {MIN_RATE_BITS}..={MAX_RATE_BITS}"
-        ))),
-        _ => Ok(()),
+        Some(r) => rate_in_range(&format!("{ns:?}.{what}"), r).map_err(invalid),
+        None => Ok(()),
     }
 }
 
@@ -204,6 +202,7 @@ fn capped_burst(burst_bits: Option<u64>, asked: u64, applied: u64) -> Option<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MAX_RATE_BITS;
     use serde_json::json;
 
     fn policy(v: Value) -> Result<Option<NamespacePolicy>, CniError> {

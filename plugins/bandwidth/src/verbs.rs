@@ -1,11 +1,14 @@
 //! What ADD, DEL, CHECK, STATUS and GC do, in order; the netlink work is
 //! in [`crate::apply`].
 
-use crate::apply::{self, AddRequest, Installed};
 use crate::config::{BandwidthConf, DEFAULT_STATE_DIR};
+use crate::devices;
+use crate::plan::AddRequest;
 use crate::policy::PolicyRecord;
-use crate::{backstop, devices};
+use crate::record::{Attachment, Installed};
+use crate::{check, plan, reconcile, teardown};
 use anyhow::Context as _;
+use cni_netlink::kernel::System;
 use cni_netlink::{Link, Netlink};
 use cni_types::error::{CniError, Code, Failures, ResultExt};
 use cni_types::result::Interface;
@@ -19,8 +22,8 @@ use std::path::PathBuf;
 /// The plugin, for `cni_types::skel::run`.
 pub struct Bandwidth;
 
-fn netlink() -> anyhow::Result<Netlink> {
-    Netlink::new()
+fn kernel() -> anyhow::Result<System> {
+    System::new()
         .context("opening a netlink socket")
         .cni(Code::Kernel, "netlink unavailable")
 }
@@ -51,7 +54,7 @@ impl Plugin for Bandwidth {
             // Nothing to shape and nothing of ours: touch nothing at all.
             return pass_through(&ctx.conf);
         }
-        let mut nl = netlink()?;
+        let mut nl = kernel()?;
         let _lock = store
             .lock()
             .cni(Code::Io, "cannot lock the state directory")?;
@@ -60,7 +63,7 @@ impl Plugin for Bandwidth {
             // A retried ADD that no longer asks for shaping removes what an
             // earlier one installed.
             if let Some(prev) = &previous {
-                apply::teardown(
+                teardown::teardown(
                     &mut nl,
                     prev,
                     &attachment(&ctx.conf.name, env),
@@ -79,14 +82,14 @@ impl Plugin for Bandwidth {
                     .into(),
             );
         }
-        let (host, req) = request(ctx, &bw, policy, &mut nl, &result)?;
+        let (host, req) = request(ctx, &bw, policy, nl.netlink(), &result)?;
         let existed = previous.is_some();
         let mut save = |inst: &Installed| {
             store
                 .save(&env.container_id, &env.ifname, inst)
                 .cni(Code::Io, "cannot write state")
         };
-        let outcome = apply::install(&mut nl, &host, &req, previous.as_ref(), &mut save);
+        let outcome = reconcile::install(&mut nl, &host, &req, previous.as_ref(), &mut save);
         let (_inst, ifb) = match outcome {
             Ok(v) => v,
             Err(e) => {
@@ -169,9 +172,9 @@ impl Plugin for Bandwidth {
             .with_details(format!("{:?} is another namespace", env.netns))
             .into());
         }
-        let mut nl = netlink()?;
-        let (host, req) = request(ctx, &bw, policy, &mut nl, &prev)?;
-        apply::verify(&mut nl, &host, &req, inst.as_ref())
+        let mut nl = kernel()?;
+        let (host, req) = request(ctx, &bw, policy, nl.netlink(), &prev)?;
+        check::verify(&mut nl, &host, &req, inst.as_ref())
     }
 
     fn status(&self, conf: &NetConf) -> anyhow::Result<()> {
@@ -196,7 +199,7 @@ impl Plugin for Bandwidth {
             .iter()
             .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
             .collect();
-        let mut nl = netlink()?;
+        let mut nl = kernel()?;
         let _lock = store
             .lock()
             .cni(Code::Io, "cannot lock the state directory")?;
@@ -215,7 +218,7 @@ impl Plugin for Bandwidth {
                 continue;
             }
             log_info!("gc: removing stale attachment {cid}/{ifname}");
-            let who = apply::Attachment {
+            let who = Attachment {
                 network,
                 container_id: &cid,
                 ifname: &ifname,
@@ -225,7 +228,7 @@ impl Plugin for Bandwidth {
             let pod = gc_pod_side(&inst, &ifname);
             let pod = pod.as_ref().map(|(ns, i)| (ns.as_path(), i.as_str()));
             if failures
-                .record(&what, apply::teardown(&mut nl, &inst, &who, pod))
+                .record(&what, teardown::teardown(&mut nl, &inst, &who, pod))
                 .is_some()
             {
                 failures.record(
@@ -236,50 +239,9 @@ impl Plugin for Bandwidth {
                 );
             }
         }
-        // ifbs marked as ours for this network whose attachment is gone
-        // (for example state lost with a wiped /run).
-        let links = nl
-            .links()
-            .context("listing links")
-            .cni(Code::Kernel, "netlink request failed")?;
-        for l in links.iter().filter(|l| l.kind.as_deref() == Some("ifb")) {
-            let Some((net, cid, ifname)) = l.alias.as_deref().and_then(devices::parse_ifb_alias)
-            else {
-                continue;
-            };
-            if net == network && !valid.contains(&(cid, ifname)) {
-                log_info!("gc: deleting stale ifb {}", l.name);
-                let who = apply::Attachment {
-                    network,
-                    container_id: cid,
-                    ifname,
-                };
-                failures.record(
-                    format!("ifb {}", l.name),
-                    apply::delete_owned_ifb(&mut nl, &l.name, &who),
-                );
-            }
-        }
-        // Backstop tables marked as ours for this network whose attachment
-        // is gone (state lost, or a DEL that never came).
         let is_valid = |cid: &str, ifname: &str| valid.contains(&(cid, ifname));
-        if let Some(stale) = failures.record(
-            "listing backstop tables",
-            backstop::stale_tables(network, &is_valid),
-        ) {
-            for (t, cid, ifname) in stale {
-                log_info!("gc: deleting stale backstop table {}", t.name);
-                let who = apply::Attachment {
-                    network,
-                    container_id: &cid,
-                    ifname: &ifname,
-                };
-                failures.record(
-                    format!("nft table {}", t.name),
-                    backstop::remove_stale(&t, &who),
-                );
-            }
-        }
+        teardown::sweep_stale_ifbs(&mut nl, network, &is_valid, &mut failures);
+        teardown::sweep_stale_tables(&mut nl, network, &is_valid, &mut failures);
         failures.finish(Code::Kernel, "garbage collection incomplete")
     }
 }
@@ -293,7 +255,10 @@ fn gc_pod_side(inst: &Installed, ifname: &str) -> Option<(PathBuf, String)> {
     }
     let path = PathBuf::from(inst.netns_path.as_deref()?);
     let now = cni_types::env::validate_netns(&path).ok()?;
-    inst.same_pod(Some(now)).then(|| (path, ifname.to_string()))
+    // GC only ever deals with gone pods: without a cookie on both sides
+    // (records of earlier versions) a matching inode proves nothing.
+    let cookies = inst.netns.and_then(|n| n.cookie).is_some() && now.cookie.is_some();
+    (cookies && inst.same_pod(Some(now))).then(|| (path, ifname.to_string()))
 }
 
 /// The pod's host veth and what ADD installs on it (and CHECK expects).
@@ -317,7 +282,7 @@ fn request<'a>(
     let env = &ctx.env;
     let netns = env.netns.as_deref().unwrap_or(std::path::Path::new(""));
     let host = devices::find_host_veth(nl, netns, &env.ifname, prev)?;
-    let (ingress, egress) = apply::shapes(bw, &host);
+    let (ingress, egress) = plan::shapes(bw, &host);
     let req = AddRequest {
         network: &ctx.conf.name,
         container_id: &env.container_id,
@@ -343,8 +308,8 @@ fn load_state<T: serde::de::DeserializeOwned>(store: &StateStore, env: &Env) -> 
     store.load_lenient(&env.container_id, &env.ifname)
 }
 
-fn attachment<'a>(network: &'a str, env: &'a Env) -> apply::Attachment<'a> {
-    apply::Attachment {
+fn attachment<'a>(network: &'a str, env: &'a Env) -> Attachment<'a> {
+    Attachment {
         network,
         container_id: &env.container_id,
         ifname: &env.ifname,
@@ -368,21 +333,25 @@ fn pod_side<'a>(inst: &Installed, env: &'a Env) -> Option<(&'a std::path::Path, 
 }
 
 fn del_attachment(env: &Env, network: &str, store: StateStore) -> anyhow::Result<()> {
-    let mut nl = netlink()?;
+    let mut nl = kernel()?;
     let _lock = store
         .lock()
         .cni(Code::Io, "cannot lock the state directory")?;
     let who = attachment(network, env);
     match load_state(&store, env) {
-        Some(inst) => apply::teardown(&mut nl, &inst, &who, pod_side(&inst, env))?,
+        Some(inst) => teardown::teardown(&mut nl, &inst, &who, pod_side(&inst, env))?,
         // No record: an ifb the reference plugin left before an upgrade
         // (unmarked, under its name), or ours marked for this attachment.
         // One marked for another attachment is left alone.
-        None => apply::delete_owned_ifb(
-            &mut nl,
-            &devices::ifb_name(network, &env.container_id),
-            &who,
-        )?,
+        // The same for a backstop table under this attachment's name.
+        None => {
+            teardown::delete_owned_ifb(
+                &mut nl,
+                &devices::ifb_name(network, &env.container_id),
+                &who,
+            )?;
+            crate::backstop::remove(&mut nl, &crate::backstop::table_name(&who), &who)?;
+        }
     }
     store
         .remove(&env.container_id, &env.ifname)

@@ -1,0 +1,193 @@
+//! DEL and GC: remove what the record says is ours, as far as it still
+//! exists and is still ours, in the reverse of the order ADD makes it,
+//! going on past a failed step and reporting every failure.
+
+use crate::devices::{IfbOwner, parse_ifb_alias};
+use crate::pod::{delete_qdisc_if, remove_pod_hook, remove_pod_root};
+use crate::record::{Attachment, Installed, root_is_ours};
+use cni_netlink::Link;
+use cni_netlink::kernel::Kernel;
+use cni_netlink::tc::{ETH_P_ALL, INGRESS_HANDLE, Qdisc, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
+use cni_types::error::{Code, Failures, ResultExt};
+use cni_types::log_info;
+use std::path::Path;
+
+/// The host veth recorded in `inst`, if it still exists under the same
+/// index and name (an index can be reused by a new pod).
+fn recorded_host(nl: &mut dyn Kernel, inst: &Installed) -> anyhow::Result<Option<Link>> {
+    let link = nl
+        .link_by_index(inst.host_index)
+        .cni_with(Code::Kernel, || format!("looking up {}", inst.host_veth))?;
+    Ok(link.filter(|l| l.name == inst.host_veth))
+}
+
+/// Deletes the ifb `name` if it is this attachment's: marked for it, or
+/// unmarked (the reference plugin's, or created and killed before the
+/// mark; the caller knows the name is this attachment's). An ifb marked
+/// for another attachment is left alone: deleting it would blackhole that
+/// pod's egress. Fine when it is already gone.
+pub fn delete_owned_ifb(
+    nl: &mut dyn Kernel,
+    name: &str,
+    who: &Attachment<'_>,
+) -> anyhow::Result<()> {
+    let Some(l) = nl
+        .link_by_name(name)
+        .cni_with(Code::Kernel, || format!("looking up {name}"))?
+    else {
+        return Ok(());
+    };
+    match who.owner_of(&l) {
+        IfbOwner::Foreign => {
+            log_info!(
+                "leaving {name}: it is not this attachment's ({:?})",
+                l.alias
+            );
+        }
+        IfbOwner::ThisAttachment | IfbOwner::Unmarked => {
+            nl.delete_link(l.index)
+                .cni_with(Code::Kernel, || format!("deleting {name}"))?;
+            log_info!("deleted {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything `inst` records as ours, as far as it still exists
+/// and is still ours, in the reverse of the order ADD makes it, going on
+/// past a failed step and reporting every failure. `pod` is the netns and
+/// container interface when DEL has them and the netns is the one
+/// recorded at ADD; without them a pod-side root goes away with the pod's
+/// netns.
+pub fn teardown(
+    nl: &mut dyn Kernel,
+    inst: &Installed,
+    who: &Attachment<'_>,
+    pod: Option<(&Path, &str)>,
+) -> anyhow::Result<()> {
+    let mut failures = Failures::default();
+    if let Some((ns, ifname)) = pod {
+        if inst.pod_tbf {
+            failures.record(
+                format!("root qdisc on the pod's {ifname}"),
+                remove_pod_root(nl, ns, ifname, inst.pod_root_kinds),
+            );
+        }
+        if inst.pod_clsact {
+            failures.record(
+                format!("clsact on the pod's {ifname}"),
+                remove_pod_hook(nl, ns, ifname),
+            );
+        }
+    }
+    let host = failures
+        .record(
+            format!("looking up {}", inst.host_veth),
+            recorded_host(nl, inst),
+        )
+        .flatten();
+    if let Some(host) = &host {
+        if let Some(prio) = inst.filter_prio {
+            failures.record(
+                format!("redirect filter on {}", host.name),
+                nl.delete_filter(host.index, INGRESS_HANDLE, prio, ETH_P_ALL)
+                    .cni_with(Code::Kernel, || {
+                        format!("removing filter from {}", host.name)
+                    }),
+            );
+        }
+        if inst.ingress_qdisc {
+            failures.record(
+                format!("ingress qdisc on {}", host.name),
+                delete_qdisc_if(nl, host, Qdisc::is_ingress, TC_H_INGRESS, INGRESS_HANDLE),
+            );
+        }
+    }
+    // The backstop's table outlives the host veth (newer kernels keep a
+    // device's base chain): it goes whether or not the veth is there.
+    if let Some(table) = &inst.backstop {
+        failures.record(
+            format!("backstop table {table}"),
+            crate::backstop::remove(nl, table, who),
+        );
+    }
+    // The ifb outlives the pod's veth: it goes whether or not the host
+    // veth is still there.
+    if let Some(name) = &inst.ifb {
+        failures.record(format!("ifb {name}"), delete_owned_ifb(nl, name, who));
+    }
+    if let Some(host) = &host
+        && inst.ingress_tbf
+    {
+        failures.record(
+            format!("root qdisc on {}", host.name),
+            delete_qdisc_if(
+                nl,
+                host,
+                |q| root_is_ours(inst.ingress_root_kinds, q),
+                TC_H_ROOT,
+                TBF_HANDLE,
+            ),
+        );
+    }
+    failures.finish(Code::Kernel, "removing the attachment's tc layout")
+}
+
+/// GC: ifbs marked as ours for `network` whose attachment is not valid
+/// (state lost with a wiped /run, or a DEL that never came).
+pub fn sweep_stale_ifbs(
+    nl: &mut dyn Kernel,
+    network: &str,
+    valid: &dyn Fn(&str, &str) -> bool,
+    failures: &mut Failures,
+) {
+    let Some(links) = failures.record(
+        "listing links",
+        nl.links().cni(Code::Kernel, "netlink request failed"),
+    ) else {
+        return;
+    };
+    for l in links.iter().filter(|l| l.kind.as_deref() == Some("ifb")) {
+        let Some((net, cid, ifname)) = l.alias.as_deref().and_then(parse_ifb_alias) else {
+            continue;
+        };
+        if net == network && !valid(cid, ifname) {
+            log_info!("gc: deleting stale ifb {}", l.name);
+            let who = Attachment {
+                network,
+                container_id: cid,
+                ifname,
+            };
+            failures.record(
+                format!("ifb {}", l.name),
+                delete_owned_ifb(nl, &l.name, &who),
+            );
+        }
+    }
+}
+
+/// GC: backstop tables marked as ours for `network` whose attachment is
+/// not valid.
+pub fn sweep_stale_tables(
+    nl: &mut dyn Kernel,
+    network: &str,
+    valid: &dyn Fn(&str, &str) -> bool,
+    failures: &mut Failures,
+) {
+    let listed = crate::backstop::stale_tables(nl, network, valid);
+    let Some(stale) = failures.record("listing backstop tables", listed) else {
+        return;
+    };
+    for (t, cid, ifname) in stale {
+        log_info!("gc: deleting stale backstop table {}", t.name);
+        let who = Attachment {
+            network,
+            container_id: &cid,
+            ifname: &ifname,
+        };
+        failures.record(
+            format!("nft table {}", t.name),
+            crate::backstop::remove_stale(nl, &t, &who),
+        );
+    }
+}
