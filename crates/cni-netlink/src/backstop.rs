@@ -24,7 +24,7 @@
 //!
 //! nf_tables' `limit` keeps a bucket of one second of its rate plus the
 //! burst: a flood after a quiet second gets that much extra once, then is
-//! held to the rate (README, "The host-side backstop").
+//! held to the rate (docs/bandwidth.md, "The host-side backstop").
 
 use std::net::IpAddr;
 

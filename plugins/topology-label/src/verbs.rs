@@ -1,7 +1,7 @@
 //! `topology-label`, a chained CNI plugin that names a pod's interfaces
 //! after the pod and the node's zone, and applies the zone's profile (MTU,
 //! txqueuelen, `net.*` sysctls): what each verb does, in order. The work
-//! itself is in [`crate::apply`]. See the README section "topology-label".
+//! itself is in [`crate::apply`]. See docs/topology-label.md.
 
 use crate::apply;
 use crate::config::{self, Config};
