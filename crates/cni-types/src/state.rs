@@ -78,6 +78,30 @@ pub struct StoreLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
+/// Held by one attachment's verb (ADD, DEL, CHECK): the store's lock
+/// *shared*, so verbs for different attachments run in parallel while GC
+/// (which takes the store's lock exclusive) waits for them and they for
+/// it; and the attachment's own lock exclusive, so calls for the same
+/// attachment stay one at a time.
+pub struct AttachmentLock {
+    _store: nix::fcntl::Flock<File>,
+    _mine: nix::fcntl::Flock<File>,
+    path: PathBuf,
+}
+
+impl AttachmentLock {
+    /// Removes the attachment's lock file while it is held (after DEL, or
+    /// a first ADD that failed): nothing of a gone attachment stays in the
+    /// directory. A process that was waiting on it sees its file gone and
+    /// locks a fresh one ([`StateStore::lock_attachment`]).
+    pub fn remove_file(&self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The prefix of attachment lock files: hidden, and never a state file.
+const ATTACHMENT_LOCK_PREFIX: &str = ".lock.";
+
 /// File names longer than this use the hashed form (NAME_MAX is 255).
 const MAX_NAME_BYTES: usize = 240;
 
@@ -206,6 +230,32 @@ pub fn survey<T: DeserializeOwned>(dir: &Path, owner: &str) -> Result<Survey<T>>
     Ok(out)
 }
 
+/// Opens (creating, mode 0600, never through a symlink or a FIFO) and
+/// flocks `path`.
+fn flock(path: &Path, how: nix::fcntl::FlockArg) -> Result<nix::fcntl::Flock<File>> {
+    let file = crate::fsutil::open_regular_nofollow(
+        path,
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600),
+    )
+    .with_context(|| format!("opening lock {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, how)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {}", path.display()))
+}
+
+/// `f` is the file `path` names now.
+fn same_file(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 impl StateStore {
     /// The states `owner` (the plugin's name) keeps for `network` in `dir`.
     pub fn new(dir: impl Into<PathBuf>, owner: &str, network: &str) -> StateStore {
@@ -245,23 +295,56 @@ impl StateStore {
             .with_context(|| format!("creating state dir {}", self.dir.display()))
     }
 
-    /// Takes the store's exclusive lock (blocking), creating the directory.
+    /// Takes the store's exclusive lock (blocking), creating the
+    /// directory: GC's, which judges every attachment at once. It waits for
+    /// the verbs in flight and holds new ones back.
     pub fn lock(&self) -> Result<StoreLock> {
         self.ensure_dir()?;
-        let path = self.dir.join(".lock");
-        let file = crate::fsutil::open_regular_nofollow(
-            &path,
-            OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600),
-        )
-        .with_context(|| format!("opening lock {}", path.display()))?;
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .with_context(|| format!("locking {}", path.display()))?;
+        let lock = flock(&self.dir.join(".lock"), nix::fcntl::FlockArg::LockExclusive)?;
         Ok(StoreLock { _lock: lock })
+    }
+
+    /// The lock one attachment's verb holds (see [`AttachmentLock`]). The
+    /// kernel work of different attachments then runs in parallel: a DEL
+    /// waiting for an ifb's RCU grace period holds up no other pod.
+    pub fn lock_attachment(&self, container_id: &str, ifname: &str) -> Result<AttachmentLock> {
+        self.ensure_dir()?;
+        let store = flock(&self.dir.join(".lock"), nix::fcntl::FlockArg::LockShared)?;
+        let name = format!(
+            "{ATTACHMENT_LOCK_PREFIX}{}",
+            self.file_name(container_id, ifname)
+        );
+        let path = self.dir.join(name);
+        loop {
+            let mine = flock(&path, nix::fcntl::FlockArg::LockExclusive)?;
+            // The holder we waited for may have removed the file (its DEL):
+            // a lock on an unlinked inode would exclude nobody. Retry on
+            // the file the path names now.
+            if same_file(&mine, &path) {
+                return Ok(AttachmentLock {
+                    _store: store,
+                    _mine: mine,
+                    path,
+                });
+            }
+        }
+    }
+
+    /// GC, under the exclusive lock (no verb holds an attachment lock
+    /// then): removes lock files of attachments that have no state.
+    pub fn sweep_attachment_locks(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(state) = name.strip_prefix(ATTACHMENT_LOCK_PREFIX) else {
+                continue;
+            };
+            if !state.is_empty() && !self.dir.join(state).exists() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 
     pub fn save<T: Serialize>(&self, container_id: &str, ifname: &str, data: &T) -> Result<()> {

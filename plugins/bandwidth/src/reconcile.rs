@@ -75,6 +75,20 @@ fn run_undo(nl: &mut dyn Kernel, undo: Vec<Undo>) {
     }
 }
 
+/// The ifb name this ADD chose was created by a concurrent ADD of another
+/// attachment (ADDs of different attachments run in parallel). The ADD
+/// undid its own steps; run again, it chooses another name.
+#[derive(Debug)]
+pub struct IfbTaken(pub String);
+
+impl std::fmt::Display for IfbTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ifb {} was created by a concurrent ADD", self.0)
+    }
+}
+
+impl std::error::Error for IfbTaken {}
+
 /// Installs the layout on `host`, replacing what a previous ADD of the
 /// same attachment left (`previous`). Returns what is now installed and the
 /// ifb link (for the result). On failure, removes what this call created.
@@ -565,22 +579,24 @@ impl Reconcile<'_, '_> {
             .link_by_name(name)
             .cni_with(Code::Kernel, || format!("looking up {name}"))?;
         let Some(existing) = existing else {
-            let l = self
-                .nl
-                .create_ifb(name, host.mtu, Some(&alias))
-                .cni_with(Code::Kernel, || format!("creating ifb {name}"))?;
+            let l = match self.nl.create_ifb(name, host.mtu, Some(&alias)) {
+                // Another attachment's ADD, running in parallel, made it
+                // between our look and our create: try again from the top.
+                Err(e) if e.is_exists() => return Err(IfbTaken(name.to_string()).into()),
+                r => r.cni_with(Code::Kernel, || format!("creating ifb {name}"))?,
+            };
             self.undo.push(Undo::Link(l.index));
             return Ok((l, true));
         };
         if who.owner_of(&existing) == IfbOwner::Foreign {
-            return Err(
-                CniError::new(Code::Kernel, format!("{name} belongs to someone else"))
-                    .with_details(format!(
-                        "kind {:?}, alias {:?}",
-                        existing.kind, existing.alias
-                    ))
-                    .into(),
+            // choose_ifb judged the name free or ours a moment ago: another
+            // attachment's ADD, in parallel, has made it since.
+            log_info!(
+                "{name} is now {:?} {:?}, made since this ADD chose it",
+                existing.kind,
+                existing.alias
             );
+            return Err(IfbTaken(name.to_string()).into());
         }
         if existing.mtu != host.mtu {
             self.nl

@@ -13,7 +13,7 @@ use cni_netlink::{Link, Netlink};
 use cni_types::error::{CniError, Code, Failures, ResultExt};
 use cni_types::result::Interface;
 use cni_types::skel::{Context, GcContext, Plugin, pass_through};
-use cni_types::state::StateStore;
+use cni_types::state::{AttachmentLock, StateStore};
 use cni_types::{CniResult, Env, NetConf, log_info, log_warn};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -55,9 +55,7 @@ impl Plugin for Bandwidth {
             return pass_through(&ctx.conf);
         }
         let mut nl = kernel()?;
-        let _lock = store
-            .lock()
-            .cni(Code::Io, "cannot lock the state directory")?;
+        let lock = lock_attachment(&store, env)?;
         let previous: Option<Installed> = load_state(&store, env);
         if !bw.installs_anything() {
             // A retried ADD that no longer asks for shaping removes what an
@@ -72,6 +70,7 @@ impl Plugin for Bandwidth {
                 store
                     .remove(&env.container_id, &env.ifname)
                     .cni(Code::Io, "cannot remove state")?;
+                lock.remove_file();
             }
             return pass_through(&ctx.conf);
         }
@@ -84,17 +83,12 @@ impl Plugin for Bandwidth {
         }
         let (host, req) = request(ctx, &bw, policy, nl.netlink(), &result)?;
         let existed = previous.is_some();
-        let mut save = |inst: &Installed| {
-            store
-                .save(&env.container_id, &env.ifname, inst)
-                .cni(Code::Io, "cannot write state")
-        };
-        let outcome = reconcile::install(&mut nl, &host, &req, previous.as_ref(), &mut save);
-        let (_inst, ifb) = match outcome {
+        let (_inst, ifb) = match install_with_retries(&mut nl, &store, env, &host, &req) {
             Ok(v) => v,
             Err(e) => {
                 if !existed {
                     let _ = store.remove(&env.container_id, &env.ifname);
+                    lock.remove_file();
                 }
                 return Err(e);
             }
@@ -242,6 +236,7 @@ impl Plugin for Bandwidth {
         let is_valid = |cid: &str, ifname: &str| valid.contains(&(cid, ifname));
         teardown::sweep_stale_ifbs(&mut nl, network, &is_valid, &mut failures);
         teardown::sweep_stale_tables(&mut nl, network, &is_valid, &mut failures);
+        store.sweep_attachment_locks();
         failures.finish(Code::Kernel, "garbage collection incomplete")
     }
 }
@@ -332,11 +327,47 @@ fn pod_side<'a>(inst: &Installed, env: &'a Env) -> Option<(&'a std::path::Path, 
     Some((ns, env.ifname.as_str()))
 }
 
+/// One attachment's lock: ADDs and DELs of other attachments go on in
+/// parallel (a DEL waiting on an ifb's deletion holds up no other pod).
+fn lock_attachment(store: &StateStore, env: &Env) -> anyhow::Result<AttachmentLock> {
+    store
+        .lock_attachment(&env.container_id, &env.ifname)
+        .cni(Code::Io, "cannot lock the attachment's state")
+}
+
+/// How often an ADD runs again after a concurrent ADD took the ifb name
+/// it chose (each run sees the name taken and chooses the next).
+const IFB_RACE_ATTEMPTS: usize = 3;
+
+/// [`reconcile::install`], run again when a parallel ADD took its ifb name.
+fn install_with_retries(
+    nl: &mut System,
+    store: &StateStore,
+    env: &Env,
+    host: &Link,
+    req: &AddRequest<'_>,
+) -> anyhow::Result<(Installed, Option<Link>)> {
+    let mut save = |inst: &Installed| {
+        store
+            .save(&env.container_id, &env.ifname, inst)
+            .cni(Code::Io, "cannot write state")
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let previous: Option<Installed> = load_state(store, env);
+        match reconcile::install(nl, host, req, previous.as_ref(), &mut save) {
+            Err(e) if attempt < IFB_RACE_ATTEMPTS && e.is::<reconcile::IfbTaken>() => {
+                log_info!("{e}; choosing again");
+            }
+            other => return other,
+        }
+    }
+}
+
 fn del_attachment(env: &Env, network: &str, store: StateStore) -> anyhow::Result<()> {
     let mut nl = kernel()?;
-    let _lock = store
-        .lock()
-        .cni(Code::Io, "cannot lock the state directory")?;
+    let lock = lock_attachment(&store, env)?;
     let who = attachment(network, env);
     match load_state(&store, env) {
         Some(inst) => teardown::teardown(&mut nl, &inst, &who, pod_side(&inst, env))?,
@@ -356,5 +387,6 @@ fn del_attachment(env: &Env, network: &str, store: StateStore) -> anyhow::Result
     store
         .remove(&env.container_id, &env.ifname)
         .cni(Code::Io, "cannot remove state")?;
+    lock.remove_file();
     Ok(())
 }

@@ -9,7 +9,7 @@ use crate::labels;
 use crate::state::State;
 use cni_types::env::NetnsId;
 use cni_types::error::{CniError, fail};
-use cni_types::state::StateStore;
+use cni_types::state::{AttachmentLock, StateStore};
 use cni_types::{
     CniResult, Code, Context, Env, GcContext, NetConf, Plugin, ResultExt, log_info, log_warn,
 };
@@ -65,10 +65,18 @@ fn remove_state(store: &StateStore, env: &Env) -> anyhow::Result<()> {
         .cni(Code::Io, "cannot remove saved state")
 }
 
+/// GC's lock: the whole store.
 fn lock(store: &StateStore) -> anyhow::Result<cni_types::state::StoreLock> {
     store
         .lock()
         .cni(Code::Io, "cannot lock the state directory")
+}
+
+/// One attachment's lock: other attachments go on in parallel.
+fn lock_attachment(store: &StateStore, env: &Env) -> anyhow::Result<AttachmentLock> {
+    store
+        .lock_attachment(&env.container_id, &env.ifname)
+        .cni(Code::Io, "cannot lock the attachment's state")
 }
 
 /// What ADD and CHECK both start from: the config, the pod's netns, what
@@ -104,7 +112,7 @@ fn add(ctx: &Context) -> anyhow::Result<CniResult> {
         want,
         store,
     } = request(ctx)?;
-    let _lock = lock(&store)?;
+    let lock = lock_attachment(&store, &ctx.env)?;
     let mut insp = apply::inspect(&ctx.env, &netns_path, &want, prev.as_ref())?;
     let old: Option<State> = store.load_lenient(&ctx.env.container_id, &ctx.env.ifname);
     let mut st = apply::plan(ctx, &want, &insp, old.as_ref());
@@ -116,6 +124,7 @@ fn add(ctx: &Context) -> anyhow::Result<CniResult> {
         if let Err(re) = remove_state(&store, &ctx.env) {
             log_warn!("{re:#}");
         }
+        lock.remove_file();
         return Err(e);
     }
     log_info!(
@@ -144,7 +153,7 @@ fn del_attachment(raw: &serde_json::Value, network: &str, env: &Env) -> anyhow::
     if !store.dir().exists() {
         return Ok(());
     }
-    let _lock = lock(&store)?;
+    let lock = lock_attachment(&store, env)?;
     // Without a (readable) record there is nothing to restore, but an ADD
     // killed before its first rename may have left a temp file that
     // removing the state sweeps.
@@ -163,7 +172,9 @@ fn del_attachment(raw: &serde_json::Value, network: &str, env: &Env) -> anyhow::
         });
         apply::restore(&st, &env.ifname, pod);
     }
-    remove_state(&store, env)
+    remove_state(&store, env)?;
+    lock.remove_file();
+    Ok(())
 }
 
 fn check(ctx: &Context) -> anyhow::Result<()> {
@@ -245,5 +256,6 @@ fn gc(ctx: &GcContext) -> anyhow::Result<()> {
             );
         }
     }
+    store.sweep_attachment_locks();
     failures.finish(Code::Io, "garbage collection incomplete")
 }
