@@ -21,7 +21,9 @@
 #      (scripts/lib/classes-bench.sh), and accuracy and counters per class
 #      with three peers (scripts/lib/classes-accuracy.sh);
 #  10. the pod-mode backstop (scripts/lib/backstop-bench.sh): ADD/DEL, the
-#      nf_tables share, TCP at 1G and line rate with and without it.
+#      nf_tables share, TCP at 1G and line rate with and without it;
+#  11. churn in parallel (scripts/lib/churn-bench.sh): 16 and 64 pods'
+#      ADDs, then DELs, started together, ours (ifb, pod) and the reference.
 # Ours are the static release binaries scripts/release.sh ships
 # (dist/linux-amd64), exactly what a node installs.
 #
@@ -551,6 +553,13 @@ CL_ACC_WORST=$(awk -v pod=200000000 '$4 > 0 { d = $5 / $4 - 1; if (d < 0) d = -d
 CL_FIRST_WORST=$(awk -v pod=200000000 '$4 > 0 { c = ($3 == "crossZone") ? $4 : pod; r = $6 / c; if (r > w) w = r } END { printf "%.3f", w }' "$WORK/classes-acc.txt")
 CL_COUNT_WORST=$(awk '{ d = $7 / $8 - 1; if (d < 0) d = -d; if (d > w) w = d } END { printf "%.4f", w }' "$WORK/classes-acc.txt")
 
+# --- 11. churn in parallel ----------------------------------------------------------------
+quiet "churn"
+log "churn: 16 and 64 attachments' ADDs, then DELs, started together (ours ifb/pod, reference)"
+scripts/lib/churn-bench.sh "$BW" 16 64 > "$WORK/churn.txt"
+sed 's/^/  /' "$WORK/churn.txt" | while read -r l; do log "$l"; done
+CHURN_DEL16_R=$(awk '$1 == "ours," && $2 == "ifb" && $3 == 16 { o = $7 } $1 == "reference," && $3 == 16 { r = $7 } END { printf "%.2f", o / r }' "$WORK/churn.txt")
+
 # --- 10. the pod-mode backstop -----------------------------------------------------------
 quiet "backstop"
 log "pod-mode backstop: ADD/DEL ($RUNS runs), the nf_tables share, TCP at 1G and line rate with and without it"
@@ -1059,6 +1068,18 @@ released, so parallel DELs overlap their waits. Per packet, the netdev hook adds
 base chain (a class match per CIDR, two objref limits and a counter) to the pod's
 transmit path: invisible at 1 Gbit/s, a few percent at line rate.
 
+## 11. Churn in parallel
+
+\`scripts/lib/churn-bench.sh\`: N pods' ADDs started together, then their DELs started
+together, as a runtime does when a node drains or a Job's pods finish at once. Wall time
+of the whole wave, and the median and p99 (nearest rank) of one call inside it. Each
+attachment takes its own lock (the state directory's lock only shared), so calls for
+different pods run in parallel and the kernel batches their ifbs' grace periods.
+
+\`\`\`
+$(cat "$WORK/churn.txt")
+\`\`\`
+
 ## Targets
 
 | target | measured | verdict |
@@ -1073,6 +1094,7 @@ transmit path: invisible at 1 Gbit/s, a few percent at line rate.
 | \`cni-rs pods\` with $PODS attachments <= 3x with 1, and under 50 ms | ${CNIRS_R}x, $(f3 "$(med "cnirs-at$PODS")") ms | $V_CNIRS |
 | accuracy within 3% (wire / rate, all rates and directions) | worst: ${ACC_WORST_AT} | $V_ACC |
 | ADD with traffic classes <= 1.5x without (same run) | ifb mode ${CL_ADD_R}x, pod mode ${CL_POD_ADD_R}x | $V_CLADD |
+| 16 pods' DELs started together (ifb mode), wall time, no slower than the reference | ${CHURN_DEL16_R}x | $(awk -v r="$CHURN_DEL16_R" 'BEGIN { print (r <= 1.0) ? "met" : "**missed**" }') |
 | pod-mode backstop: TCP at a 1G limit and at line rate, with / without it >= 0.95x | 1G ${BS_1G_R}x, line rate ${BS_LINE_R}x | $(awk -v a="$BS_1G_R" -v b="$BS_LINE_R" 'BEGIN { print (a >= 0.95 && b >= 0.95) ? "met" : "**missed**" }') |
 | per class: steady within 3%, first second <= 1.1x, counters within 2% of the wire | worst steady deviation ${CL_ACC_WORST}, first second ${CL_FIRST_WORST}x of the class's ceiling, counters ${CL_COUNT_WORST} | $V_CLACC |
 | first-second overshoot <= 1.1x (ours, default policy) | 10M: $(ovs_first ours 10M 10000000)x, 1G: $(ovs_first ours 1G 1000000000)x (reference: $(ovs_first ref 10M 10000000)x, $(ovs_first ref 1G 1000000000)x) | $V_OVS |
