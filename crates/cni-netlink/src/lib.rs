@@ -37,7 +37,7 @@ pub use link::{IFB_TXQUEUELEN, Link, LinkCounters};
 /// Size of the receive buffer: dumps put many messages in one datagram (at
 /// most 32 KiB); a larger datagram is detected with `MSG_TRUNC` and reported
 /// as an error, never parsed cut.
-const RECV_BUF_SIZE: usize = 64 * 1024;
+pub(crate) const RECV_BUF_SIZE: usize = 64 * 1024;
 /// What [`Netlink::dump_each`] hands each data message to: its type and
 /// payload, or `None` when the dump starts over.
 type RawHandler<'a> = &'a mut dyn FnMut(Option<(u16, &[u8])>);
@@ -45,9 +45,9 @@ type RawHandler<'a> = &'a mut dyn FnMut(Option<(u16, &[u8])>);
 /// rtnetlink's data messages start at 16.
 const NLMSG_MAX_CONTROL: u16 = 15;
 /// How often a dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried.
-const DUMP_RETRIES: usize = 5;
+pub(crate) const DUMP_RETRIES: usize = 5;
 /// Length of `struct nlmsghdr`.
-const NLMSG_HDR_LEN: usize = 16;
+pub(crate) const NLMSG_HDR_LEN: usize = 16;
 /// Extended-ack TLV carrying the kernel's human-readable error message.
 const NLMSGERR_ATTR_MSG: u16 = 1;
 /// Set on an `NLMSG_ERROR` when extended-ack TLVs follow the request header.
@@ -166,7 +166,7 @@ pub(crate) fn read_u16(buf: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_ne_bytes([b[0], b[1]]))
 }
 
-fn align4(n: usize) -> usize {
+pub(crate) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
@@ -273,19 +273,8 @@ impl Netlink {
         packet.finalize();
         let mut out = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut out);
-        loop {
-            match self.sock.send(&out, 0) {
-                Ok(n) if n == out.len() => return Ok(seq),
-                Ok(n) => {
-                    return Err(NlError::protocol(
-                        op,
-                        format!("short send: {n} of {} bytes", out.len()),
-                    ));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        send_datagram(&self.sock, op, &out)?;
+        Ok(seq)
     }
 
     /// Receives one datagram into `self.buf` and returns its length. One
@@ -294,22 +283,7 @@ impl Netlink {
     /// report a longer datagram's real length, so a truncation is an error
     /// instead of a silently cut message.
     fn recv_datagram(&mut self) -> Result<usize> {
-        loop {
-            match self.sock.recv(&mut &mut self.buf[..], libc::MSG_TRUNC) {
-                Ok(n) if n > self.buf.len() => {
-                    return Err(NlError::protocol(
-                        "receive",
-                        format!(
-                            "kernel datagram of {n} bytes exceeds the {} byte buffer",
-                            self.buf.len()
-                        ),
-                    ));
-                }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        recv_datagram(&self.sock, &mut self.buf)
     }
 
     /// Reads messages for `seq` until the ACK (requests) or `NLMSG_DONE`
@@ -503,6 +477,46 @@ impl Netlink {
 /// The attributes (type without the nested/byte-order flags, payload) in
 /// `buf`, walked by netlink-packet-core's `NlasIterator` (as the tbf
 /// options and extended acks are); stops at the first malformed one.
+/// Sends one whole datagram on a netlink socket (rtnetlink's or
+/// nf_tables'), retrying on EINTR.
+pub(crate) fn send_datagram(sock: &Socket, op: &str, out: &[u8]) -> Result<()> {
+    loop {
+        match sock.send(out, 0) {
+            Ok(n) if n == out.len() => return Ok(()),
+            Ok(n) => {
+                return Err(NlError::protocol(
+                    op,
+                    format!("short send: {n} of {} bytes", out.len()),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives one datagram into `buf` and returns its length, in one
+/// syscall: MSG_TRUNC makes the kernel report a longer datagram's real
+/// length, so a truncation is an error, never a silently cut message.
+pub(crate) fn recv_datagram(sock: &Socket, buf: &mut [u8]) -> Result<usize> {
+    loop {
+        match sock.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
+            Ok(n) if n > buf.len() => {
+                return Err(NlError::protocol(
+                    "receive",
+                    format!(
+                        "kernel datagram of {n} bytes exceeds the {} byte buffer",
+                        buf.len()
+                    ),
+                ));
+            }
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 pub(crate) fn raw_attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     NlasIterator::new(buf).map_while(|r| r.ok()).map(|nla| {
         let (kind, len) = (nla.kind(), nla.length() as usize);
@@ -542,7 +556,7 @@ fn extack_from_tlvs(tlvs: &[u8]) -> Option<String> {
     None
 }
 
-fn kernel_error(op: &str, code: i32, ext: Option<String>) -> NlError {
+pub(crate) fn kernel_error(op: &str, code: i32, ext: Option<String>) -> NlError {
     let op = match ext {
         Some(ext) => format!("{op} ({ext})"),
         None => op.to_string(),

@@ -12,7 +12,10 @@ use std::io;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 use nix::libc;
 
-use crate::{NlError, Result, c_string, raw_attrs, read_u16, read_u32};
+use crate::{
+    DUMP_RETRIES, NLMSG_HDR_LEN, NlError, RECV_BUF_SIZE, Result, align4, c_string, raw_attrs,
+    read_u16, read_u32, recv_datagram, send_datagram,
+};
 
 /// `NFPROTO_NETDEV`: tables whose base chains hook one device's ingress.
 pub const NFPROTO_NETDEV: u8 = 5;
@@ -43,10 +46,7 @@ const NLM_F_APPEND: u16 = 0x800;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
-const NLMSG_HDR_LEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
-const RECV_BUF_SIZE: usize = 64 * 1024;
-const DUMP_RETRIES: usize = 5;
 /// How long an answer may take before the plugin gives up (the kernel
 /// answers in microseconds; a lost answer must not hold a verb forever).
 const RECV_TIMEOUT_SECS: i64 = 10;
@@ -117,10 +117,6 @@ impl Attrs {
     pub fn nested(self, kind: u16, inner: Attrs) -> Self {
         self.bytes(kind | NLA_F_NESTED, &inner.0)
     }
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
 }
 
 /// A comment as `nft` stores it in userdata (type 0, length, NUL-ended
@@ -257,27 +253,11 @@ impl Nft {
     }
 
     fn send_all(&mut self, op: &str, bytes: &[u8]) -> Result<()> {
-        loop {
-            match self.sock.send(bytes, 0) {
-                Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => return Err(NlError::protocol(op, format!("short send: {n} bytes"))),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        send_datagram(&self.sock, op, bytes)
     }
 
     fn recv(&mut self) -> Result<usize> {
-        loop {
-            match self.sock.recv(&mut &mut self.buf[..], libc::MSG_TRUNC) {
-                Ok(n) if n > self.buf.len() => {
-                    return Err(NlError::protocol("receive", "nf_tables datagram too large"));
-                }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        recv_datagram(&self.sock, &mut self.buf)
     }
 
     /// Applies `messages` as one transaction: all or nothing. The first
@@ -415,10 +395,7 @@ fn messages_with_flags(data: &[u8]) -> Vec<(u16, u16, u32, &[u8])> {
 }
 
 fn kernel_error(op: &str, code: i32) -> NlError {
-    NlError::Kernel {
-        op: op.to_string(),
-        errno: io::Error::from_raw_os_error(code.saturating_abs()),
-    }
+    crate::kernel_error(op, code, None)
 }
 
 /// A big-endian u64 attribute value.
