@@ -83,7 +83,8 @@ impl Plugin for Bandwidth {
         }
         let (host, req) = request(ctx, &bw, policy, nl.netlink(), &result)?;
         let existed = previous.is_some();
-        let (_inst, ifb) = match install_with_retries(&mut nl, &store, env, &host, &req) {
+        let outcome = install_with_retries(&mut nl, &store, env, &host, &req, previous);
+        let (_inst, ifb) = match outcome {
             Ok(v) => v,
             Err(e) => {
                 if !existed {
@@ -346,6 +347,7 @@ fn install_with_retries(
     env: &Env,
     host: &Link,
     req: &AddRequest<'_>,
+    mut previous: Option<Installed>,
 ) -> anyhow::Result<(Installed, Option<Link>)> {
     let mut save = |inst: &Installed| {
         store
@@ -355,10 +357,12 @@ fn install_with_retries(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let previous: Option<Installed> = load_state(store, env);
         match reconcile::install(nl, host, req, previous.as_ref(), &mut save) {
             Err(e) if attempt < IFB_RACE_ATTEMPTS && e.is::<reconcile::IfbTaken>() => {
                 log_info!("{e}; choosing again");
+                // The failed run recorded its claims (the taken name among
+                // them): the next run starts from that record.
+                previous = load_state(store, env);
             }
             other => return other,
         }
