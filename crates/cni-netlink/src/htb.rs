@@ -18,13 +18,12 @@ use netlink_packet_route::{
     },
 };
 
-use crate::tc::{TC_H_ROOT, burst_to_ticks, push_nla, ratespec};
+use crate::tc::{TC_H_ROOT, TCA_HTB_INIT, burst_to_ticks, push_nla, ratespec};
 use crate::{Netlink, NlError, Result};
 
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 const TCA_HTB_PARMS: u16 = 1;
-const TCA_HTB_INIT: u16 = 2;
 const TCA_HTB_DIRECT_QLEN: u16 = 5;
 const TCA_HTB_RATE64: u16 = 6;
 const TCA_HTB_CEIL64: u16 = 7;
@@ -169,13 +168,6 @@ pub fn encode_htb_class(spec: &HtbClassSpec) -> Vec<u8> {
         push_nla(&mut out, TCA_HTB_CEIL64, &spec.ceil.to_ne_bytes());
     }
     out
-}
-
-/// The default class minor from an htb qdisc's `TCA_OPTIONS` payload.
-pub fn decode_htb_default(opts: &[u8]) -> Option<u32> {
-    crate::raw_attrs(opts)
-        .find(|(ty, p)| *ty == TCA_HTB_INIT && p.len() >= 20)
-        .and_then(|(_, p)| crate::read_u32(p, 8))
 }
 
 /// Decodes an RTM_NEWTCLASS payload: kind, htb parameters and counters.

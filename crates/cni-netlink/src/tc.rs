@@ -212,6 +212,18 @@ pub fn encode_tbf_options(spec: &TbfSpec) -> Vec<u8> {
     out
 }
 
+/// htb's `TCA_OPTIONS` attribute holding its global parameters (`tc_htb_glob`);
+/// here because a qdisc dump decodes an htb's default class, and `htb`
+/// builds on this module, never the other way.
+pub(crate) const TCA_HTB_INIT: u16 = 2;
+
+/// The default class minor from an htb qdisc's `TCA_OPTIONS` payload.
+fn decode_htb_default(opts: &[u8]) -> Option<u32> {
+    crate::raw_attrs(opts)
+        .find(|(ty, p)| *ty == TCA_HTB_INIT && p.len() >= 20)
+        .and_then(|(_, p)| crate::read_u32(p, 8))
+}
+
 /// Decodes the nested tbf `TCA_OPTIONS` payload the kernel dumps; `None`
 /// when it carries no (valid) `TCA_TBF_PARMS`.
 pub fn decode_tbf_options(opts: &[u8]) -> Option<TbfParams> {
@@ -300,7 +312,7 @@ fn parse_qdisc(msg: TcMessage) -> Qdisc {
                 if kind == "tbf" {
                     tbf = decode_tbf_options(&raw);
                 } else {
-                    htb_default = crate::htb::decode_htb_default(&raw);
+                    htb_default = decode_htb_default(&raw);
                 }
             }
         }

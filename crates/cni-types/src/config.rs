@@ -11,6 +11,67 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+/// `value` as `T`: the one way plugins read their own keys, into serde
+/// structs. A refusal is code 7 and names the key's path under `what`
+/// (`""` for the top level), e.g. `invalid trafficClasses.sameZone` with
+/// `trafficClasses.sameZone.ingressRate: invalid type: string "1M", ...`.
+pub fn typed<T: DeserializeOwned>(value: &Value, what: &str) -> Result<T, CniError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let at = match (what, path.as_str()) {
+            (w, ".") => w.to_string(),
+            ("", p) => p.to_string(),
+            (w, p) => format!("{w}.{p}"),
+        };
+        // The message names the block (the path without its last key), the
+        // details the key and what was wrong with it.
+        let block = at.rsplit_once('.').map_or(at.as_str(), |(b, _)| b);
+        let block = if block.is_empty() || at.is_empty() {
+            "plugin configuration"
+        } else {
+            block
+        };
+        CniError::new(Code::InvalidConfig, format!("invalid {block}")).with_details(
+            if at.is_empty() {
+                e.inner().to_string()
+            } else {
+                format!("{at}: {}", e.inner())
+            },
+        )
+    })
+}
+
+/// The keys of `obj` that match one of `keys` in any case, read as `T`
+/// under the spelling in `keys`. Go's encoding/json matches keys without
+/// regard to case, so runtimes send either (containerd `IngressRate`,
+/// CRI-O `ingressRate`), and so do users copying them. As in Go, when one
+/// key comes in several cases the last non-null one in map order wins, a
+/// `null` means "not set", and a bad value in any spelling is refused.
+/// Other keys of `obj` are not read: the object is shared.
+pub fn any_case<T: DeserializeOwned>(
+    obj: &Map<String, Value>,
+    keys: &[&str],
+    what: &str,
+) -> Result<T, CniError> {
+    let mut chosen = Map::new();
+    let mut shadowed = Vec::new();
+    for (key, value) in obj {
+        let Some(canonical) = keys.iter().find(|k| k.eq_ignore_ascii_case(key)) else {
+            continue;
+        };
+        if value.is_null() {
+            continue;
+        }
+        if let Some(earlier) = chosen.insert(canonical.to_string(), value.clone()) {
+            shadowed.push((canonical.to_string(), earlier));
+        }
+    }
+    for (key, value) in shadowed {
+        typed::<T>(&Value::Object(Map::from_iter([(key, value)])), what)?;
+    }
+    typed(&Value::Object(chosen), what)
+}
+
 /// Runtimes never send more than a few KiB; anything near this is not a config.
 pub const MAX_STDIN_BYTES: usize = 1 << 20;
 
@@ -106,10 +167,7 @@ impl NetConf {
 
     /// The plugin's own keys, read from the whole document (code 7 on a type error).
     pub fn plugin_config<T: DeserializeOwned>(&self) -> Result<T, CniError> {
-        T::deserialize(&self.raw).map_err(|e| {
-            CniError::new(Code::InvalidConfig, "invalid plugin configuration")
-                .with_details(e.to_string())
-        })
+        typed(&self.raw, "")
     }
 
     /// `prevResult` as a typed result, `None` when absent.

@@ -71,9 +71,10 @@ pub fn check_label(key: &str, value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// The `imds` block of a plugin config, as written.
+/// The `imds` block of a plugin config, as written (a misspelt key is an
+/// error, not a silent default).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawImds {
     #[serde(default)]
     pub enabled: bool,

@@ -9,6 +9,7 @@
 //! the shaper never trips it; what bypassed the shaper is dropped over the
 //! limit.
 
+use crate::config::EgressMode;
 use crate::htb_plan::{Direction, class_cap};
 use crate::plan::AddRequest;
 use crate::record::Attachment;
@@ -38,6 +39,23 @@ pub fn table_name(who: &Attachment<'_>) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("{TABLE_PREFIX}{hex}")
+}
+
+/// The host-side backstop of `req`, when its egress is shaped inside the
+/// pod (also when only counted: the pod's own counters miss what it sends
+/// past its qdiscs; the backstop's count what reached the host).
+pub fn for_request(
+    req: &AddRequest<'_>,
+    host: &Link,
+    mode: EgressMode,
+    egress_shaped: bool,
+) -> anyhow::Result<Option<Backstop>> {
+    if !(egress_shaped && mode == EgressMode::Pod) {
+        return Ok(None);
+    }
+    let b = spec(req, host);
+    refuse_long_owner(&b)?;
+    Ok(Some(b))
 }
 
 /// The backstop for egress shaped inside the pod on `host`: the pod's

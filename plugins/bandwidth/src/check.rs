@@ -102,7 +102,7 @@ pub fn verify(
     let ifb = inst
         .and_then(|i| i.ifb.clone())
         .unwrap_or_else(|| ifb_name(req.network, req.container_id));
-    let backstop = req.backstop(host, mode, egress.is_some())?;
+    let backstop = crate::backstop::for_request(req, host, mode, egress.is_some())?;
     let mut found_ifb = None;
     for o in desired(ingress, egress, mode, Some(&ifb), backstop) {
         check_object(nl, host, req, &o, &mut found_ifb)?;

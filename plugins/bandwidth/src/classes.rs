@@ -14,10 +14,14 @@
 //! [`crate::zones`]; the HTB tree for a direction is planned from resolved
 //! classes in [`crate::htb_plan`].
 
-use crate::config::{Limit, MAX_RATE_BITS, MIN_RATE_BITS, burst_in_range, rate_in_range};
+use crate::rates::{
+    Bits, Limit, MAX_RATE_BITS, MIN_RATE_BITS, bits, burst_in_range, rate_in_range,
+};
+use cni_types::config::any_case;
 use cni_types::error::{CniError, Code};
 use ipnetwork::IpNetwork;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
 /// Most CIDRs one attachment may classify by, over all classes: each is a
 /// u32 entry per direction, tried in order for every packet, so the list
@@ -81,32 +85,11 @@ pub(crate) fn invalid(msg: impl Into<String>, details: impl Into<String>) -> Cni
     CniError::new(Code::InvalidConfig, msg).with_details(details)
 }
 
-/// A value under `key` of `obj`, matching the key in any case (v1.5.x's
-/// Go JSON did).
-pub(crate) fn get_any_case<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
-}
-
-pub(crate) fn parse_cidrs(v: &Value, what: &str) -> Result<Vec<IpNetwork>, CniError> {
-    let Some(items) = v.as_array() else {
-        return Err(invalid(
-            format!("invalid {what}"),
-            format!("{what} must be a list of CIDRs, got {v}"),
-        ));
-    };
+/// Parses CIDRs; `what` names the list, for the refusal.
+pub(crate) fn parse_cidrs(items: &[String], what: &str) -> Result<Vec<IpNetwork>, CniError> {
     items
         .iter()
-        .map(|item| {
-            let s = item.as_str().ok_or_else(|| {
-                invalid(
-                    format!("invalid {what}"),
-                    format!("{what}: {item} is not a string"),
-                )
-            })?;
+        .map(|s| {
             s.parse::<IpNetwork>().map_err(|e| {
                 invalid(
                     format!("invalid CIDR in {what}"),
@@ -117,18 +100,29 @@ pub(crate) fn parse_cidrs(v: &Value, what: &str) -> Result<Vec<IpNetwork>, CniEr
         .collect()
 }
 
+/// `unshapedSubnets` / `shapedSubnets` as written; in any case, as the
+/// reference's v1.5.x Go JSON matched them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SubnetKeys {
+    unshaped_subnets: Option<Vec<String>>,
+    shaped_subnets: Option<Vec<String>>,
+}
+
 /// `unshapedSubnets` / `shapedSubnets` of one object (top level or
-/// `runtimeConfig.bandwidth`): `None` when it has neither.
+/// `runtimeConfig.bandwidth`, named by `block`): `None` when it has neither.
 pub(crate) fn subnets_in(obj: &Value, block: &str) -> Result<Option<PeerClasses>, CniError> {
     let Some(obj) = obj.as_object() else {
         return Ok(None);
     };
+    let keys: SubnetKeys = any_case(obj, &["unshapedSubnets", "shapedSubnets"], block)?;
     // An empty list is no list, as in the reference's v1.5 (a `shaped`
     // class matching nothing would silently lift the pod's limit).
-    let given = |v: &&Value| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty());
-    let unshaped = get_any_case(obj, "unshapedSubnets").filter(given);
-    let shaped = get_any_case(obj, "shapedSubnets").filter(given);
-    let (list, exempt_listed) = match (unshaped, shaped) {
+    let given = |l: &Vec<String>| !l.is_empty();
+    let (list, exempt_listed) = match (
+        keys.unshaped_subnets.filter(given),
+        keys.shaped_subnets.filter(given),
+    ) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -136,55 +130,48 @@ pub(crate) fn subnets_in(obj: &Value, block: &str) -> Result<Option<PeerClasses>
                 format!("{block} sets both; keep the one that describes fewer peers"),
             ));
         }
-        (Some(u), None) => (parse_cidrs(u, &format!("{block}.unshapedSubnets"))?, true),
-        (None, Some(s)) => (parse_cidrs(s, &format!("{block}.shapedSubnets"))?, false),
+        (Some(u), None) => (parse_cidrs(&u, &format!("{block}.unshapedSubnets"))?, true),
+        (None, Some(s)) => (parse_cidrs(&s, &format!("{block}.shapedSubnets"))?, false),
     };
-    let listed = PeerClass {
-        name: if exempt_listed {
-            ClassName::Unshaped
-        } else {
-            ClassName::Shaped
-        },
-        cidrs: list,
-        shaped: !exempt_listed,
-        ingress: None,
-        egress: None,
+    let (listed, rest) = if exempt_listed {
+        (ClassName::Unshaped, ClassName::Shaped)
+    } else {
+        (ClassName::Shaped, ClassName::Unshaped)
     };
-    let rest = PeerClass {
-        name: if exempt_listed {
-            ClassName::Shaped
-        } else {
-            ClassName::Unshaped
-        },
-        cidrs: Vec::new(),
-        shaped: exempt_listed,
+    let class = |name, cidrs, shaped| PeerClass {
+        name,
+        cidrs,
+        shaped,
         ingress: None,
         egress: None,
     };
     Ok(Some(PeerClasses {
         origin: Origin::Subnets,
-        classes: vec![listed, rest],
+        classes: vec![
+            class(listed, list, !exempt_listed),
+            class(rest, Vec::new(), exempt_listed),
+        ],
     }))
 }
 
-pub(crate) fn class_limit(
-    obj: &Map<String, Value>,
+/// One class of `trafficClasses` as written.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClassKeys {
+    shaped: Option<bool>,
+    ingress_rate: Option<Bits>,
+    ingress_burst: Option<Bits>,
+    egress_rate: Option<Bits>,
+    egress_burst: Option<Bits>,
+}
+
+/// A class's own cap in one direction, validated.
+fn class_limit(
+    rate: Option<u64>,
+    burst: Option<u64>,
     class: &str,
     dir: &str,
 ) -> Result<Option<Limit>, CniError> {
-    let num = |key: String| -> Result<Option<u64>, CniError> {
-        match obj.get(&key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                invalid(
-                    format!("invalid trafficClasses.{class}.{key}"),
-                    format!("{key} must be a non-negative integer (bits), got {v}"),
-                )
-            }),
-        }
-    };
-    let rate = num(format!("{dir}Rate"))?;
-    let burst = num(format!("{dir}Burst"))?;
     match (rate, burst) {
         (None, None | Some(0)) => Ok(None),
         (None, Some(b)) => Err(invalid(
@@ -213,57 +200,18 @@ pub(crate) fn class_limit(
     }
 }
 
-/// Our own blocks are exact: a misspelt key is an error, not ignored.
-pub(crate) fn refuse_unknown_keys(
-    obj: &Map<String, Value>,
-    keys: &[&str],
-    what: &str,
-) -> Result<(), CniError> {
-    match obj.keys().find(|k| !keys.contains(&k.as_str())) {
-        Some(k) => Err(invalid(
-            format!("unknown key {what}.{k}"),
-            format!("{what} takes {}", keys.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
+/// The class `key` (`sameZone`, ...) from its keys as written (absent: a
+/// class that is shaped within the pod's limit, without a cap of its own).
 pub(crate) fn parse_class(
-    tc: &Map<String, Value>,
+    keys: Option<&ClassKeys>,
     key: &str,
     name: ClassName,
     cidrs: Vec<IpNetwork>,
 ) -> Result<PeerClass, CniError> {
-    let obj = match tc.get(key) {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(o)) => o.clone(),
-        Some(v) => {
-            return Err(invalid(
-                format!("invalid trafficClasses.{key}"),
-                format!("{key} must be an object, got {v}"),
-            ));
-        }
-    };
-    const KEYS: [&str; 5] = [
-        "shaped",
-        "ingressRate",
-        "ingressBurst",
-        "egressRate",
-        "egressBurst",
-    ];
-    refuse_unknown_keys(&obj, &KEYS, &format!("trafficClasses.{key}"))?;
-    let shaped = match obj.get("shaped") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            return Err(invalid(
-                format!("invalid trafficClasses.{key}.shaped"),
-                format!("shaped must be true or false, got {v}"),
-            ));
-        }
-    };
-    let ingress = class_limit(&obj, key, "ingress")?;
-    let egress = class_limit(&obj, key, "egress")?;
+    let k = keys.cloned().unwrap_or_default();
+    let shaped = k.shaped.unwrap_or(true);
+    let ingress = class_limit(bits(k.ingress_rate), bits(k.ingress_burst), key, "ingress")?;
+    let egress = class_limit(bits(k.egress_rate), bits(k.egress_burst), key, "egress")?;
     if !shaped && (ingress.is_some() || egress.is_some()) {
         return Err(invalid(
             format!("trafficClasses.{key} is unshaped and has a rate"),

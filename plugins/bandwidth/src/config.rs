@@ -15,57 +15,22 @@
 //! (`precedence`, `runtimeBurst`, `egressMode`, `latencyMs`, `stateDir`)
 //! are exact.
 
+use crate::rates::{Bits, bits};
 use cni_types::NetConf;
+use cni_types::config::{any_case, typed};
 use cni_types::error::{CniError, Code};
-use serde::de::{Deserialize, Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
-use std::fmt;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use std::path::PathBuf;
 
-/// Rates below this are not a useful shaping target and below tbf's
-/// byte-rate resolution; Kubernetes quantities start at 1k anyway.
-pub const MIN_RATE_BITS: u64 = 1_000;
-/// 1 Pbit/s: the top of the range runtimes can express.
-pub const MAX_RATE_BITS: u64 = 1_000_000_000_000_000;
-/// The kernel's burst attribute is a u32 of bytes.
-pub const MAX_BURST_BITS: u64 = u32::MAX as u64 * 8;
-
-/// The one range check of a rate (bits/s), for the static block, the
-/// runtime's, traffic classes and the namespace policy: the details of the
-/// refusal, each caller names the key.
-pub fn rate_in_range(key: &str, rate: u64) -> Result<(), String> {
-    if (MIN_RATE_BITS..=MAX_RATE_BITS).contains(&rate) {
-        return Ok(());
-    }
-    Err(format!(
-        "{key}={rate} bits/s is outside {MIN_RATE_BITS}..={MAX_RATE_BITS} (1 kbit/s..1 Pbit/s)"
-    ))
-}
-
-/// The one range check of a burst (bits).
-pub fn burst_in_range(key: &str, burst: u64) -> Result<(), String> {
-    if burst <= MAX_BURST_BITS {
-        return Ok(());
-    }
-    Err(format!(
-        "{key}={burst} bits exceeds {MAX_BURST_BITS} (4 GiB, the kernel's u32 of bytes)"
-    ))
-}
-/// containerd, CRI-O and dockershim mean "unlimited" with a burst of
-/// u32::MAX bits (containerd) or u32::MAX*8-1 (CRI-O): anything from 2^31-1
-/// bits (256 MiB) up is such a sentinel, never an operator's choice.
-pub const SENTINEL_BURST_BITS: u64 = (1 << 31) - 1;
-
-/// One direction's limit as configured, before device-dependent math.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub rate_bits: u64,
-    /// `None`: use the default bucket (see `shaping`).
-    pub burst_bits: Option<u64>,
-}
+pub use crate::rates::{
+    Limit, MAX_BURST_BITS, MAX_RATE_BITS, MIN_RATE_BITS, SENTINEL_BURST_BITS, burst_in_range,
+    rate_in_range,
+};
 
 /// What to do with a runtime's sentinel burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RuntimeBurst {
     /// Treat it as unset and use the default bucket (our default).
     Cap,
@@ -88,7 +53,8 @@ pub enum EgressMode {
     Pod,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precedence {
     Static,
     Runtime,
@@ -129,74 +95,38 @@ fn invalid(msg: impl Into<String>, details: impl Into<String>) -> CniError {
     CniError::new(Code::InvalidConfig, msg).with_details(details)
 }
 
-/// The four rate keys of one JSON object. Its `Deserialize` matches the keys
-/// in any case, because Go runtimes and plugins do and users copy either
-/// spelling; other keys are ignored, as the block shares its object with
-/// the rest of the config.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// The four rate keys of one JSON object, matched in any case (see
+/// [`cni_types::config::any_case`]): Go runtimes and plugins do, and users
+/// copy either spelling.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RateBlock {
-    ingress_rate: Option<u64>,
-    ingress_burst: Option<u64>,
-    egress_rate: Option<u64>,
-    egress_burst: Option<u64>,
+    ingress_rate: Option<Bits>,
+    ingress_burst: Option<Bits>,
+    egress_rate: Option<Bits>,
+    egress_burst: Option<Bits>,
 }
 
-impl<'de> Deserialize<'de> for RateBlock {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(RateBlockVisitor)
-    }
-}
+const RATE_KEYS: [&str; 4] = ["ingressRate", "ingressBurst", "egressRate", "egressBurst"];
 
-struct RateBlockVisitor;
-
-impl<'de> Visitor<'de> for RateBlockVisitor {
-    type Value = RateBlock;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object with ingressRate/ingressBurst/egressRate/egressBurst")
-    }
-
-    /// When one key comes in several cases, the last non-null one in map
-    /// order wins, and a bad value in any of them is an error: a `null`
-    /// means "not set", never "clear what another spelling set".
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RateBlock, A::Error> {
-        let mut b = RateBlock::default();
-        while let Some(key) = map.next_key::<String>()? {
-            let slot = if key.eq_ignore_ascii_case("ingressRate") {
-                &mut b.ingress_rate
-            } else if key.eq_ignore_ascii_case("ingressBurst") {
-                &mut b.ingress_burst
-            } else if key.eq_ignore_ascii_case("egressRate") {
-                &mut b.egress_rate
-            } else if key.eq_ignore_ascii_case("egressBurst") {
-                &mut b.egress_burst
-            } else {
-                // Skipped unread: the top-level object can carry a large prevResult.
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            };
-            // Read as a Value, not a u64, so that the error can quote what
-            // was sent and a null can be told apart from a bad value.
-            let value = map.next_value::<Value>()?;
-            if value.is_null() {
-                continue;
-            }
-            let n = value.as_u64().ok_or_else(|| {
-                A::Error::custom(format!(
-                    "{key} must be a non-negative integer (bits or bits/s), got {value}"
-                ))
-            })?;
-            *slot = Some(n);
-        }
-        Ok(b)
-    }
+/// Our own top-level keys, as written: exact spellings. Not
+/// `deny_unknown_fields`: the top level is shared with the CNI keys and
+/// whatever runtimes and other tools add; `namespacePolicy` and
+/// `trafficClasses` are read by their own modules.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Knobs {
+    precedence: Option<Precedence>,
+    runtime_burst: Option<RuntimeBurst>,
+    egress_mode: Option<EgressMode>,
+    latency_ms: Option<u32>,
+    state_dir: Option<PathBuf>,
 }
 
 impl RateBlock {
-    /// `value` must be an object; `what` says where it is, for the error.
-    fn read(value: &Value, what: &str) -> Result<RateBlock, CniError> {
-        RateBlock::deserialize(value)
-            .map_err(|e| invalid("invalid bandwidth rate", format!("{what}.{e}")))
+    /// `obj`'s rate keys; `what` says where it is, for the error.
+    fn read(obj: &Map<String, Value>, what: &str) -> Result<RateBlock, CniError> {
+        any_case(obj, &RATE_KEYS, what)
     }
 
     fn is_empty(&self) -> bool {
@@ -207,14 +137,14 @@ impl RateBlock {
     fn limits(&self, sentinel_is_unset: bool) -> Result<(Option<Limit>, Option<Limit>), CniError> {
         let ingress = direction(
             "ingress",
-            self.ingress_rate,
-            self.ingress_burst,
+            bits(self.ingress_rate),
+            bits(self.ingress_burst),
             sentinel_is_unset,
         )?;
         let egress = direction(
             "egress",
-            self.egress_rate,
-            self.egress_burst,
+            bits(self.egress_rate),
+            bits(self.egress_burst),
             sentinel_is_unset,
         )?;
         Ok((ingress, egress))
@@ -223,10 +153,9 @@ impl RateBlock {
 
 /// The rate keys at the top level of the plugin config.
 fn static_block(raw: &Value) -> Result<RateBlock, CniError> {
-    if raw.is_object() {
-        RateBlock::read(raw, "config")
-    } else {
-        Ok(RateBlock::default())
+    match raw.as_object() {
+        Some(obj) => RateBlock::read(obj, ""),
+        None => Ok(RateBlock::default()),
     }
 }
 
@@ -235,7 +164,7 @@ fn static_block(raw: &Value) -> Result<RateBlock, CniError> {
 fn runtime_block(conf: &NetConf) -> Result<RateBlock, CniError> {
     match conf.runtime_config_entry("bandwidth") {
         None | Some(Value::Null) => Ok(RateBlock::default()),
-        Some(obj @ Value::Object(_)) => RateBlock::read(obj, "runtimeConfig.bandwidth"),
+        Some(Value::Object(obj)) => RateBlock::read(obj, "runtimeConfig.bandwidth"),
         Some(other) => Err(invalid(
             "invalid runtimeConfig.bandwidth",
             format!("runtimeConfig.bandwidth must be an object, got {other}"),
@@ -303,87 +232,26 @@ fn direction(
     }))
 }
 
-fn parse_enum<T>(raw: &Value, key: &str, default: T, options: &[(&str, T)]) -> Result<T, CniError>
-where
-    T: Copy,
-{
-    match raw.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::String(s)) => options
-            .iter()
-            .find(|(n, _)| n == s)
-            .map(|(_, v)| *v)
-            .ok_or_else(|| {
-                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-                invalid(
-                    format!("invalid {key}"),
-                    format!("{key}={s:?}, expected one of {}", names.join(", ")),
-                )
-            }),
-        Some(other) => Err(invalid(
-            format!("invalid {key}"),
-            format!("{key} must be a string, got {other}"),
+/// `latencyMs`: the tbf queue's delay bound.
+fn latency_ms(given: Option<u32>) -> Result<u32, CniError> {
+    match given {
+        None => Ok(DEFAULT_LATENCY_MS),
+        Some(n) if (1..=60_000).contains(&n) => Ok(n),
+        Some(n) => Err(invalid(
+            "invalid latencyMs",
+            format!("latencyMs must be 1..=60000, got {n}"),
         )),
     }
 }
 
-fn parse_runtime_burst(raw: &Value) -> Result<RuntimeBurst, CniError> {
-    parse_enum(
-        raw,
-        "runtimeBurst",
-        RuntimeBurst::Cap,
-        &[("cap", RuntimeBurst::Cap), ("honor", RuntimeBurst::Honor)],
-    )
-}
-
-fn parse_precedence(raw: &Value) -> Result<Precedence, CniError> {
-    parse_enum(
-        raw,
-        "precedence",
-        Precedence::Static,
-        &[
-            ("static", Precedence::Static),
-            ("runtime", Precedence::Runtime),
-        ],
-    )
-}
-
-fn parse_egress_mode(raw: &Value) -> Result<EgressMode, CniError> {
-    parse_enum(
-        raw,
-        "egressMode",
-        EgressMode::Auto,
-        &[
-            ("auto", EgressMode::Auto),
-            ("ifb", EgressMode::Ifb),
-            ("pod", EgressMode::Pod),
-        ],
-    )
-}
-
-fn parse_latency_ms(raw: &Value) -> Result<u32, CniError> {
-    match raw.get("latencyMs") {
-        None | Some(Value::Null) => Ok(DEFAULT_LATENCY_MS),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=60_000).contains(n))
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| {
-                invalid(
-                    "invalid latencyMs",
-                    format!("latencyMs must be 1..=60000, got {v}"),
-                )
-            }),
-    }
-}
-
-fn parse_state_dir(raw: &Value) -> Result<PathBuf, CniError> {
-    match raw.get("stateDir") {
-        None | Some(Value::Null) => Ok(PathBuf::from(DEFAULT_STATE_DIR)),
-        Some(Value::String(s)) if s.starts_with('/') => Ok(PathBuf::from(s)),
-        Some(v) => Err(invalid(
+/// `stateDir`: absolute, as a runtime's working directory is unknown.
+fn state_dir(given: Option<PathBuf>) -> Result<PathBuf, CniError> {
+    match given {
+        None => Ok(PathBuf::from(DEFAULT_STATE_DIR)),
+        Some(p) if p.is_absolute() => Ok(p),
+        Some(p) => Err(invalid(
             "invalid stateDir",
-            format!("stateDir must be an absolute path, got {v}"),
+            format!("stateDir must be an absolute path, got {}", p.display()),
         )),
     }
 }
@@ -391,11 +259,12 @@ fn parse_state_dir(raw: &Value) -> Result<PathBuf, CniError> {
 impl BandwidthConf {
     pub fn parse(conf: &NetConf) -> Result<BandwidthConf, CniError> {
         let raw = &conf.raw;
-        let runtime_burst = parse_runtime_burst(raw)?;
-        let precedence = parse_precedence(raw)?;
-        let egress_mode = parse_egress_mode(raw)?;
-        let latency_ms = parse_latency_ms(raw)?;
-        let state_dir = parse_state_dir(raw)?;
+        let knobs: Knobs = typed(raw, "")?;
+        let runtime_burst = knobs.runtime_burst.unwrap_or(RuntimeBurst::Cap);
+        let precedence = knobs.precedence.unwrap_or(Precedence::Static);
+        let egress_mode = knobs.egress_mode.unwrap_or(EgressMode::Auto);
+        let latency_ms = latency_ms(knobs.latency_ms)?;
+        let state_dir = state_dir(knobs.state_dir)?;
         let (block, source) = choose(static_block(raw)?, runtime_block(conf)?, precedence);
         // Only a runtime's burst can be the "unlimited" sentinel; an
         // operator's explicit static burst is honoured as written.
@@ -578,14 +447,74 @@ mod tests {
             "runtimeConfig":{"bandwidth":{"IngressRate":"10M","IngressBurst":1}}}))
         .unwrap_err();
         assert_eq!(e.code, Code::InvalidConfig);
+        assert_eq!(e.msg, "invalid runtimeConfig.bandwidth");
         assert_eq!(
             e.details,
-            r#"runtimeConfig.bandwidth.IngressRate must be a non-negative integer (bits or bits/s), got "10M""#
+            r#"runtimeConfig.bandwidth.ingressRate: invalid type: string "10M", expected a non-negative integer (bits or bits/s)"#
         );
         let e = parse(json!({"cniVersion":"1.0.0","egressBurst":-1})).unwrap_err();
         assert_eq!(
             e.details,
-            "config.egressBurst must be a non-negative integer (bits or bits/s), got -1"
+            "egressBurst: invalid value: integer `-1`, expected a non-negative integer (bits or bits/s)"
+        );
+        let e = parse(json!({"cniVersion":"1.0.0","ingressRate":1e6})).unwrap_err();
+        assert!(
+            e.details
+                .starts_with("ingressRate: invalid type: floating point"),
+            "{}",
+            e.details
+        );
+    }
+
+    #[test]
+    fn own_keys_are_typed_and_named() {
+        let e = parse(json!({"cniVersion":"1.0.0","egressMode":"tc"})).unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (Code::InvalidConfig, "invalid egressMode")
+        );
+        assert!(
+            e.details
+                .contains("unknown variant `tc`, expected one of `auto`, `ifb`, `pod`"),
+            "{}",
+            e.details
+        );
+        let e = parse(json!({"cniVersion":"1.0.0","latencyMs":"25"})).unwrap_err();
+        assert!(
+            e.details.starts_with("latencyMs: invalid type"),
+            "{}",
+            e.details
+        );
+        let e = parse(json!({"cniVersion":"1.0.0","trafficClasses":{"sameZone":{"ingresRate":1}}}))
+            .unwrap_err();
+        assert_eq!(e.msg, "invalid trafficClasses.sameZone");
+        assert!(
+            e.details
+                .starts_with("trafficClasses.sameZone.ingresRate: unknown field `ingresRate`"),
+            "{}",
+            e.details
+        );
+        let e = parse(json!({"cniVersion":"1.0.0",
+            "namespacePolicy":{"team-a":{"max":{"egressRate":"1G"}}}}))
+        .unwrap_err();
+        assert!(
+            e.details
+                .starts_with("namespacePolicy.team-a.max.egressRate: invalid type"),
+            "{}",
+            e.details
+        );
+        let c = parse(
+            json!({"cniVersion":"1.0.0","egressMode":null,"precedence":"runtime",
+            "runtimeBurst":"honor","stateDir":"/run/x","latencyMs":50}),
+        )
+        .unwrap();
+        assert_eq!((c.egress_mode, c.latency_ms), (EgressMode::Auto, 50));
+        assert_eq!(c.runtime_burst, RuntimeBurst::Honor);
+        assert_eq!(
+            parse(json!({"cniVersion":"1.0.0","stateDir":"run"}))
+                .unwrap_err()
+                .msg,
+            "invalid stateDir"
         );
     }
 

@@ -3,6 +3,7 @@
 //!
 //! - [`verbs`]: what each CNI verb does, in order;
 //! - [`config`]: keys, spellings, precedence and validation;
+//! - [`rates`]: `Limit`, `Bits` and the one rate/burst range check;
 //! - [`policy`]: per-namespace default and maximum rates;
 //! - [`tbf`]: tbf arithmetic (pure);
 //! - [`classes`]: peer classes (subnets, zones): types and parsing (pure);
@@ -21,7 +22,8 @@
 //! All kernel work goes through [`cni_netlink::kernel::Kernel`]: the real
 //! sockets in the plugin, an in-memory node in the unit tests.
 //! Imports go one way: verbs -> reconcile/check/teardown -> plan/pod/
-//! backstop/layout -> record/classes/tbf/config.
+//! backstop/layout -> record/htb_plan/devices -> config -> zones/policy ->
+//! classes/tbf -> rates (docs/design.md).
 
 pub mod backstop;
 pub mod check;
@@ -33,6 +35,7 @@ pub mod layout;
 pub mod plan;
 pub mod pod;
 pub mod policy;
+pub mod rates;
 pub mod reconcile;
 pub mod record;
 pub mod tbf;

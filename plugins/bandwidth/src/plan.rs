@@ -20,7 +20,7 @@ pub const FILTER_PRIO: u16 = 1;
 
 /// The shapes for both directions on this host veth.
 pub fn shapes(conf: &BandwidthConf, host: &Link) -> (Option<Shape>, Option<Shape>) {
-    let mk = |l: &crate::config::Limit| {
+    let mk = |l: &crate::rates::Limit| {
         let s = shape(l, host.mtu, conf.latency_ms);
         if s.burst_raised_to_mtu {
             log_warn!(
@@ -176,23 +176,6 @@ impl AddRequest<'_> {
     pub fn caps_bind(&self, dir: Direction) -> bool {
         self.classes
             .is_some_and(|c| crate::htb_plan::caps_bind_unlimited(c, dir))
-    }
-
-    /// The host-side backstop, when egress is shaped inside the pod.
-    pub fn backstop(
-        &self,
-        host: &Link,
-        mode: EgressMode,
-        egress_shaped: bool,
-    ) -> anyhow::Result<Option<Backstop>> {
-        // Also counting only: the pod's own counters miss what it sends
-        // past its qdiscs; the backstop's count what reached the host.
-        if !(egress_shaped && mode == EgressMode::Pod) {
-            return Ok(None);
-        }
-        let b = crate::backstop::spec(self, host);
-        crate::backstop::refuse_long_owner(&b)?;
-        Ok(Some(b))
     }
 
     pub fn attachment(&self) -> Attachment<'_> {

@@ -11,8 +11,9 @@
 //!   asked and what was applied;
 //! - `exempt: true`: the pod's own annotations only, as without a policy.
 
-use crate::config::{Limit, rate_in_range};
+use crate::rates::{Limit, rate_in_range};
 use crate::tbf::DEFAULT_BUCKET_MS;
+use cni_types::config::typed;
 use cni_types::error::{CniError, Code};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -114,20 +115,16 @@ impl Entry {
 impl NamespacePolicy {
     /// `namespacePolicy` from the plugin config; `None` when absent.
     pub fn parse(raw: &Value) -> Result<Option<NamespacePolicy>, CniError> {
-        let Some(v) = raw.get("namespacePolicy").filter(|v| !v.is_null()) else {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Top {
+            namespace_policy: Option<BTreeMap<String, Entry>>,
+        }
+        let Some(entries) = typed::<Top>(raw, "")?.namespace_policy else {
             return Ok(None);
         };
-        let Some(obj) = v.as_object() else {
-            return Err(invalid(format!("must be an object of namespaces, got {v}")));
-        };
-        let mut entries = BTreeMap::new();
-        for (ns, e) in obj {
-            if !e.is_object() {
-                return Err(invalid(format!("{ns:?} must be an object, got {e}")));
-            }
-            let entry = Entry::deserialize(e).map_err(|err| invalid(format!("{ns:?}: {err}")))?;
+        for (ns, entry) in &entries {
             entry.validate(ns)?;
-            entries.insert(ns.clone(), entry);
         }
         Ok(Some(NamespacePolicy { entries }))
     }
@@ -202,7 +199,7 @@ fn capped_burst(burst_bits: Option<u64>, asked: u64, applied: u64) -> Option<u64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MAX_RATE_BITS;
+    use crate::rates::MAX_RATE_BITS;
     use serde_json::json;
 
     fn policy(v: Value) -> Result<Option<NamespacePolicy>, CniError> {
@@ -309,7 +306,7 @@ mod tests {
         p.apply(Some("t"), &mut i, &mut e).unwrap();
         assert_eq!(i.unwrap().burst_bits, Some(4_294_967_295));
         // The extremes do not overflow.
-        let max_burst = crate::config::MAX_BURST_BITS;
+        let max_burst = crate::rates::MAX_BURST_BITS;
         assert_eq!(
             capped_burst(Some(max_burst), MAX_RATE_BITS, MAX_RATE_BITS - 1),
             Some(max_burst - 1)

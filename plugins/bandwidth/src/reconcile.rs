@@ -224,7 +224,7 @@ fn decide(
         _ => None,
     };
     let classes = class_records([&ingress_layout, &egress_layout]);
-    let backstop = req.backstop(host, mode, egress_layout.is_some())?;
+    let backstop = crate::backstop::for_request(req, host, mode, egress_layout.is_some())?;
     let want = desired(
         ingress_layout,
         egress_layout,

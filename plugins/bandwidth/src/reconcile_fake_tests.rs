@@ -3,8 +3,8 @@
 //! `eth0` in `/pod`).
 use super::*;
 use crate::classes::{ClassName, Origin, PeerClass, PeerClasses};
-use crate::config::Limit;
 use crate::devices::{ifb_alias, ifb_candidates, ifb_name};
+use crate::rates::Limit;
 use crate::teardown::teardown;
 use cni_netlink::backstop::{Backstop, TABLE_PREFIX};
 use cni_netlink::fake::{FakeKernel, Space};

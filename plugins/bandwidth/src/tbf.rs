@@ -6,7 +6,7 @@
 //! `burst 193273526b lat 275s`. We hand the kernel the burst in bytes
 //! (TCA_TBF_BURST) and the rate as u64 (TCA_TBF_RATE64 when needed).
 
-use crate::config::Limit;
+use crate::rates::Limit;
 
 /// The default bucket holds this much time at the configured rate: small
 /// enough that the first second stays within ~1.03x of the rate, large

@@ -4,23 +4,23 @@
 //! block as configured (subnets or zones).
 
 use crate::classes::{
-    ClassName, MAX_PEER_CIDRS, Origin, PeerClass, PeerClasses, invalid, parse_cidrs, parse_class,
-    refuse_unknown_keys, subnets_in,
+    ClassKeys, ClassName, MAX_PEER_CIDRS, Origin, PeerClass, PeerClasses, invalid, parse_cidrs,
+    parse_class, subnets_in,
 };
+use cni_types::config::typed;
 use cni_types::error::{CniError, Code};
 use ipnetwork::IpNetwork;
+use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The zone CIDR map: `{"zone": ["cidr", ...]}`.
-fn parse_zone_map(v: &Value, what: &str) -> Result<Vec<(String, Vec<IpNetwork>)>, CniError> {
-    let Some(obj) = v.as_object() else {
-        return Err(invalid(
-            format!("invalid {what}"),
-            format!("{what} must map zone names to CIDR lists, got {v}"),
-        ));
-    };
-    obj.iter()
+/// The zone CIDR map as written: `{"zone": ["cidr", ...]}`.
+pub type ZoneCidrs = BTreeMap<String, Vec<String>>;
+
+/// The zone CIDR map, parsed and each CIDR held to a zone's width.
+fn parse_zone_map(map: &ZoneCidrs, what: &str) -> Result<Vec<(String, Vec<IpNetwork>)>, CniError> {
+    map.iter()
         .map(|(zone, cidrs)| {
             let what = format!("{what}.{zone}");
             let cidrs = parse_cidrs(cidrs, &what)?;
@@ -91,13 +91,11 @@ impl ClassSpec {
             ZoneSource::Inline { zone, zones } => split_zones(zone, zones)?,
             ZoneSource::File { path, zone } => {
                 let file = read_zone_file(path)?;
-                let map = parse_zone_map(
-                    file.get("zoneCidrs").unwrap_or(&file),
-                    &format!("zoneCidrsFile {path}"),
-                )?;
+                let what = format!("zoneCidrsFile {path}");
+                let map = parse_zone_map(&file.zone_cidrs, &what)?;
                 let zone = zone
                     .clone()
-                    .or_else(|| file.get("zone").and_then(Value::as_str).map(String::from))
+                    .or(file.zone)
                     .filter(|z| !z.is_empty())
                     .ok_or_else(|| {
                         invalid(
@@ -179,7 +177,15 @@ fn imds_zones(
     Ok((parse(&net.subnet_cidrs)?, parse(&net.vpc_cidrs)?))
 }
 
-fn read_zone_file(path: &str) -> Result<Value, CniError> {
+/// `zoneCidrsFile` as node bootstrap writes it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ZoneFile {
+    zone: Option<String>,
+    zone_cidrs: ZoneCidrs,
+}
+
+fn read_zone_file(path: &str) -> Result<ZoneFile, CniError> {
     let bytes = cni_types::fsutil::read_bounded(Path::new(path), MAX_ZONE_FILE_BYTES)
         .map_err(|e| {
             CniError::new(Code::Io, "cannot read trafficClasses.zoneCidrsFile")
@@ -193,81 +199,103 @@ fn read_zone_file(path: &str) -> Result<Value, CniError> {
             )
             .with_details(format!("{path} is missing; node bootstrap writes it"))
         })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         invalid(
             "invalid trafficClasses.zoneCidrsFile",
             format!("{path} is not JSON: {e}"),
         )
-    })
+    })?;
+    let what = format!("zoneCidrsFile {path}");
+    // Node bootstrap writes either `{"zone": .., "zoneCidrs": {..}}` or
+    // the bare zone map.
+    if value.get("zoneCidrs").is_some() {
+        typed(&value, &what)
+    } else {
+        Ok(ZoneFile {
+            zone: None,
+            zone_cidrs: typed(&value, &what)?,
+        })
+    }
 }
 
-/// `trafficClasses` (node policy, top level only).
-fn zones_in(raw: &Value) -> Result<Option<ZoneSpec>, CniError> {
-    let tc = match raw.get("trafficClasses") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(o)) => o,
-        Some(v) => {
-            return Err(invalid(
-                "invalid trafficClasses",
-                format!("trafficClasses must be an object, got {v}"),
-            ));
-        }
-    };
-    const KEYS: [&str; 7] = [
-        "zone",
-        "zoneCidrs",
-        "zoneCidrsFile",
-        "imds",
-        "sameZone",
-        "crossZone",
-        "outside",
-    ];
-    refuse_unknown_keys(tc, &KEYS, "trafficClasses")?;
-    let zone = match tc.get("zone") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(z)) if !z.is_empty() => Some(z.clone()),
-        Some(v) => {
-            return Err(invalid(
-                "invalid trafficClasses.zone",
-                format!("zone must be a zone name, got {v}"),
-            ));
-        }
-    };
-    let file = match tc.get("zoneCidrsFile") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(p)) if Path::new(p).is_absolute() => Some(p.clone()),
-        Some(v) => {
-            return Err(invalid(
-                "invalid trafficClasses.zoneCidrsFile",
-                format!("zoneCidrsFile must be an absolute path, got {v}"),
-            ));
-        }
-    };
-    let source = zone_source(tc, zone, file)?;
+/// `trafficClasses` as written (node policy, top level only).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TrafficClassesKeys {
+    zone: Option<String>,
+    zone_cidrs: Option<ZoneCidrs>,
+    zone_cidrs_file: Option<String>,
+    imds: Option<node_topology::RawImds>,
+    same_zone: Option<ClassKeys>,
+    cross_zone: Option<ClassKeys>,
+    outside: Option<ClassKeys>,
+}
+
+/// The top-level key this module reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Top {
+    traffic_classes: Option<TrafficClassesKeys>,
+}
+
+/// The zone classes of `trafficClasses`, validated (CIDRs unresolved).
+fn zones_in(tc: TrafficClassesKeys) -> Result<ZoneSpec, CniError> {
+    if tc.zone.as_deref() == Some("") {
+        return Err(invalid(
+            "invalid trafficClasses.zone",
+            "zone must be a zone name, got \"\"",
+        ));
+    }
+    if let Some(p) = tc
+        .zone_cidrs_file
+        .as_deref()
+        .filter(|p| !Path::new(p).is_absolute())
+    {
+        return Err(invalid(
+            "invalid trafficClasses.zoneCidrsFile",
+            format!("zoneCidrsFile must be an absolute path, got {p:?}"),
+        ));
+    }
     let classes = [
-        parse_class(tc, "sameZone", ClassName::SameZone, Vec::new())?,
-        parse_class(tc, "crossZone", ClassName::CrossZone, Vec::new())?,
-        parse_class(tc, "outside", ClassName::Outside, Vec::new())?,
+        parse_class(
+            tc.same_zone.as_ref(),
+            "sameZone",
+            ClassName::SameZone,
+            Vec::new(),
+        )?,
+        parse_class(
+            tc.cross_zone.as_ref(),
+            "crossZone",
+            ClassName::CrossZone,
+            Vec::new(),
+        )?,
+        parse_class(
+            tc.outside.as_ref(),
+            "outside",
+            ClassName::Outside,
+            Vec::new(),
+        )?,
     ];
-    Ok(Some(ZoneSpec { source, classes }))
+    let source = zone_source(tc.zone, tc.zone_cidrs, tc.zone_cidrs_file, tc.imds)?;
+    Ok(ZoneSpec { source, classes })
 }
 
 /// Where the zone CIDRs come from: `zoneCidrs` inline (checked now: an
 /// inline map that cannot work is bad input), `zoneCidrsFile`, or, with
 /// none of `zone`, `zoneCidrs` and `zoneCidrsFile`, IMDS.
 fn zone_source(
-    tc: &serde_json::Map<String, Value>,
     zone: Option<String>,
+    inline: Option<ZoneCidrs>,
     file: Option<String>,
+    imds: Option<node_topology::RawImds>,
 ) -> Result<ZoneSource, CniError> {
-    let inline = tc.get("zoneCidrs").filter(|v| !v.is_null());
     match (inline, file) {
         (Some(_), Some(_)) => Err(invalid(
             "trafficClasses has both zoneCidrs and zoneCidrsFile",
             "keep one source of zone CIDRs",
         )),
         (Some(m), None) => {
-            let zones = parse_zone_map(m, "trafficClasses.zoneCidrs")?;
+            let zones = parse_zone_map(&m, "trafficClasses.zoneCidrs")?;
             let zone = zone.ok_or_else(|| {
                 invalid(
                     "trafficClasses.zoneCidrs without the node's zone",
@@ -283,13 +311,8 @@ fn zone_source(
             "with a zone, give zoneCidrs or zoneCidrsFile; leave all three out to learn them from IMDS",
         )),
         (None, None) => {
-            let raw_imds: node_topology::RawImds = match tc.get("imds") {
-                None | Some(Value::Null) => node_topology::RawImds::default(),
-                Some(v) => serde_json::from_value(v.clone())
-                    .map_err(|e| invalid("invalid trafficClasses.imds", e.to_string()))?,
-            };
             let conf = node_topology::ImdsConf::parse(
-                &raw_imds,
+                &imds.unwrap_or_default(),
                 Path::new(node_topology::DEFAULT_IMDS_CACHE),
             )
             .map_err(|e| invalid("invalid trafficClasses.imds", e.0))?;
@@ -317,12 +340,13 @@ fn check_count(c: &PeerClasses) -> Result<(), CniError> {
 /// decide which rate block applies. Zone CIDRs from a file or IMDS are
 /// read later, by [`ClassSpec::resolve`].
 pub fn parse(raw: &Value, runtime: Option<&Value>) -> Result<Option<ClassSpec>, CniError> {
-    let top = subnets_in(raw, "config")?;
+    let top = subnets_in(raw, "")?;
     let pod = match runtime {
         Some(r) => subnets_in(r, "runtimeConfig.bandwidth")?,
         None => None,
     };
-    let zones = zones_in(raw)?;
+    let written: Top = typed(raw, "")?;
+    let zones = written.traffic_classes.map(zones_in).transpose()?;
     let subnets = pod.or(top);
     match (zones, subnets) {
         (Some(_), Some(_)) => Err(invalid(

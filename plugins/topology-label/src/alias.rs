@@ -2,7 +2,7 @@
 //! references (pod identity, labels), rendered per attachment and cut to
 //! the kernel's limit.
 
-use crate::config::{ARCH, INSTANCE_TYPE, REGION, ZONE, ZONE_ID};
+use node_topology::{ARCH, INSTANCE_TYPE, REGION, ZONE, ZONE_ID};
 
 /// A parsed alias template: literal text and `{variable}` references.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl Template {
             let after = &rest[open + 1..];
             let close = after
                 .find('}')
-                .ok_or_else(|| crate::config::invalid(format!("alias {s:?}: unclosed '{{'")))?;
+                .ok_or_else(|| crate::error::invalid(format!("alias {s:?}: unclosed '{{'")))?;
             let name = &after[..close];
             let var = match name {
                 "namespace" => Var::Namespace,
@@ -57,7 +57,7 @@ impl Template {
                 other => match other.strip_prefix("label:") {
                     Some(k) if !k.is_empty() => Var::Label(k.to_string()),
                     _ => {
-                        return Err(crate::config::invalid(format!(
+                        return Err(crate::error::invalid(format!(
                             "alias {s:?}: unknown variable {{{other}}} (known: namespace, pod, uid, \
                              containerId, ifname, network, zone, region, zoneId, instanceType, arch, \
                              label:<key>)"
@@ -69,7 +69,7 @@ impl Template {
             rest = &after[close + 1..];
         }
         if rest.contains('}') {
-            return Err(crate::config::invalid(format!("alias {s:?}: stray '}}'")));
+            return Err(crate::error::invalid(format!("alias {s:?}: stray '}}'")));
         }
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));

@@ -7,7 +7,6 @@ pub use crate::profiles::{Profile, merge_profiles};
 use crate::sysctl::check_sysctl_value;
 pub use crate::sysctl::{Pattern, SysctlKey};
 use cni_types::NetConf;
-use cni_types::error::{CniError, Code};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,8 +44,9 @@ struct Raw {
     state_dir: Option<PathBuf>,
 }
 
+/// One profile as written: a block of ours, so a misspelt key is refused.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawProfile {
     #[serde(default, rename = "match")]
     matches: Labels,
@@ -76,11 +76,7 @@ pub struct Config {
     pub state_dir: PathBuf,
 }
 
-pub(crate) fn invalid(msg: impl Into<String>) -> anyhow::Error {
-    CniError::new(Code::InvalidConfig, "invalid topology-label configuration")
-        .with_details(msg.into())
-        .into()
-}
+pub(crate) use crate::error::invalid;
 
 impl Config {
     pub fn from_netconf(conf: &NetConf) -> anyhow::Result<Config> {
@@ -188,6 +184,7 @@ fn parse_profile(i: usize, p: RawProfile, allow: Option<&[Pattern]>) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cni_types::error::CniError;
     use serde_json::json;
     use std::time::Duration;
 

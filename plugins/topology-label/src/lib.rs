@@ -12,6 +12,7 @@
 pub mod alias;
 pub mod apply;
 pub mod config;
+mod error;
 /// IMDSv2 with its cache lives in the shared `node-topology` crate.
 pub use node_topology::imds;
 pub mod labels;

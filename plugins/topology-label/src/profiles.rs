@@ -1,7 +1,7 @@
 //! Zone profiles: settings (MTU, txqueuelen, sysctls) chosen by the node's
 //! labels, merged in list order.
 
-use crate::config::Labels;
+use node_topology::Labels;
 use std::collections::BTreeMap;
 
 /// One profile: settings applied when every `match` label has that value.
@@ -46,7 +46,7 @@ pub fn merge_profiles(profiles: &[Profile], labels: &Labels) -> Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ZONE;
+    use node_topology::ZONE;
 
     #[test]
     fn profiles_merge_in_order() {

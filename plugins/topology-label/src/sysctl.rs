@@ -3,8 +3,8 @@
 //! operator's allowlist globs, value rules, and reading and writing them
 //! under `/proc/sys` (which follows the calling thread's netns).
 
-use crate::config::Invalid;
 use cni_types::{Code, ResultExt};
+use node_topology::Invalid;
 use std::path::PathBuf;
 
 /// Longest value we write to a sysctl.
@@ -116,7 +116,7 @@ impl Pattern {
     pub fn parse(s: &str) -> anyhow::Result<Pattern> {
         let parts: Vec<String> = s.split('.').map(str::to_string).collect();
         if s.is_empty() || parts.iter().any(|p| p.is_empty() || p.contains('/')) {
-            return Err(crate::config::invalid(format!(
+            return Err(crate::error::invalid(format!(
                 "sysctlAllowlist: {s:?} must be dotted components like net.ipv4.conf.*.rp_filter"
             )));
         }
