@@ -11,6 +11,15 @@ mod render;
 mod textfile;
 mod view;
 
+/// `pods` and a one-shot `metrics` live for milliseconds and read every
+/// attachment's state: a bump arena (no mmap/munmap per buffer, as musl's
+/// allocator does), the system allocator past 32 MiB (about 3000
+/// attachments). `metrics --interval` retires it as it starts: a process
+/// that runs for weeks must reuse what it frees.
+#[global_allocator]
+static ALLOC: bump_arena::BumpArena<{ 32 << 20 }, std::alloc::System> =
+    bump_arena::BumpArena::new(std::alloc::System);
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -149,6 +158,9 @@ fn main() -> ExitCode {
             exit_for(&node)
         }
         Command::Metrics { textfile, interval } => loop {
+            if interval.is_some() {
+                ALLOC.retire();
+            }
             let node = view::look(&sources);
             for p in &node.problems {
                 eprintln!("cni-rs: {p}");

@@ -96,27 +96,41 @@ type Key = (String, String, String);
 /// Reads both state dirs and the kernel's counters and joins them.
 pub fn look(sources: &Sources) -> NodeView {
     let mut view = NodeView::default();
-    let bw = read_dir(
-        &sources.bandwidth,
+    // Three independent reads, side by side: each state dir is thousands
+    // of small files on a big node, and the kernel's answers are dumps.
+    let (bw, tl, kernel) = std::thread::scope(|s| {
+        let kernel = s.spawn(Kernel::read);
+        let tl = s.spawn(|| {
+            survey::<LabelState>(
+                &sources.topology_label,
+                topology_label_plugin::apply::STATE_OWNER,
+            )
+        });
+        let bw = survey::<Installed>(
+            &sources.bandwidth,
+            <bandwidth_plugin::Bandwidth as cni_types::skel::Plugin>::NAME,
+        );
+        (bw, joined(tl.join()), joined(kernel.join()))
+    });
+    let bw = found(
+        bw,
         <bandwidth_plugin::Bandwidth as cni_types::skel::Plugin>::NAME,
         &mut view,
     );
-    let tl = read_dir(
-        &sources.topology_label,
-        topology_label_plugin::apply::STATE_OWNER,
-        &mut view,
-    );
+    let tl = found(tl, topology_label_plugin::apply::STATE_OWNER, &mut view);
     // Without the kernel's counters the state alone is still worth
     // printing (counters shown as unknown); without any state there is
     // nothing to show.
-    let kernel = match Kernel::read() {
+    let kernel = match kernel {
         Ok(k) => Some(k),
         Err(e) => {
             view.problems.push(format!("kernel counters: {e:#}"));
             None
         }
     };
-    let mut by_key: BTreeMap<Key, Records> = BTreeMap::new();
+    // Records are ~1 KB: a hash map does not shift them on every insert as
+    // a B-tree's nodes do, and the rows are sorted below anyway.
+    let mut by_key: HashMap<Key, Records> = HashMap::with_capacity(bw.found.len());
     for s in bw.found {
         let k = key_of(&s);
         by_key.entry(k).or_default().0 = Some(s);
@@ -142,7 +156,16 @@ pub fn look(sources: &Sources) -> NodeView {
             ..Default::default()
         });
     }
-    view.rows.sort_by(|a, b| {
+    sort_rows(&mut view.rows);
+    view
+}
+
+/// By namespace, pod, container, interface: the order operators read. A
+/// row is ~0.5 KB, so the order is found on indices and the rows moved once.
+fn sort_rows(rows: &mut Vec<Row>) {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&rows[a], &rows[b]);
         (&a.namespace, &a.pod, &a.container_id, &a.ifname, &a.error).cmp(&(
             &b.namespace,
             &b.pod,
@@ -151,7 +174,8 @@ pub fn look(sources: &Sources) -> NodeView {
             &b.error,
         ))
     });
-    view
+    let mut taken: Vec<Option<Row>> = std::mem::take(rows).into_iter().map(Some).collect();
+    rows.extend(order.into_iter().filter_map(|i| taken[i].take()));
 }
 
 /// One attachment's records: bandwidth's and topology-label's.
@@ -161,12 +185,14 @@ fn key_of<T>(s: &Surveyed<T>) -> Key {
     (s.network.clone(), s.container_id.clone(), s.ifname.clone())
 }
 
-fn read_dir<T: serde::de::DeserializeOwned>(
-    dir: &Path,
-    owner: &str,
-    view: &mut NodeView,
-) -> Survey<T> {
-    match survey(dir, owner) {
+/// A reading thread's answer; a panic there is a failed read, not ours.
+fn joined<T>(r: std::thread::Result<anyhow::Result<T>>) -> anyhow::Result<T> {
+    r.unwrap_or_else(|_| Err(anyhow::anyhow!("the reading thread panicked")))
+}
+
+/// A state dir's survey, or nothing and the reason among the problems.
+fn found<T>(survey: anyhow::Result<Survey<T>>, owner: &str, view: &mut NodeView) -> Survey<T> {
+    match survey {
         Ok(s) => {
             view.anything_read = true;
             s
@@ -182,7 +208,8 @@ fn read_dir<T: serde::de::DeserializeOwned>(
 struct Kernel {
     links: HashMap<u32, LinkCounters>,
     links_by_name: HashMap<String, u32>,
-    qdiscs: Vec<QdiscCounters>,
+    /// Our root qdisc (see [`is_our_root`]) by device index.
+    roots: HashMap<u32, QdiscCounters>,
     /// The counters of our backstop tables (egress shaped inside the pod):
     /// table → (counter, bytes, packets). Empty without nf_tables.
     backstops: HashMap<String, Vec<(String, u64, u64)>>,
@@ -191,34 +218,55 @@ struct Kernel {
 impl Kernel {
     fn read() -> anyhow::Result<Kernel> {
         let mut nl = Netlink::new().context("opening a netlink socket")?;
-        let links = nl.link_counters().context("dumping links")?;
+        // /proc/net/dev first: a link dump costs the kernel O(pods²) (see
+        // cni_netlink::proc_net_dev); the dump where /proc is not there.
+        let links = match cni_netlink::proc_net_dev::link_counters() {
+            Ok(links) => links,
+            Err(_) => nl.link_counters().context("dumping links")?,
+        };
         let qdiscs = nl.qdisc_counters().context("dumping qdiscs")?;
         // Best effort: a node without nf_tables has no backstops to read.
         let backstops = cni_netlink::nft::Nft::new()
             .and_then(|mut n| n.all_counters())
             .unwrap_or_default();
-        Ok(Kernel {
+        Ok(Kernel::new(links, qdiscs, backstops))
+    }
+
+    fn new(
+        links: Vec<LinkCounters>,
+        qdiscs: Vec<QdiscCounters>,
+        backstops: HashMap<String, Vec<(String, u64, u64)>>,
+    ) -> Kernel {
+        Kernel {
             links_by_name: links.iter().map(|l| (l.name.clone(), l.index)).collect(),
             links: links.into_iter().map(|l| (l.index, l)).collect(),
-            qdiscs,
+            // Looked up once per attachment: a map, not a scan of the
+            // node's every qdisc per pod.
+            roots: qdiscs
+                .into_iter()
+                .filter(is_our_root)
+                .map(|q| (q.ifindex, q))
+                .collect(),
             backstops,
-        })
+        }
     }
 
     /// Our root tbf (`1:`) on a device, if it is there.
     fn root_tbf(&self, ifindex: u32) -> Option<&QdiscCounters> {
-        root_tbf_in(&self.qdiscs, ifindex)
+        self.roots.get(&ifindex)
     }
 }
 
 /// Our root `1:` on a device: a tbf, or the htb of traffic classes.
+fn is_our_root(q: &QdiscCounters) -> bool {
+    q.parent == TC_H_ROOT && q.handle == TBF_HANDLE && (q.kind == "tbf" || q.kind == "htb")
+}
+
+/// Our root on the device `ifindex`, among `qdiscs`.
 fn root_tbf_in(qdiscs: &[QdiscCounters], ifindex: u32) -> Option<&QdiscCounters> {
-    qdiscs.iter().find(|q| {
-        q.ifindex == ifindex
-            && q.parent == TC_H_ROOT
-            && q.handle == TBF_HANDLE
-            && (q.kind == "tbf" || q.kind == "htb")
-    })
+    qdiscs
+        .iter()
+        .find(|q| q.ifindex == ifindex && is_our_root(q))
 }
 
 /// The named classes' counters on one device of the current namespace
@@ -496,12 +544,7 @@ mod tests {
     }
 
     fn kernel(links: Vec<LinkCounters>, qdiscs: Vec<QdiscCounters>) -> Kernel {
-        Kernel {
-            links_by_name: links.iter().map(|l| (l.name.clone(), l.index)).collect(),
-            links: links.into_iter().map(|l| (l.index, l)).collect(),
-            qdiscs,
-            backstops: HashMap::new(),
-        }
+        Kernel::new(links, qdiscs, HashMap::new())
     }
 
     /// Egress shaped inside the pod reports what passed the host-side

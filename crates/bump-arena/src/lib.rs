@@ -62,6 +62,15 @@ impl<const N: usize, F> BumpArena<N, F> {
         (off < N).then_some(off)
     }
 
+    /// Hands out nothing more from the arena: every later allocation goes
+    /// to the fallback, which reuses what is freed. For a program with one
+    /// long-running mode (`cni-rs metrics --interval`), called as that mode
+    /// starts: what the arena holds then stays, bounded by `N`.
+    pub fn retire(&self) {
+        self.next.store(N, Ordering::Release);
+        self.last.store(0, Ordering::Release);
+    }
+
     /// Bytes of the arena handed out so far (for tests and diagnostics).
     pub fn used(&self) -> usize {
         self.next.load(Ordering::Relaxed)
@@ -184,6 +193,24 @@ mod tests {
 
     fn layout(size: usize, align: usize) -> Layout {
         Layout::from_size_align(size, align).unwrap()
+    }
+
+    #[test]
+    fn a_retired_arena_hands_everything_to_the_fallback() {
+        let a: BumpArena<4096, System> = BumpArena::new(System);
+        unsafe {
+            let early = a.alloc(layout(16, 8));
+            assert!(a.offset_of(early).is_some());
+            a.retire();
+            let late = a.alloc(layout(16, 8));
+            assert!(a.offset_of(late).is_none(), "from the fallback");
+            // The arena's own block is still freed (a no-op) and regrown
+            // (into the fallback) without harm.
+            let grown = a.realloc(early, layout(16, 8), 64);
+            assert!(a.offset_of(grown).is_none());
+            a.dealloc(grown, layout(64, 8));
+            a.dealloc(late, layout(16, 8));
+        }
     }
 
     #[test]

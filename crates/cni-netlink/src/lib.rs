@@ -30,6 +30,7 @@ pub mod kernel;
 mod link;
 pub mod netns;
 pub mod nft;
+pub mod proc_net_dev;
 pub mod tc;
 
 pub use link::{IFB_TXQUEUELEN, Link, LinkCounters};

@@ -76,9 +76,10 @@ pub fn read_bounded(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
     // returns less than asked only at its end. One that grew meanwhile
     // (the read filled the byte to spare) is read on, up to the bound.
     // procfs files report size 0 and an integer sysctl answers only a read
-    // at offset 0, so the first read always has room for a page.
-    const FIRST_READ_MIN: u64 = 4096;
-    let first = len.max(FIRST_READ_MIN).min(max);
+    // at offset 0, so their first read has room for a page; a regular
+    // file's buffer is its size (a state survey reads thousands).
+    const PROCFS_FIRST_READ: u64 = 4096;
+    let first = if len == 0 { PROCFS_FIRST_READ } else { len }.min(max);
     let mut buf = vec![0u8; first as usize + 1];
     let mut file = file;
     let n = loop {
