@@ -15,6 +15,7 @@
 //! later"), never a cached fact; a cache whose network no longer passes
 //! (written by an older version) counts as absent and is fetched again.
 
+use crate::http::{Request, Response};
 use crate::{
     Cidr, INSTANCE_TYPE, ImdsConf, Invalid, Labels, MAX_PEER_CIDRS, REGION, ZONE, ZONE_ID,
     check_label, check_zone_prefix,
@@ -31,7 +32,7 @@ const TOKEN_TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
 /// The token is used for a handful of requests right away.
 const TOKEN_TTL_SECONDS: &str = "60";
-const MAX_BODY: u64 = 4096;
+const MAX_BODY: usize = 4096;
 const MAX_CACHE_BYTES: u64 = 64 * 1024;
 
 /// (metadata path, label, must be present). Zone-id is missing in some
@@ -294,51 +295,33 @@ pub fn fetch(conf: &ImdsConf) -> anyhow::Result<Labels> {
 /// One token and one overall deadline for a handful of GETs.
 struct Session<'a> {
     conf: &'a ImdsConf,
-    agent: ureq::Agent,
+    /// `host[:port]` of the endpoint (validated by [`ImdsConf::parse`]).
+    host: &'a str,
     token: String,
     deadline: Instant,
 }
 
 impl<'a> Session<'a> {
     fn open(conf: &'a ImdsConf) -> anyhow::Result<Session<'a>> {
-        let deadline = Instant::now() + conf.timeout;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            // IMDS is link-local: a proxy from the environment must not be used.
-            .proxy(None)
-            .max_redirects(0)
-            .http_status_as_error(true)
-            .timeout_global(Some(conf.timeout))
-            .build()
-            .into();
+        let host = conf
+            .endpoint
+            .strip_prefix("http://")
+            .context("the IMDS endpoint is not an http:// URL")?;
         let mut s = Session {
             conf,
-            agent,
+            host,
             token: String::new(),
-            deadline,
+            deadline: Instant::now() + conf.timeout,
         };
-        let url = format!("{}{TOKEN_PATH}", conf.endpoint);
-        let mut resp = s
-            .agent
-            .put(&url)
-            .config()
-            .timeout_global(Some(s.remaining()?))
-            .build()
-            .header(TOKEN_TTL_HEADER, TOKEN_TTL_SECONDS)
-            .send_empty()
-            .with_context(|| format!("IMDS token request PUT {url}"))?;
-        // Redirects are not followed and come back as `Ok`: only a 200 answers.
-        if resp.status() != 200 {
-            bail!(
-                "IMDS token request PUT {url}: unexpected status {}",
-                resp.status().as_u16()
-            );
+        let what = || format!("IMDS token request PUT {}{TOKEN_PATH}", conf.endpoint);
+        let resp = s
+            .send("PUT", TOKEN_PATH, (TOKEN_TTL_HEADER, TOKEN_TTL_SECONDS))
+            .with_context(what)?;
+        // Redirects are not followed: only a 200 answers.
+        if resp.status != 200 {
+            bail!("{}: unexpected status {}", what(), resp.status);
         }
-        let token = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_string()
-            .context("reading the IMDS token")?;
+        let token = String::from_utf8(resp.body).context("the IMDS token is not UTF-8")?;
         let token = token.trim().to_string();
         if token.is_empty() || token.chars().any(|c| c.is_control()) {
             bail!("IMDS returned an unusable token");
@@ -347,40 +330,42 @@ impl<'a> Session<'a> {
         Ok(s)
     }
 
-    fn remaining(&self) -> anyhow::Result<Duration> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+    /// One request with one header, within the session's deadline.
+    fn send(&self, method: &str, path: &str, header: (&str, &str)) -> anyhow::Result<Response> {
+        if self.deadline <= Instant::now() {
             bail!(
                 "IMDS timeout of {} ms exceeded",
                 self.conf.timeout.as_millis()
             );
         }
-        Ok(left)
+        let req = Request {
+            method,
+            host: self.host,
+            path,
+            headers: &[header],
+        };
+        crate::http::send(&req, self.deadline, MAX_BODY).map_err(|e| {
+            e.context(format!(
+                "within the IMDS timeout of {} ms",
+                self.conf.timeout.as_millis()
+            ))
+        })
     }
 
     /// One metadata value; `None` on a 404 when it is optional.
     fn get(&mut self, path: &str, must: bool) -> anyhow::Result<Option<String>> {
-        let url = format!("{}/latest/meta-data/{path}", self.conf.endpoint);
-        let res = self
-            .agent
-            .get(&url)
-            .config()
-            .timeout_global(Some(self.remaining()?))
-            .build()
-            .header(TOKEN_HEADER, &self.token)
-            .call();
-        let mut resp = match res {
-            Ok(r) if r.status() == 200 => r,
-            Ok(r) => bail!("IMDS GET {url}: unexpected status {}", r.status().as_u16()),
-            Err(ureq::Error::StatusCode(404)) if !must => return Ok(None),
-            Err(e) => return Err(anyhow!(e)).with_context(|| format!("IMDS GET {url}")),
-        };
-        let value = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_string()
-            .with_context(|| format!("reading IMDS {path}"))?;
+        let full = format!("/latest/meta-data/{path}");
+        let url = format!("{}{full}", self.conf.endpoint);
+        let resp = self
+            .send("GET", &full, (TOKEN_HEADER, &self.token))
+            .with_context(|| format!("IMDS GET {url}"))?;
+        match resp.status {
+            200 => {}
+            404 if !must => return Ok(None),
+            status => bail!("IMDS GET {url}: unexpected status {status}"),
+        }
+        let value = String::from_utf8(resp.body)
+            .map_err(|_| anyhow!("IMDS {path}: the answer is not UTF-8"))?;
         Ok(Some(value.trim().to_string()))
     }
 

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod http;
 pub mod imds;
 mod labels_file;
 mod zone_cidr;
