@@ -2,13 +2,19 @@
 # What traffic classes cost an invocation: ADD and DEL of one pod without
 # classes (tbf), with zone classes (htb trees: 3 classes, 3 CIDRs), and a
 # pod without a limit on a node with zone classes (counting only), in ifb
-# and pod egress modes. Same binary, same pod, same run; medians of
-# hyperfine runs (each ADD prepared by a DEL and each DEL by an ADD).
+# and pod egress modes. Same binary, same pod, same run; hyperfine runs
+# (each ADD prepared by a DEL and each DEL by an ADD). Keeps the raw
+# measurements for tools/bench-report (section 9 of BENCHMARKS.md):
+#   OUT_DIR/MODE-VARIANT-VERB.json  hyperfine's export
+#   OUT_DIR/facts                   what was left on the node
 #
-# usage: scripts/lib/classes-bench.sh BANDWIDTH_BINARY [RUNS]
+# usage: scripts/lib/classes-cost.sh BANDWIDTH_BINARY RUNS OUT_DIR
 set -euo pipefail
-BW=${1:?usage: classes-bench.sh BANDWIDTH_BINARY [RUNS]}
-RUNS=${2:-60}
+USAGE="usage: classes-cost.sh BANDWIDTH_BINARY RUNS OUT_DIR"
+BW=${1:?$USAGE}
+RUNS=${2:?$USAGE}
+OUT=${3:?$USAGE}
+mkdir -p "$OUT"
 PFX="clb$$"
 NODE="$PFX-node" POD="$PFX-pod"
 WORK=$(mktemp -d)
@@ -44,18 +50,14 @@ EOF
     chmod +x "$WORK/$1-$2.sh"
     echo "$WORK/$1-$2.sh"
 }
-median() { # median NAME VERB
-    local add del
+timed() { # timed NAME VERB CONF: hyperfine runs of one verb -> OUT_DIR/NAME-VERB.json
+    local add del prep cmd
     add=$(run_script "$1" ADD "$3"); del=$(run_script "$1" DEL "$3")
-    local prep cmd
     if [ "$2" = ADD ]; then prep=$del cmd=$add; else prep=$add cmd=$del; fi
     ip netns exec "$NODE" hyperfine -N --style none --warmup 5 --runs "$RUNS" \
-        --export-json "$WORK/$1-$2.hf.json" --prepare "$prep" "$cmd" > "$WORK/hf.log" 2>&1 || { cat "$WORK/hf.log" >&2; exit 1; }
+        --export-json "$OUT/$1-$2.json" --prepare "$prep" "$cmd" > "$WORK/hf.log" 2>&1 || { cat "$WORK/hf.log" >&2; exit 1; }
     ip netns exec "$NODE" "$del" || true
-    jq -r '[.results[0].times[]] | sort | .[length/2|floor] * 1000' "$WORK/$1-$2.hf.json"
 }
-printf '%-34s %10s %10s\n' "configuration" "ADD ms" "DEL ms"
-declare -A ADD DEL
 for mode in ifb pod; do
     for variant in tbf classes counting; do
         case $variant in
@@ -63,16 +65,10 @@ for mode in ifb pod; do
             classes) c=$(conf "$mode" "$RATES" "$ZONES") ;;
             counting) c=$(conf "$mode" '{}' "$ZONES") ;;
         esac
-        k="$mode-$variant"
-        ADD[$k]=$(median "$k" ADD "$c"); DEL[$k]=$(median "$k" DEL "$c")
-        printf '%-34s %10.3f %10.3f\n' "$mode: $variant" "${ADD[$k]}" "${DEL[$k]}"
+        timed "$mode-$variant" ADD "$c"; timed "$mode-$variant" DEL "$c"
     done
 done
 # Nothing of ours may be left.
 left=$(ip netns exec "$NODE" tc qdisc show | grep -cE 'htb|tbf|bfifo|ingress' || true)
 ifbs=$(ip -n "$NODE" -o link show type ifb | wc -l)
-echo "left on the node: $left qdiscs, $ifbs ifbs"
-for mode in ifb pod; do
-    awk -v m="$mode" -v a="${ADD[$mode-classes]}" -v b="${ADD[$mode-tbf]}" -v c="${DEL[$mode-classes]}" -v d="${DEL[$mode-tbf]}" \
-        'BEGIN { printf "%s mode: ADD with classes / without = %.2fx, DEL %.2fx\n", m, a / b, c / d }'
-done
+printf 'left_qdiscs %s\nleft_ifbs %s\n' "$left" "$ifbs" > "$OUT/facts"

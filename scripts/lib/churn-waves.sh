@@ -3,13 +3,19 @@
 # DELs started together, as a runtime does when a node drains or a Job's
 # pods finish at once. Ours (ifb and pod egress modes) and the reference
 # (Debian's /usr/lib/cni/bandwidth, ifb) on the same pods, in the same run.
-# Prints, per plugin, mode and N: the wall time of the whole wave and the
-# median and p99 (nearest rank) of one call's time inside the wave.
+# Keeps the raw measurements for tools/bench-report (section 11 of
+# BENCHMARKS.md: each wave's wall time, the median and p99 of its calls):
+#   OUT_DIR/WHO-MODE-N-VERB.calls  one call's time per line (ns)
+#   OUT_DIR/WHO-MODE-N-VERB.wall   the wave's start and end (ns)
+#   OUT_DIR/facts                  what was left on the node, failed calls
 #
-# usage: scripts/lib/churn-bench.sh BANDWIDTH_BINARY [N...]   (default N: 16 64)
+# usage: scripts/lib/churn-waves.sh BANDWIDTH_BINARY OUT_DIR [N...]   (default N: 16 64)
 set -euo pipefail
-BW=${1:?usage: churn-bench.sh BANDWIDTH_BINARY [N...]}
-shift
+USAGE="usage: churn-waves.sh BANDWIDTH_BINARY OUT_DIR [N...]"
+BW=${1:?$USAGE}
+OUT=${2:?$USAGE}
+shift 2
+mkdir -p "$OUT"
 SIZES=("$@")
 [ "${#SIZES[@]}" -gt 0 ] || SIZES=(16 64)
 REF=/usr/lib/cni/bandwidth
@@ -49,34 +55,33 @@ one() { # one BIN VERB I MODE OUT: one timed call (ns) appended to OUT
     t1=$(date +%s%N)
     echo $((t1 - t0)) >> "$5"
 }
-wave() { # wave BIN VERB N MODE -> "wall_ms median_ms p99_ms"
-    local out="$WORK/calls" t0 t1
-    : > "$out"
+wave() { # wave BIN VERB N MODE WHO: the calls' times and the wave's span
+    local out="$OUT/$5-$4-$3-$2" t0 t1
+    : > "$out.calls"
     t0=$(date +%s%N)
-    for i in $(seq "$3"); do one "$1" "$2" "$i" "$4" "$out" & done
+    for i in $(seq "$3"); do one "$1" "$2" "$i" "$4" "$out.calls" & done
     wait
     t1=$(date +%s%N)
-    sort -n "$out" | awk -v wall=$((t1 - t0)) '{ v[NR] = $1 } END {
-        m = v[int((NR + 1) / 2)]; p = v[int(NR * 0.99 + 0.999)]; if (p == "") p = v[NR]
-        printf "%.1f %.1f %.1f\n", wall / 1e6, m / 1e6, p / 1e6 }'
+    echo "$t0 $t1" > "$out.wall"
 }
-printf '%-34s %5s %12s %12s %10s %12s %12s %10s\n' "plugin, egress" N "ADD wall ms" "ADD med ms" "ADD p99" "DEL wall ms" "DEL med ms" "DEL p99"
+: > "$WORK/errors"
 for n in "${SIZES[@]}"; do
     for run in "ours ifb $BW ifb" "ours pod $BW pod" "reference ifb $REF ifb"; do
-        read -r who mode bin m <<< "$run"
+        read -r who _ bin m <<< "$run"
         for i in $(seq "$n"); do conf "$i" "$m" > "$WORK/conf-$i-$m.json"; done
-        read -r aw am ap < <(wave "$bin" ADD "$n" "$m")
-        read -r dw dm dp < <(wave "$bin" DEL "$n" "$m")
+        wave "$bin" ADD "$n" "$m" "$who"
+        wave "$bin" DEL "$n" "$m" "$who"
         # The reference's DEL leaves the host veth's qdiscs: clear them so
         # the next run starts from the same node.
         for i in $(seq "$n"); do
             tc -n "$NODE" qdisc del dev "vh$i" root 2>/dev/null || true
             tc -n "$NODE" qdisc del dev "vh$i" ingress 2>/dev/null || true
         done
-        printf '%-34s %5s %12s %12s %10s %12s %12s %10s\n' "$who, $mode" "$n" "$aw" "$am" "$ap" "$dw" "$dm" "$dp"
     done
 done
-left=$(ip -n "$NODE" -o link show type ifb | wc -l)
-tables=$(ip netns exec "$NODE" nft list tables 2>/dev/null | grep -c cni_bw_ || true)
-failed=$(wc -l < "$WORK/errors" 2>/dev/null || echo 0)
-echo "left on the node: $left ifbs, $tables nft tables; failed calls: $(grep -c failed "$WORK/errors" 2>/dev/null || echo 0) ($failed lines on stderr)"
+{
+    echo "left_ifbs $(ip -n "$NODE" -o link show type ifb | wc -l)"
+    echo "left_tables $(ip netns exec "$NODE" nft list tables 2>/dev/null | grep -c cni_bw_ || true)"
+    echo "failed_calls $(grep -c failed "$WORK/errors" || true)"
+    echo "stderr_lines $(wc -l < "$WORK/errors")"
+} > "$OUT/facts"

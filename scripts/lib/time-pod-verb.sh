@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One simulated pod's ADD or DEL for the scale section of scripts/bench.sh,
 # run inside the node netns (by xargs, sequentially or 2-way parallel).
-#   bench-pod.sh add|del PHASE INDEX
+#   time-pod-verb.sh add|del PHASE INDEX
 # Prints "INDEX EXIT_CODE MICROSECONDS" for the cni-run call alone (the
 # runtime's view: cni-run + vpc-cni-sim + bandwidth + topology-label).
 # The pod's netns (BENCH_PFX-PHASEINDEX) is created and removed by bench.sh.
