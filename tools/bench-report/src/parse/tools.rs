@@ -171,7 +171,7 @@ pub fn ping(text: &str) -> Ping {
         .lines()
         .filter_map(|l| {
             let t = &l[l.find("time=")? + 5..];
-            t.split(|c: char| c == ' ' || c == 'm').next()?.parse().ok()
+            t.split([' ', 'm']).next()?.parse().ok()
         })
         .collect();
     let transmitted = text

@@ -12,10 +12,13 @@ mod traffic;
 use crate::parse::Raw;
 use crate::verdicts::Figures;
 
+/// One section's text from the run's measurements and figures.
+type Section = fn(&Raw, &Figures) -> String;
+
 /// The whole report.
 pub fn report(raw: &Raw) -> String {
     let f = Figures::compute(raw);
-    let sections: [(u32, fn(&Raw, &Figures) -> String); 11] = [
+    let sections: [(u32, Section); 11] = [
         (1, invocation::section1),
         (2, invocation::section2),
         (3, traffic::section3),
@@ -64,6 +67,11 @@ pub fn fill(template: &str, values: &[(&str, String)]) -> String {
 /// `x` with `prec` decimals, or "?" when it was not measured.
 pub fn num(x: Option<f64>, prec: usize) -> String {
     x.map_or_else(|| "?".to_string(), |x| format!("{x:.prec$}"))
+}
+
+/// A difference with its sign: "+2.65", "-0.19".
+pub fn signed(x: Option<f64>, prec: usize) -> String {
+    x.map_or_else(|| "?".to_string(), |x| format!("{x:+.prec$}"))
 }
 
 /// A ratio as the tables write it: "0.44x".

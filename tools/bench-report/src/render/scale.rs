@@ -22,7 +22,10 @@ fn counts(v: &Option<Vec<f64>>) -> String {
     })
 }
 
-pub fn section6(raw: &Raw, f: &Figures) -> String {
+/// (label, sequential, 2-way parallel) rows of the two phases.
+type Rows = Vec<(String, Vec<String>)>;
+
+fn phase_rows(raw: &Raw, f: &Figures) -> Rows {
     let pods = f.pods;
     let none = ScalePhase::default();
     let (s, p) = (
@@ -39,7 +42,7 @@ pub fn section6(raw: &Raw, f: &Figures) -> String {
         ph.del_all()
             .map_or("?".into(), |d| format!("{:.1} / {:.1}", d.median, d.p90))
     };
-    let mut rows: Vec<(String, Vec<String>)> = vec![
+    vec![
         (
             "ADD median, pods 1..10 (ms)".into(),
             both(&|ph| num(ph.first10(), 1)),
@@ -66,42 +69,65 @@ pub fn section6(raw: &Raw, f: &Figures) -> String {
             format!("DEL total, {pods} pods (s)"),
             both(&|ph| num(ph.del_total_s, 2)),
         ),
-    ];
+    ]
+}
+
+/// One ADD (or `cni-rs pods`) on a node without, then with, the pods.
+fn alone_rows(raw: &Raw, pods: u32) -> Rows {
     let alone = [
         (
             format!("our bandwidth ADD alone, median with 0 / {pods} other pods (ms)"),
             "bw-add",
+            "0",
         ),
-        ("the reference's, same (ms)".into(), "ref-bw-add"),
+        ("the reference's, same (ms)".into(), "ref-bw-add", "0"),
         (
             format!("the kernel's share: `ip link add X type ifb` with 0 / {pods} other pods (ms)"),
             "ifb-add",
+            "0",
+        ),
+        (
+            format!("`cni-rs pods --json` with 1 / {pods} attachments (ms)"),
+            "cnirs",
+            "1",
         ),
     ];
-    for (label, k) in alone {
-        let cell = before_after(raw, &format!("{k}-at0"), &format!("{k}-at{pods}"));
-        rows.push((label, vec![cell, String::new()]));
-    }
-    rows.push((
-        format!("`cni-rs pods --json` with 1 / {pods} attachments (ms)"),
-        vec![
-            before_after(raw, "cnirs-at1", &format!("cnirs-at{pods}")),
-            String::new(),
-        ],
-    ));
-    rows.push((
-        "failed ADD / DEL".into(),
-        both(&|ph| format!("{} / {}", ph.add_fail(), ph.del_fail())),
-    ));
-    rows.push((
-        "after DEL: ifbs, links, qdiscs, state files, cache files, pod netns".into(),
-        both(&|ph| counts(&ph.after_del)),
-    ));
-    rows.push((
-        "after netns deletion (leaks)".into(),
-        both(&|ph| counts(&ph.leaks)),
-    ));
-    let rows: Vec<Vec<String>> = rows
+    alone
+        .into_iter()
+        .map(|(label, k, from)| {
+            let cell = before_after(raw, &format!("{k}-at{from}"), &format!("{k}-at{pods}"));
+            (label, vec![cell, String::new()])
+        })
+        .collect()
+}
+
+fn leak_rows(raw: &Raw) -> Rows {
+    let none = ScalePhase::default();
+    let (s, p) = (
+        raw.scale.get("s").unwrap_or(&none),
+        raw.scale.get("p").unwrap_or(&none),
+    );
+    let both = |pick: &dyn Fn(&ScalePhase) -> String| vec![pick(s), pick(p)];
+    vec![
+        (
+            "failed ADD / DEL".into(),
+            both(&|ph| format!("{} / {}", ph.add_fail(), ph.del_fail())),
+        ),
+        (
+            "after DEL: ifbs, links, qdiscs, state files, cache files, pod netns".into(),
+            both(&|ph| counts(&ph.after_del)),
+        ),
+        (
+            "after netns deletion (leaks)".into(),
+            both(&|ph| counts(&ph.leaks)),
+        ),
+    ]
+}
+
+pub fn section6(raw: &Raw, f: &Figures) -> String {
+    let pods = f.pods;
+    let rows: Vec<Vec<String>> = [phase_rows(raw, f), alone_rows(raw, pods), leak_rows(raw)]
+        .concat()
         .into_iter()
         .map(|(l, c)| [vec![l], c].concat())
         .collect();

@@ -2,7 +2,7 @@
 //! close it (templates/missed.md, one `@@ key` paragraph per target).
 
 use super::invocation::rss;
-use super::{fill, num, table, times};
+use super::{fill, num, signed, table, times};
 use crate::parse::Raw;
 use crate::stats::ratio;
 use crate::verdicts::{Figures, Target, Verdict, above_floor, med, verdict};
@@ -54,7 +54,7 @@ fn rows(raw: &Raw, f: &Figures) -> Vec<(Target, String, String)> {
         (Rss, "peak RSS <= 0.5x".into(), format!("{}x (topology-label vs tuning: {}x)", n3(f.rss_r), n3(f.rss_tl_r))),
         (Size, "binary size <= 0.6x".into(), format!("{}x (topology-label vs tuning: {}x)", n3(f.size_r), n3(f.size_tl_r))),
         (Probe, format!("our ADD alone with {pods} pods on the node <= 1.05x with none"),
-            format!("{}x, +{} ms (reference: {}x, +{} ms; `ip link add` of an ifb: +{} ms)", n3(f.probe_r), num(f.probe_delta, 2), n3(f.probe_ref_r), num(f.probe_ref_delta, 2), num(f.probe_ifb_delta, 2))),
+            format!("{}x, {} ms (reference: {}x, {} ms; `ip link add` of an ifb: {} ms)", n3(f.probe_r), signed(f.probe_delta, 2), n3(f.probe_ref_r), signed(f.probe_ref_delta, 2), signed(f.probe_ifb_delta, 2))),
         (CniRs, format!("`cni-rs pods` with {pods} attachments <= 3x with 1, and under 50 ms"), format!("{}x, {} ms", n3(f.cnirs_r), n3(f.cnirs_ms))),
         (Accuracy, "accuracy within 3% (wire / rate, all rates and directions)".into(),
             format!("worst: {}", f.acc_worst.as_ref().map_or("?", |w| w.1.as_str()))),
@@ -182,9 +182,9 @@ fn why_values(raw: &Raw, f: &Figures) -> Vec<(&'static str, String)> {
         ("cl_count_worst", num(f.cl_count_worst, 4)),
         ("pods", f.pods.to_string()),
         ("probe_r", n3(f.probe_r)),
-        ("probe_delta", num(f.probe_delta, 2)),
-        ("probe_ref_delta", num(f.probe_ref_delta, 2)),
-        ("probe_ifb_delta", num(f.probe_ifb_delta, 2)),
+        ("probe_delta", signed(f.probe_delta, 2)),
+        ("probe_ref_delta", signed(f.probe_ref_delta, 2)),
+        ("probe_ifb_delta", signed(f.probe_ifb_delta, 2)),
         ("cnirs_r", n3(f.cnirs_r)),
         ("cnirs_ms", n3(f.cnirs_ms)),
         (
