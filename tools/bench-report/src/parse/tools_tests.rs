@@ -101,3 +101,68 @@ fn iperf_first_steady_mean() {
     assert_eq!(r.received_bytes, Some(1000.0));
     assert!(iperf(r#"{"error":"unable to connect"}"#).is_err());
 }
+
+mod helpers {
+    use crate::parse::helpers::{churn_dir, nft_share, slowest_close_ms};
+
+    #[test]
+    fn nft_share_counts_the_netfilter_socket() {
+        let trace = "\
+1234  sendmsg(3<NETLINK:[NETFILTER:5678]>, ...) = 120 <0.000200>
+1234  recvmsg(3<NETLINK:[NETFILTER:5678]>, ...) = 40 <0.000100>
+1234  openat(AT_FDCWD, \"/x\", O_RDONLY) = 4 <0.000700>
+1234  +++ exited with 0 +++";
+        let (nft, all, calls) = nft_share(trace);
+        assert!((nft - 0.3).abs() < 1e-9 && (all - 1.0).abs() < 1e-9);
+        assert_eq!(calls, 2);
+    }
+
+    #[test]
+    fn slowest_close() {
+        let t = "close(3) = 0 <0.000010>\nclose(4<NETLINK>) = 0 <0.008912>\nwrite(1, \"\", 0) = 0 <0.5>";
+        assert!((slowest_close_ms(t).unwrap() - 8.912).abs() < 1e-9);
+        assert_eq!(slowest_close_ms(""), None);
+    }
+
+    #[test]
+    fn churn_runs_in_the_helpers_order() {
+        let dir = std::env::temp_dir().join(format!("bench-report-churn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (stem, calls) in [
+            ("reference-ifb-16", "3000000\n1000000\n"),
+            ("ours-pod-16", "1000000\n"),
+            ("ours-ifb-16", "2000000\n"),
+            ("ours-ifb-4", "1000000\n"),
+        ] {
+            for verb in ["ADD", "DEL"] {
+                std::fs::write(dir.join(format!("{stem}-{verb}.calls")), calls).unwrap();
+                std::fs::write(
+                    dir.join(format!("{stem}-{verb}.wall")),
+                    "1000000000 1005000000\n",
+                )
+                .unwrap();
+            }
+        }
+        let runs = churn_dir(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let order: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{} {} {}", r.who, r.mode, r.n))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "ours ifb 4",
+                "ours ifb 16",
+                "ours pod 16",
+                "reference ifb 16"
+            ]
+        );
+        let del = runs[3].del.as_ref().unwrap();
+        // 5 ms of wall time; the calls' median is the mean of 1 and 3 ms
+        assert_eq!(
+            (del.wall_ms, del.calls_ms.median, del.calls_ms.p99),
+            (5.0, 2.0, 3.0)
+        );
+    }
+}
