@@ -256,6 +256,6 @@ YMAX=$(awk -v m="${YMAX:-0}" -v r="$RATE_MBIT" 'BEGIN { x = (m > r ? m : r) * 1.
 # Columns reordered so our line is drawn last, on top of the reference's.
 awk -F '\t' -v OFS='\t' '{ print $1, $2, $4, $3 }' "$TSV" | awk -v rate="$RATE_MBIT" -v ymax="$YMAX" \
     -v colors="#888888,#d62728,#1f77b4" \
-    -v title="iperf3 into a pod annotated ${RATE} (vpc-cni-sim + bandwidth)" -f scripts/lib/chart.awk > "$CHART"
+    -v title="iperf3 into a pod annotated ${RATE} (vpc-cni-sim + bandwidth)" -f scripts/lib/throughput-svg.awk > "$CHART"
 echo
 echo "chart: $CHART"

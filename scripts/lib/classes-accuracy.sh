@@ -4,18 +4,24 @@
 # through a "node" netns; the bandwidth plugin under test shapes the pod at
 # 200 Mbit/s with cross-zone capped at 20 and same zone unshaped. Flows to
 # (then from) the three peers run at the same time, iperf3, SECS seconds.
-# Prints one line per direction and class:
-#   DIRECTION CLASS EXPECTED_BITS STEADY_BITS FIRST_BITS COUNTED_BYTES WIRE_BYTES
-# (steady = median second after the first; counted = the class's bytes in
-# `cni-rs pods --json`; wire = what the peer received (egress), or the
-# pod's payload plus per-frame headers (ingress)).
+# Keeps the raw measurements for tools/bench-report (section 9 of
+# BENCHMARKS.md), which computes steady (the median second after the
+# first), the first second and counted / wire:
+#   OUT_DIR/DIRECTION-I.json  the receiver's iperf3 report of flow I
+#   OUT_DIR/counts            per flow: DIRECTION I CLASS EXPECTED_BITS
+#       COUNTED_BEFORE COUNTED_AFTER RX_BEFORE RX_AFTER (the class's bytes
+#       in `cni-rs pods --json`, the peer's eth0 rx bytes)
 #
-# usage: scripts/lib/classes-accuracy.sh BIN_DIR [SECS] [MODE]
-#   BIN_DIR holds bandwidth and cni-rs; MODE is the egressMode (default ifb)
+# usage: scripts/lib/classes-accuracy.sh BIN_DIR SECS MODE OUT_DIR
+#   BIN_DIR holds bandwidth and cni-rs; MODE is the egressMode (ifb, pod)
 set -euo pipefail
-BIN=${1:?usage: classes-accuracy.sh BIN_DIR [SECS] [MODE]}
-SECS=${2:-6}
-MODE=${3:-ifb}
+USAGE="usage: classes-accuracy.sh BIN_DIR SECS MODE OUT_DIR"
+BIN=${1:?$USAGE}
+SECS=${2:?$USAGE}
+MODE=${3:?$USAGE}
+OUT=${4:?$USAGE}
+mkdir -p "$OUT"
+: > "$OUT/counts"
 POD_RATE=200000000 CROSS=20000000
 P="cla$$"
 WORK=$(mktemp -d)
@@ -69,7 +75,7 @@ run_flows() { # run_flows egress|ingress
         [ "$i" = 0 ] && pace=(-b 320M)
         if [ "$dir" = egress ]; then rns=${PEERS[$i]} sns="$P-pod" ip=${IPS[$i]}
         else rns="$P-pod" sns=${PEERS[$i]} ip=10.77.0.2; fi
-        ip netns exec "$rns" iperf3 -s -1 -J -p "$port" -B "$ip" > "$WORK/$dir-$i.json" 2>/dev/null &
+        ip netns exec "$rns" iperf3 -s -1 -J -p "$port" -B "$ip" > "$OUT/$dir-$i.json" 2>/dev/null &
         pids+=($!)
         for _ in $(seq 50); do ip netns exec "$rns" ss -ltn | grep -q ":$port " && break; sleep 0.05; done
         ip netns exec "$sns" iperf3 -c "$ip" -p "$port" -t "$SECS" "${pace[@]}" > /dev/null 2>&1 &
@@ -83,17 +89,7 @@ for dir in egress ingress; do
     run_flows "$dir"
     read -r -a after <<<"$(classes "$dir")"
     for i in 0 1 2; do
-        steady=$(jq '[.intervals[] | select(.sum.seconds > 0.5) | .sum.bits_per_second] | .[1:] | sort |
-            if length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end' "$WORK/$dir-$i.json")
-        first=$(jq '.intervals[0].sum.bits_per_second' "$WORK/$dir-$i.json")
-        counted=$(( after[i] - before[i] ))
-        if [ "$dir" = egress ]; then
-            wire=$(( $(rx "${PEERS[$i]}") - rx0[i] ))
-        else
-            payload=$(jq '.end.sum_received.bytes' "$WORK/$dir-$i.json")
-            wire=$(awk -v p="$payload" 'BEGIN { printf "%.0f", p * (1 + 66 / 8949) }')
-        fi
-        printf '%s %s %s %.0f %.0f %s %s\n' "$dir" "${NAMES[$i]}" "${EXPECT[$i]}" "$steady" "$first" "$counted" "$wire"
+        echo "$dir $i ${NAMES[$i]} ${EXPECT[$i]} ${before[i]} ${after[i]} ${rx0[i]} $(rx "${PEERS[$i]}")" >> "$OUT/counts"
     done
 done
 cni DEL

@@ -5,16 +5,20 @@
 # A client netns sends TCP (iperf3) through a router netns to a server
 # netns; the router's veth towards the server carries a root tbf at RATE
 # with a burst of 25 ms, exactly as our plugin shapes traffic into a pod.
-# For each MTU and each queue limit: the steady-state goodput (median of
-# the seconds after the first) and the p99 RTT of pings sharing the queue.
+# For each MTU and each queue limit it keeps the raw measurements, for
+# tools/bench-report to compute the goodput after the first second and the
+# RTT percentiles (`scripts/bench.sh --sections 8` runs it and renders them):
+#   OUT_DIR/MTU-LIMIT.json  iperf3's client report (-J)
+#   OUT_DIR/MTU-LIMIT.ping  the output of the pings that shared the queue
 #
-# usage: queue-sweep.sh RATE_BITS "MTU..." "LIMIT_BYTES..." SECONDS
-# prints one line per run: mtu limit goodput_bits p50_ms p99_ms
+# usage: queue-sweep.sh RATE_BITS "MTU..." "LIMIT_BYTES..." SECONDS OUT_DIR
 set -euo pipefail
 RATE=${1:?rate in bits/s}
 MTUS=${2:?MTUs}
 LIMITS=${3:?limits in bytes}
-SECS=${4:-6}
+SECS=${4:?seconds per run}
+OUT=${5:?directory for the raw measurements}
+mkdir -p "$OUT"
 P="qsw$$"
 cleanup() {
     local ns
@@ -49,22 +53,11 @@ for mtu in $MTUS; do
         sleep 0.3
         # Pings from second 2 on share the queue with the saturating flow.
         (sleep 2; exec ip netns exec "$P-c" ping -n -i 0.02 -c $(( (SECS - 3) * 50 )) 10.250.2.2) \
-            > "/tmp/$P.ping.raw" 2>&1 &
+            > "$OUT/$mtu-$limit.ping" 2>&1 &
         PING=$!
-        ip netns exec "$P-c" iperf3 -c 10.250.2.2 -t "$SECS" -J > "/tmp/$P.json" 2>/dev/null || true
+        ip netns exec "$P-c" iperf3 -c 10.250.2.2 -t "$SECS" -J > "$OUT/$mtu-$limit.json" 2>/dev/null || true
         wait "$PING" 2>/dev/null || true
         wait "$SRV" 2>/dev/null || true
         SRV=""
-        # Goodput after the first second (the bucket's burst): bytes over
-        # time, which per-second medians blur at low rates.
-        gp=$(jq '[.intervals[1:][].sum] | if length == 0 then 0
-                 else (map(.bytes) | add) * 8 / (map(.seconds) | add) | floor end' "/tmp/$P.json")
-        read -r p50 p99 < <(sed -n 's/.*time=\([0-9.]*\) ms/\1/p' "/tmp/$P.ping.raw" | sort -g |
-            awk '{ v[NR] = $1 } END { if (NR == 0) { print "- -"; exit }
-                   i50 = int(NR * 0.50 + 0.5); i99 = int(NR * 0.99 + 0.5); if (i99 < 1) i99 = 1
-                   print v[i50 < 1 ? 1 : i50], v[i99] }')
-        echo "$mtu $limit $gp $p50 $p99" >> "/tmp/$P.tp"
     done
 done
-cat "/tmp/$P.tp"
-rm -f "/tmp/$P".*
