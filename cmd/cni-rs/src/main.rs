@@ -7,6 +7,7 @@
 //! root only to read `/run/cni` and, for pods shaped inside their own
 //! namespace, to enter it.
 
+mod cost;
 mod render;
 mod textfile;
 mod view;
@@ -27,12 +28,16 @@ use view::Sources;
 
 const USAGE: &str = "\
 usage: cni-rs pods [--json | --prometheus] [options]
+       cni-rs zones [--json] [options]
        cni-rs metrics --textfile PATH [--interval SECONDS] [options]
 
 pods      one row per attachment on this node (both plugins' state joined
           with the kernel's counters): namespace/pod, container, interface,
           zone, host veth, egress mode, and per direction (IN = into the
-          pod) the rate, bytes, drops and overlimits (the pod hit its limit)
+          pod) the rate, bytes, drops and overlimits (the pod hit its limit),
+          and with zone classes the bytes that crossed zones and their cost
+zones     per zone of this node's pods: same-zone, cross-zone and outside
+          bytes (both directions) and the inter-AZ cost of the cross-zone ones
 metrics   writes the same as Prometheus metrics to PATH atomically (for
           node_exporter --collector.textfile.directory); once, or every
           SECONDS until stopped. PATH is world-readable (0644) and missing
@@ -40,6 +45,7 @@ metrics   writes the same as Prometheus metrics to PATH atomically (for
 
 options:
   --json                     a JSON array, for scripts
+  --price-per-gb USD         inter-AZ price per GB and direction (default 0.01)
   --prometheus               the Prometheus text format, on stdout
   --bandwidth-state-dir DIR  bandwidth's stateDir (default /run/cni/bandwidth)
   --topology-state-dir DIR   topology-label's stateDir (default /run/cni/topology-label)
@@ -62,22 +68,31 @@ enum Command {
     Help,
     Version,
     Pods(Format),
+    Zones(Format),
     Metrics {
         textfile: PathBuf,
         interval: Option<Duration>,
     },
 }
 
-fn parse(args: &[String]) -> Result<(Command, Sources), String> {
+/// Where to read and how to price.
+#[derive(Debug, Clone)]
+struct Settings {
+    sources: Sources,
+    price_per_gb: f64,
+}
+
+fn parse(args: &[String]) -> Result<(Command, Settings), String> {
     let mut sources = Sources {
         bandwidth: PathBuf::from(bandwidth_plugin::config::DEFAULT_STATE_DIR),
         topology_label: PathBuf::from(topology_label_plugin::config::DEFAULT_STATE_DIR),
     };
+    let mut price_per_gb = cost::DEFAULT_PRICE_PER_GB;
     let mut it = args.iter();
     let verb = match it.next().map(String::as_str) {
-        None | Some("-h" | "--help" | "help") => return Ok((Command::Help, sources)),
-        Some("--version") => return Ok((Command::Version, sources)),
-        Some(v @ ("pods" | "metrics")) => v.to_string(),
+        None | Some("-h" | "--help" | "help") => return Ok((Command::Help, settings(sources))),
+        Some("--version") => return Ok((Command::Version, settings(sources))),
+        Some(v @ ("pods" | "zones" | "metrics")) => v.to_string(),
         Some(other) => return Err(format!("unknown command {other:?}")),
     };
     let mut format = Format::Table;
@@ -90,11 +105,19 @@ fn parse(args: &[String]) -> Result<(Command, Sources), String> {
                 .ok_or_else(|| format!("{what} needs a value"))
         };
         match a.as_str() {
-            "-h" | "--help" => return Ok((Command::Help, sources)),
-            "--json" if verb == "pods" => format = Format::Json,
+            "-h" | "--help" => return Ok((Command::Help, settings(sources))),
+            "--json" if verb != "metrics" => format = Format::Json,
             "--prometheus" if verb == "pods" => format = Format::Prometheus,
             "--bandwidth-state-dir" => sources.bandwidth = value(a)?.into(),
             "--topology-state-dir" => sources.topology_label = value(a)?.into(),
+            "--price-per-gb" => {
+                let v = value(a)?;
+                price_per_gb = v
+                    .parse()
+                    .ok()
+                    .filter(|p: &f64| p.is_finite() && (0.0..=100.0).contains(p))
+                    .ok_or_else(|| format!("--price-per-gb must be 0..100 (USD), got {v:?}"))?;
+            }
             "--textfile" if verb == "metrics" => textfile = Some(PathBuf::from(value(a)?)),
             "--interval" if verb == "metrics" => {
                 let v = value(a)?;
@@ -110,6 +133,7 @@ fn parse(args: &[String]) -> Result<(Command, Sources), String> {
     }
     let cmd = match verb.as_str() {
         "pods" => Command::Pods(format),
+        "zones" => Command::Zones(format),
         _ => {
             let textfile = textfile.ok_or("metrics needs --textfile PATH")?;
             if !textfile.to_string_lossy().ends_with(".prom") {
@@ -121,12 +145,25 @@ fn parse(args: &[String]) -> Result<(Command, Sources), String> {
             Command::Metrics { textfile, interval }
         }
     };
-    Ok((cmd, sources))
+    Ok((
+        cmd,
+        Settings {
+            sources,
+            price_per_gb,
+        },
+    ))
+}
+
+fn settings(sources: Sources) -> Settings {
+    Settings {
+        sources,
+        price_per_gb: cost::DEFAULT_PRICE_PER_GB,
+    }
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, sources) = match parse(&args) {
+    let (cmd, settings) = match parse(&args) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("cni-rs: {e} (see --help)");
@@ -142,42 +179,78 @@ fn main() -> ExitCode {
             println!("cni-rs {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Pods(format) => {
-            let node = view::look(&sources);
-            let text = match format {
-                Format::Table => render::table(&node),
-                Format::Json => render::json(&node) + "\n",
-                Format::Prometheus => render::prometheus(&node),
-            };
-            if format != Format::Table {
-                for p in &node.problems {
-                    eprintln!("cni-rs: {p}");
-                }
-            }
-            print!("{text}");
-            exit_for(&node)
+        Command::Pods(format) => pods(format, &settings),
+        Command::Zones(format) => zones(format, &settings),
+        Command::Metrics { textfile, interval } => metrics(&textfile, interval, &settings),
+    }
+}
+
+/// One look at the node, with each pod's zone bytes and cost.
+fn look(settings: &Settings) -> view::NodeView {
+    let mut node = view::look(&settings.sources);
+    cost::annotate(&mut node, settings.price_per_gb);
+    node
+}
+
+fn pods(format: Format, settings: &Settings) -> ExitCode {
+    let node = look(settings);
+    let text = match format {
+        Format::Table => render::table(&node),
+        Format::Json => render::json(&node) + "\n",
+        Format::Prometheus => render::prometheus(&node, settings.price_per_gb),
+    };
+    if format != Format::Table {
+        for p in &node.problems {
+            eprintln!("cni-rs: {p}");
         }
-        Command::Metrics { textfile, interval } => loop {
-            if interval.is_some() {
-                ALLOC.retire();
+    }
+    print!("{text}");
+    exit_for(&node)
+}
+
+fn zones(format: Format, settings: &Settings) -> ExitCode {
+    let node = look(settings);
+    let zones = cost::by_zone(&node, settings.price_per_gb);
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&zones).unwrap_or_else(|_| "[]".into())
+        ),
+        _ => print!("{}", cost::zones_table(&zones, settings.price_per_gb)),
+    }
+    for p in &node.problems {
+        eprintln!("cni-rs: {p}");
+    }
+    exit_for(&node)
+}
+
+fn metrics(
+    textfile: &std::path::Path,
+    interval: Option<Duration>,
+    settings: &Settings,
+) -> ExitCode {
+    if interval.is_some() {
+        // Weeks of refreshes must reuse what they free.
+        ALLOC.retire();
+    }
+    loop {
+        let node = look(settings);
+        for p in &node.problems {
+            eprintln!("cni-rs: {p}");
+        }
+        // Temp file + rename in the same directory, 0644 so that
+        // node_exporter (uid 65534) can read it.
+        let text = render::prometheus(&node, settings.price_per_gb);
+        if let Err(e) = textfile::write(textfile, text.as_bytes()) {
+            eprintln!("cni-rs: writing {}: {e}", textfile.display());
+            if interval.is_none() {
+                return ExitCode::FAILURE;
             }
-            let node = view::look(&sources);
-            for p in &node.problems {
-                eprintln!("cni-rs: {p}");
-            }
-            // Temp file + rename in the same directory, 0644 so that
-            // node_exporter (uid 65534) can read it.
-            if let Err(e) = textfile::write(&textfile, render::prometheus(&node).as_bytes()) {
-                eprintln!("cni-rs: writing {}: {e}", textfile.display());
-                if interval.is_none() {
-                    return ExitCode::FAILURE;
-                }
-            }
-            match interval {
-                None => return exit_for(&node),
-                Some(every) => std::thread::sleep(every),
-            }
-        },
+        }
+        match interval {
+            None => return exit_for(&node),
+            Some(every) => std::thread::sleep(every),
+        }
     }
 }
 
@@ -208,9 +281,15 @@ mod tests {
             parse(&args("pods --json")).unwrap().0,
             Command::Pods(Format::Json)
         );
-        let (cmd, src) = parse(&args("pods --prometheus --bandwidth-state-dir /x")).unwrap();
+        let (cmd, set) = parse(&args("pods --prometheus --bandwidth-state-dir /x")).unwrap();
         assert_eq!(cmd, Command::Pods(Format::Prometheus));
-        assert_eq!(src.bandwidth, PathBuf::from("/x"));
+        assert_eq!(set.sources.bandwidth, PathBuf::from("/x"));
+        assert_eq!(set.price_per_gb, cost::DEFAULT_PRICE_PER_GB);
+        let (cmd, set) = parse(&args("zones --json --price-per-gb 0.02")).unwrap();
+        assert_eq!(
+            (cmd, set.price_per_gb),
+            (Command::Zones(Format::Json), 0.02)
+        );
         assert_eq!(
             parse(&args("metrics --textfile /d/cni.prom --interval 15"))
                 .unwrap()
@@ -233,6 +312,11 @@ mod tests {
             "metrics --textfile /d/c.prom --interval 0",
             "metrics --textfile /d/c.prom --interval nan",
             "metrics --json --textfile /d/c.prom",
+            "zones --prometheus",
+            "pods --price-per-gb",
+            "pods --price-per-gb -1",
+            "pods --price-per-gb NaN",
+            "zones --price-per-gb 1e9",
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad}");
         }

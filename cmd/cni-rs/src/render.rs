@@ -6,7 +6,7 @@ use crate::view::{ClassCounters, Direction, NodeView, Row};
 use std::fmt::Write as _;
 
 /// Rates and byte counts as people read them: `10M`, `1.5G`, `812k`.
-fn si(v: u64) -> String {
+pub(crate) fn si(v: u64) -> String {
     const UNITS: [(u64, &str); 4] = [
         (1_000_000_000_000, "T"),
         (1_000_000_000, "G"),
@@ -46,7 +46,7 @@ fn who(r: &Row) -> String {
 /// invisible format characters that reorder or hide text are escaped, as
 /// `\n`, `\t`, `\r`, `\x1b` or `\u{202e}`; a backslash is doubled so an
 /// escape cannot be forged. Other characters, any script, are kept.
-fn cell(v: &str) -> String {
+pub(crate) fn cell(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
         match c {
@@ -105,6 +105,8 @@ pub fn table(view: &NodeView) -> String {
         "OUT BYTES",
         "OUT DROPS",
         "OUT OVERLIM",
+        "X-ZONE",
+        "EST. COST",
         "",
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
@@ -151,6 +153,8 @@ fn row_cells(r: &Row) -> Vec<String> {
     ];
     cells.extend(dir_cells(&r.ingress));
     cells.extend(dir_cells(&r.egress));
+    cells.push(r.zone_bytes.map_or("-".into(), |b| si(b.cross_zone)));
+    cells.push(r.est_cost_usd.map_or("-".into(), |c| format!("${c:.4}")));
     cells.push(if r.stale {
         "stale".into()
     } else {
@@ -174,7 +178,7 @@ fn label(v: &str) -> String {
 /// The Prometheus text exposition format, following its naming rules:
 /// counters end in `_total`, the configured rate is a gauge in base units
 /// (bits per second), every family has HELP and TYPE.
-pub fn prometheus(view: &NodeView) -> String {
+pub fn prometheus(view: &NodeView, price_per_gb: f64) -> String {
     let mut out = String::new();
     // Unreadable and stale attachments have no counters to trust: they are
     // only counted, by the last family.
@@ -186,6 +190,15 @@ pub fn prometheus(view: &NodeView) -> String {
     write_direction_families(&mut out, &rows);
     write_class_families(&mut out, &rows);
     write_unreadable_attachments(&mut out, view);
+    // Dollars are computed where the bytes are summed, in PromQL
+    // (docs/operating.md): the price is a sample to multiply by.
+    write_family_header(
+        &mut out,
+        "cni_rs_inter_az_price_usd_per_gb",
+        "gauge",
+        "The inter-AZ transfer price per GB and direction cni-rs was given (--price-per-gb): multiply cross-zone class bytes by it.",
+    );
+    let _ = writeln!(out, "cni_rs_inter_az_price_usd_per_gb {price_per_gb}");
     out
 }
 
@@ -400,12 +413,13 @@ mod tests {
             anything_read: true,
             problems: vec![],
         };
-        let text = prometheus(&view);
+        let text = prometheus(&view, 0.01);
         assert!(text.contains("# TYPE cni_rs_bytes_total counter"));
         assert!(text.contains(
             "cni_rs_bytes_total{namespace=\"shop\",pod=\"web\",interface=\"eth0\",zone=\"\",direction=\"egress\"} 6"
         ));
         assert_eq!(text.matches("cni_rs_rate_bits_per_second{").count(), 1);
-        assert!(text.ends_with("cni_rs_unreadable_attachments 0\n"));
+        assert!(text.contains("cni_rs_unreadable_attachments 0\n"));
+        assert!(text.ends_with("cni_rs_inter_az_price_usd_per_gb 0.01\n"));
     }
 }

@@ -75,6 +75,13 @@ pub struct Row {
     pub egress_mode: Option<String>,
     pub ingress: Direction,
     pub egress: Direction,
+    /// Bytes by zone class, both directions (see [`crate::cost`]); `None`
+    /// without zone classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone_bytes: Option<crate::cost::ZoneBytes>,
+    /// The cross-zone bytes at the inter-AZ price (`--price-per-gb`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub est_cost_usd: Option<f64>,
     /// The recorded devices are gone (the pod was deleted without a DEL).
     pub stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
