@@ -19,12 +19,18 @@ shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
+# The cross-AZ walkthrough is its own script (scripts/lib/demo-zones.sh).
+if [ "${1:-}" = "--zones" ]; then
+    exec "$ROOT/scripts/lib/demo-zones.sh" "$@"
+fi
+
 RATE=1G
 SECS=10
 KEEP=0
 usage() {
     cat <<USAGE
 usage: scripts/demo.sh (as root) [--rate RATE] [--seconds N] [--keep] [--help]
+       scripts/demo.sh --zones [options]   the cross-AZ walkthrough (--zones --help)
   --rate RATE    limit for the shaped pod, as a Kubernetes quantity (default 1G; e.g. 500M, 100M, 10Mi)
   --seconds N    length of each iperf3 run (default 10)
   --keep         leave the node and pods up to explore (prints how to remove them)
@@ -41,19 +47,7 @@ while [ $# -gt 0 ]; do
 done
 [[ "$SECS" =~ ^[0-9]+$ && "$SECS" -ge 3 && "$SECS" -le 120 ]] || { echo "--seconds must be 3..120" >&2; exit 2; }
 
-# Kubernetes quantity -> bits/s (k/M/G/T decimal, Ki/Mi/Gi/Ti binary).
-to_bits() {
-    local q=$1 num unit
-    [[ "$q" =~ ^([0-9]+)(k|M|G|T|Ki|Mi|Gi|Ti)?$ ]] || { echo "invalid rate $q" >&2; exit 2; }
-    num=${BASH_REMATCH[1]}; unit=${BASH_REMATCH[2]:-}
-    case "$unit" in
-        "") echo "$num" ;; k) echo $((num * 1000)) ;; M) echo $((num * 1000000)) ;;
-        G) echo $((num * 1000000000)) ;; T) echo $((num * 1000000000000)) ;;
-        Ki) echo $((num * 1024)) ;; Mi) echo $((num * 1048576)) ;; Gi) echo $((num * 1073741824)) ;;
-        Ti) echo $((num * 1099511627776)) ;;
-    esac
-}
-RATE_BITS=$(to_bits "$RATE")
+RATE_BITS=$(scripts/lib/quantity.sh "$RATE") || { echo "invalid rate $RATE" >&2; exit 2; }
 RATE_MBIT=$(awk -v b="$RATE_BITS" 'BEGIN { printf "%.1f", b / 1e6 }')
 # The "batch" namespace's policy default: half the demo rate.
 DEFAULT_BITS=$((RATE_BITS / 2))
