@@ -313,7 +313,7 @@ pub fn verdict(f: &Figures, t: Target) -> Verdict {
         Rss => Verdict::of(at_most(f.rss_r, 0.5)),
         Size => Verdict::of(at_most(f.size_r, 0.6)),
         Probe => Verdict::of(at_most(f.probe_r, 1.05)),
-        CniRs => Verdict::all(&[at_most(f.cnirs_r, 3.0), at_most(f.cnirs_ms, 50.0)]),
+        CniRs => Verdict::all(&[at_most(f.cnirs_ms, 30.0)]),
         Accuracy => Verdict::of(at_most(f.acc_worst.as_ref().map(|w| w.0), 0.03)),
         ClassesAdd => Verdict::of(at_most(f.cl_add_r, 1.5)),
         Churn => Verdict::of(at_most(f.churn_del16.map(|(o, r)| o / r), 1.0)),
