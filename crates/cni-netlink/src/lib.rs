@@ -10,8 +10,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, NlasIterator,
+    NLA_TYPE_MASK, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -45,6 +45,12 @@ type RawHandler<'a> = &'a mut dyn FnMut(Option<(u16, &[u8])>);
 /// Netlink's own message types (NOOP, ERROR, DONE, OVERRUN) are 1..=4;
 /// rtnetlink's data messages start at 16.
 const NLMSG_MAX_CONTROL: u16 = 15;
+/// An ACK (code 0) or the kernel's refusal (a negative errno).
+const NLMSG_ERROR: u16 = 2;
+/// The end of a dump (code 0) or its failure (a negative errno).
+const NLMSG_DONE: u16 = 3;
+/// The kernel dropped messages: the answer is incomplete.
+const NLMSG_OVERRUN: u16 = 4;
 /// How often a dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried.
 pub(crate) const DUMP_RETRIES: usize = 5;
 /// Length of `struct nlmsghdr`.
@@ -133,12 +139,6 @@ pub struct Netlink {
     buf: Vec<u8>,
 }
 
-/// Outcome of reading one request's answer.
-struct Reply {
-    messages: Vec<RouteNetlinkMessage>,
-    interrupted: bool,
-}
-
 /// One request's answer while it is being read.
 struct Exchange<'a> {
     /// The operation, for error messages.
@@ -147,10 +147,8 @@ struct Exchange<'a> {
     seq: u32,
     /// A dump ends at `NLMSG_DONE`; a plain request at its ACK.
     dump: bool,
-    reply: Reply,
-    /// The first message that could not be decoded, reported once the
-    /// exchange has ended.
-    parse_error: Option<NlError>,
+    /// The kernel flagged the dump as inconsistent (`NLM_F_DUMP_INTR`).
+    interrupted: bool,
     /// Set by the message that ends the exchange: its ACK (`Ok`), or the
     /// kernel's error.
     finished: Option<Result<()>>,
@@ -162,6 +160,17 @@ pub(crate) fn read_u32(buf: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// A native-endian i32 at `off`.
+pub(crate) fn read_i32(buf: &[u8], off: usize) -> Option<i32> {
+    read_u32(buf, off).map(|v| v as i32)
+}
+
+/// A big-endian (network order) u32 at `off`.
+pub(crate) fn read_be_u32(buf: &[u8], off: usize) -> Option<u32> {
+    read_u32(buf, off).map(u32::from_be)
+}
+
+/// A native-endian u16 at `off`.
 pub(crate) fn read_u16(buf: &[u8], off: usize) -> Option<u16> {
     let b = buf.get(off..off + 2)?;
     Some(u16::from_ne_bytes([b[0], b[1]]))
@@ -197,16 +206,29 @@ impl Netlink {
         self.seq
     }
 
-    /// Sends a request that expects an ACK (and possibly answer messages
-    /// before it) and returns the answer messages.
-    pub(crate) fn request(
+    /// Sends a request that expects an ACK; answer messages before it, if
+    /// any, are dropped.
+    pub(crate) fn request(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        self.request_each(op, msg, flags, &mut |_| {})
+    }
+
+    /// Sends a request that expects an ACK and decodes its answer
+    /// messages of type `ty` with `parse` (by hand, from the raw bytes:
+    /// netlink-packet-route's decoders of every rtnetlink message and
+    /// attribute were a quarter of a plugin's code). A message `parse`
+    /// refuses is a protocol error, reported once the exchange has ended
+    /// so the socket is left clean for the next request.
+    pub(crate) fn request_parsed<T>(
         &mut self,
         op: &str,
         msg: RouteNetlinkMessage,
         flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
-        let seq = self.send(op, msg, NLM_F_REQUEST | NLM_F_ACK | flags)?;
-        Ok(self.receive(op, seq, false)?.messages)
+        ty: u16,
+        parse: fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        let mut parsed = Parsed::new(ty, parse);
+        self.request_each(op, msg, flags, &mut |m| parsed.take(m))?;
+        parsed.finish(op)
     }
 
     /// Like [`Netlink::request`] but absorbs "not found" into `Ok(false)`,
@@ -224,7 +246,7 @@ impl Netlink {
             RouteNetlinkMessage::DelQueueDiscipline(_) | RouteNetlinkMessage::DelTrafficFilter(_)
         );
         match self.request(op, msg, flags) {
-            Ok(_) => Ok(true),
+            Ok(()) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) if tc_object && e.errno() == Some(libc::EINVAL) => Ok(false),
             Err(e) => Err(e),
@@ -232,8 +254,7 @@ impl Netlink {
     }
 
     /// Like [`Netlink::request`], but hands each answer message to `each`
-    /// unparsed (type and payload), for answers netlink-packet-route does
-    /// not decode (a fifo's options are a bare struct, not attributes).
+    /// unparsed (type and payload after the netlink header).
     pub(crate) fn request_each(
         &mut self,
         op: &str,
@@ -242,27 +263,22 @@ impl Netlink {
         each: RawHandler<'_>,
     ) -> Result<()> {
         let seq = self.send(op, msg, NLM_F_REQUEST | NLM_F_ACK | flags)?;
-        self.receive_with(op, seq, false, Some(each))?;
+        self.receive_with(op, seq, false, each)?;
         Ok(())
     }
 
-    /// Runs a dump, retrying when the kernel flags it as inconsistent.
-    pub(crate) fn dump(
+    /// Runs a dump and decodes its messages of type `ty` with `parse`, as
+    /// [`Netlink::request_parsed`] does; an interrupted dump is retried.
+    pub(crate) fn dump_parsed<T>(
         &mut self,
         op: &str,
         msg: RouteNetlinkMessage,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
-        for _ in 0..DUMP_RETRIES {
-            let seq = self.send(op, msg.clone(), NLM_F_REQUEST | NLM_F_DUMP)?;
-            let reply = self.receive(op, seq, true)?;
-            if !reply.interrupted {
-                return Ok(reply.messages);
-            }
-        }
-        Err(NlError::protocol(
-            op,
-            "dump kept being interrupted by concurrent changes",
-        ))
+        ty: u16,
+        parse: fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        let mut parsed = Parsed::new(ty, parse);
+        self.dump_each(op, msg, &mut |m| parsed.take(m))?;
+        parsed.finish(op)
     }
 
     fn send(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<u32> {
@@ -287,13 +303,6 @@ impl Netlink {
         recv_datagram(&self.sock, &mut self.buf)
     }
 
-    /// Reads messages for `seq` until the ACK (requests) or `NLMSG_DONE`
-    /// (dumps). Messages of other sequence numbers (left over from an earlier
-    /// aborted exchange) are skipped.
-    fn receive(&mut self, op: &str, seq: u32, dump: bool) -> Result<Reply> {
-        self.receive_with(op, seq, dump, None)
-    }
-
     /// Runs a dump and hands each data message's type and payload (after
     /// the netlink header) to `each` as it arrives, unparsed: for dumps of
     /// the whole node, where decoding every attribute of every message
@@ -308,8 +317,8 @@ impl Netlink {
     ) -> Result<()> {
         for _ in 0..DUMP_RETRIES {
             let seq = self.send(op, msg.clone(), NLM_F_REQUEST | NLM_F_DUMP)?;
-            let reply = self.receive_with(op, seq, true, Some(&mut *each))?;
-            if !reply.interrupted {
+            let interrupted = self.receive_with(op, seq, true, &mut *each)?;
+            if !interrupted {
                 return Ok(());
             }
             each(None);
@@ -321,35 +330,30 @@ impl Netlink {
     }
 
     /// Reads datagrams until the exchange for `seq` has ended (ACK, error,
-    /// or `NLMSG_DONE` of a dump) and returns what it brought; with `raw`,
-    /// data messages go to it undecoded instead of into the reply.
+    /// or `NLMSG_DONE` of a dump), handing its data messages to `each`;
+    /// true when the kernel flagged the dump as interrupted. Messages of
+    /// other sequence numbers (left over from an earlier aborted exchange)
+    /// are skipped.
     fn receive_with(
         &mut self,
         op: &str,
         seq: u32,
         dump: bool,
-        mut raw: Option<RawHandler<'_>>,
-    ) -> Result<Reply> {
+        each: RawHandler<'_>,
+    ) -> Result<bool> {
         let mut exchange = Exchange {
             op,
             seq,
             dump,
-            reply: Reply {
-                messages: Vec::new(),
-                interrupted: false,
-            },
-            parse_error: None,
+            interrupted: false,
             finished: None,
         };
         loop {
             let len = self.recv_datagram()?;
-            self.read_datagram(&self.buf[..len], &mut exchange, &mut raw)?;
+            self.read_datagram(&self.buf[..len], &mut exchange, each)?;
             if let Some(res) = exchange.finished {
                 res?;
-                if let Some(e) = exchange.parse_error {
-                    return Err(e);
-                }
-                return Ok(exchange.reply);
+                return Ok(exchange.interrupted);
             }
         }
     }
@@ -362,106 +366,82 @@ impl Netlink {
         &self,
         data: &[u8],
         exchange: &mut Exchange<'_>,
-        raw: &mut Option<RawHandler<'_>>,
+        each: RawHandler<'_>,
     ) -> Result<()> {
-        let len = data.len();
         let mut off = 0;
-        while off + NLMSG_HDR_LEN <= len {
-            let (Some(msg_len), Some(msg_flags), Some(msg_seq)) = (
-                read_u32(data, off),
-                read_u16(data, off + 6),
-                read_u32(data, off + 8),
+        while let Some(header) = data.get(off..off + NLMSG_HDR_LEN) {
+            let (Some(msg_len), Some(msg_type), Some(msg_flags), Some(msg_seq)) = (
+                read_u32(header, 0),
+                read_u16(header, 4),
+                read_u16(header, 6),
+                read_u32(header, 8),
             ) else {
                 break;
             };
             let msg_len = msg_len as usize;
-            if msg_len < NLMSG_HDR_LEN || off + msg_len > len {
+            let Some(payload) = (msg_len >= NLMSG_HDR_LEN)
+                .then(|| data.get(off + NLMSG_HDR_LEN..off + msg_len))
+                .flatten()
+            else {
                 return Err(NlError::protocol(exchange.op, "truncated netlink message"));
-            }
-            let bytes = &data[off..off + msg_len];
+            };
             off += align4(msg_len);
             if msg_seq != exchange.seq || exchange.finished.is_some() {
                 continue;
             }
-            self.read_message(bytes, msg_flags, exchange, raw);
+            if msg_flags & NLM_F_DUMP_INTR != 0 {
+                exchange.interrupted = true;
+            }
+            match msg_type {
+                NLMSG_ERROR => {
+                    exchange.finished = Some(self.ack_result(exchange.op, payload, msg_flags))
+                }
+                NLMSG_DONE => self.take_done(payload, exchange),
+                NLMSG_OVERRUN => {
+                    exchange.finished =
+                        Some(Err(NlError::protocol(exchange.op, "netlink overrun")));
+                }
+                // Data messages go to the caller undecoded; NOOP and
+                // unknown control types carry nothing for us.
+                ty if ty > NLMSG_MAX_CONTROL => each(Some((ty, payload))),
+                _ => {}
+            }
         }
         Ok(())
     }
 
-    /// Takes one message of the exchange: hands it to `raw` or decodes it.
-    /// A message that cannot be decoded is remembered, not returned at
-    /// once, so reading goes on to the exchange's end and leaves the
-    /// socket clean for the next request.
-    fn read_message(
-        &self,
-        bytes: &[u8],
-        msg_flags: u16,
-        exchange: &mut Exchange<'_>,
-        raw: &mut Option<RawHandler<'_>>,
-    ) {
-        if msg_flags & NLM_F_DUMP_INTR != 0 {
-            exchange.reply.interrupted = true;
-        }
-        // Data messages (types above the control range) go to the
-        // raw handler, when there is one, without being decoded.
-        if let (Some(f), Some(ty)) = (raw.as_mut(), read_u16(bytes, 4))
-            && ty > NLMSG_MAX_CONTROL
-        {
-            f(Some((ty, &bytes[NLMSG_HDR_LEN..])));
-            return;
-        }
-        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
-            Ok(parsed) => self.take_payload(parsed.payload, msg_flags, exchange),
-            Err(e) => {
-                if exchange.parse_error.is_none() {
-                    exchange.parse_error = Some(NlError::protocol(
-                        exchange.op,
-                        format!("cannot parse kernel message: {e}"),
-                    ));
-                }
+    /// An `NLMSG_ERROR`'s verdict: code 0 is the ACK, a negative errno the
+    /// kernel's refusal (with its extended-ack text when there is one).
+    /// One too short to hold a code is a protocol error: it still ends the
+    /// exchange, since no ACK will follow it.
+    fn ack_result(&self, op: &str, payload: &[u8], flags: u16) -> Result<()> {
+        match read_i32(payload, 0) {
+            None => Err(NlError::protocol(op, "truncated netlink error message")),
+            Some(0) => Ok(()),
+            Some(code) => {
+                let ext = self.extack_message(flags, payload.get(4..).unwrap_or_default());
+                Err(kernel_error(op, code, ext))
             }
         }
     }
 
-    /// Adds a decoded message to the reply, or ends the exchange on its
-    /// ACK, error, overrun or (for a dump) `NLMSG_DONE`.
-    fn take_payload(
-        &self,
-        payload: NetlinkPayload<RouteNetlinkMessage>,
-        msg_flags: u16,
-        exchange: &mut Exchange<'_>,
-    ) {
-        let op = exchange.op;
-        match payload {
-            NetlinkPayload::InnerMessage(m) => exchange.reply.messages.push(m),
-            NetlinkPayload::Error(err) => {
-                exchange.finished = Some(match err.code {
-                    None => Ok(()),
-                    Some(code) => {
-                        let ext = self.extack_message(msg_flags, &err.header);
-                        Err(kernel_error(op, code.get(), ext))
-                    }
-                });
-            }
-            NetlinkPayload::Done(done) => {
-                if done.code < 0 {
-                    let ext = extack_from_tlvs(&done.extended_ack);
-                    exchange.finished = Some(Err(kernel_error(op, done.code, ext)));
-                } else if exchange.dump {
-                    exchange.finished = Some(Ok(()));
-                }
-                // A DONE on a plain request precedes its ACK: keep reading.
-            }
-            NetlinkPayload::Overrun(_) => {
-                exchange.finished = Some(Err(NlError::protocol(op, "netlink overrun")));
-            }
-            NetlinkPayload::Noop => {}
-            _ => {}
+    /// An `NLMSG_DONE`: it ends a dump, with the error code the kernel
+    /// put in it (and extended-ack TLVs after it, if any). One without a
+    /// code (older kernels' empty DONE) is a clean end.
+    fn take_done(&self, payload: &[u8], exchange: &mut Exchange<'_>) {
+        let code = read_i32(payload, 0).unwrap_or(0);
+        if code < 0 {
+            let ext = extack_from_tlvs(payload.get(4..).unwrap_or_default());
+            exchange.finished = Some(Err(kernel_error(exchange.op, code, ext)));
+        } else if exchange.dump {
+            exchange.finished = Some(Ok(()));
         }
+        // A DONE on a plain request precedes its ACK: keep reading.
     }
 
     /// Extracts the kernel's extended-ack text from an `NLMSG_ERROR` payload
-    /// (after the embedded request header or whole request).
+    /// after its code: the TLVs follow the embedded request header (the
+    /// socket asked for capped acks) or the whole request.
     fn extack_message(&self, flags: u16, payload: &[u8]) -> Option<String> {
         if flags & NLM_F_ACK_TLVS == 0 {
             return None;
@@ -475,9 +455,52 @@ impl Netlink {
     }
 }
 
-/// The attributes (type without the nested/byte-order flags, payload) in
-/// `buf`, walked by netlink-packet-core's `NlasIterator` (as the tbf
-/// options and extended acks are); stops at the first malformed one.
+/// The answer messages of one type, decoded by a hand parser; the first
+/// message it refuses is remembered so the exchange can finish first.
+struct Parsed<T> {
+    ty: u16,
+    parse: fn(&[u8]) -> Option<T>,
+    out: Vec<T>,
+    refused: bool,
+}
+
+impl<T> Parsed<T> {
+    fn new(ty: u16, parse: fn(&[u8]) -> Option<T>) -> Self {
+        Parsed {
+            ty,
+            parse,
+            out: Vec::new(),
+            refused: false,
+        }
+    }
+
+    /// Takes one message of the exchange; `None` (a dump starting over)
+    /// forgets what came before.
+    fn take(&mut self, msg: Option<(u16, &[u8])>) {
+        match msg {
+            Some((ty, p)) if ty == self.ty => match (self.parse)(p) {
+                Some(v) => self.out.push(v),
+                None => self.refused = true,
+            },
+            Some(_) => {}
+            None => {
+                self.out.clear();
+                self.refused = false;
+            }
+        }
+    }
+
+    fn finish(self, op: &str) -> Result<Vec<T>> {
+        if self.refused {
+            return Err(NlError::protocol(
+                op,
+                format!("cannot parse kernel message of type {}", self.ty),
+            ));
+        }
+        Ok(self.out)
+    }
+}
+
 /// Sends one whole datagram on a netlink socket (rtnetlink's or
 /// nf_tables'), retrying on EINTR.
 pub(crate) fn send_datagram(sock: &Socket, op: &str, out: &[u8]) -> Result<()> {
@@ -518,13 +541,40 @@ pub(crate) fn recv_datagram(sock: &Socket, buf: &mut [u8]) -> Result<usize> {
     }
 }
 
+/// The attributes (type without the nested/byte-order flags, payload) in
+/// `buf`; stops at the first malformed one (shorter than its header, or
+/// running past the end). For the counters of a whole node's dump, where
+/// a cut attribute costs one value, not the answer; parsers that must
+/// refuse a malformed message use [`attrs`].
 pub(crate) fn raw_attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    NlasIterator::new(buf).map_while(|r| r.ok()).map(|nla| {
-        let (kind, len) = (nla.kind(), nla.length() as usize);
-        // `value()` borrows the iterator's item; the inner slice lives as
-        // long as `buf`.
-        (kind, &nla.into_inner()[4..len])
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let (attr, next) = split_attr(rest)?;
+        rest = next;
+        Some(attr)
     })
+}
+
+/// The attributes in `buf` as [`raw_attrs`] walks them, or `None` when
+/// they do not frame it exactly: one is cut short or stray bytes follow.
+pub(crate) fn attrs(buf: &[u8]) -> Option<impl Iterator<Item = (u16, &[u8])>> {
+    let mut rest = buf;
+    while !rest.is_empty() {
+        rest = split_attr(rest)?.1;
+    }
+    Some(raw_attrs(buf))
+}
+
+/// The first attribute of `buf` (type, payload) and what follows it (after
+/// its padding; the last one's may be missing); `None` when `buf` does not
+/// start with a whole attribute.
+fn split_attr(buf: &[u8]) -> Option<((u16, &[u8]), &[u8])> {
+    let len = usize::from(read_u16(buf, 0)?);
+    let ty = read_u16(buf, 2)? & NLA_TYPE_MASK;
+    // `get` refuses a length below the 4-byte header (start after end).
+    let value = buf.get(4..len)?;
+    let next = buf.get(align4(len)..).unwrap_or_default();
+    Some(((ty, value), next))
 }
 
 /// A native-endian u64 at `off`.
@@ -542,19 +592,12 @@ pub(crate) fn c_string(payload: &[u8]) -> String {
     String::from_utf8_lossy(&payload[..end]).into_owned()
 }
 
+/// The kernel's human-readable error text among extended-ack TLVs.
 fn extack_from_tlvs(tlvs: &[u8]) -> Option<String> {
-    for nla in NlasIterator::new(tlvs) {
-        let nla = nla.ok()?;
-        if nla.kind() == NLMSGERR_ATTR_MSG {
-            let v = nla.value();
-            let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
-            let s = String::from_utf8_lossy(&v[..end]).trim().to_string();
-            if !s.is_empty() {
-                return Some(s);
-            }
-        }
-    }
-    None
+    raw_attrs(tlvs)
+        .filter(|(ty, _)| *ty == NLMSGERR_ATTR_MSG)
+        .map(|(_, v)| c_string(v).trim().to_string())
+        .find(|s| !s.is_empty())
 }
 
 pub(crate) fn kernel_error(op: &str, code: i32, ext: Option<String>) -> NlError {

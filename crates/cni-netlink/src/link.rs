@@ -9,6 +9,32 @@ use netlink_packet_route::{
     nsid::{NsidAttribute, NsidMessage},
 };
 
+/// `RTM_NEWLINK`: a link's description, in dumps and GET answers.
+const RTM_NEWLINK: u16 = 16;
+/// `RTM_NEWNSID`: the answer to `RTM_GETNSID`.
+const RTM_NEWNSID: u16 = 88;
+/// `sizeof(struct ifinfomsg)`: family, pad, type, index, flags, change.
+const IFINFOMSG_LEN: usize = 16;
+/// `IFF_UP` in `ifinfomsg.ifi_flags`.
+const IFF_UP: u32 = 1;
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
+const IFLA_TXQLEN: u16 = 13;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_STATS64: u16 = 23;
+const IFLA_LINK_NETNSID: u16 = 37;
+const IFLA_MIN_MTU: u16 = 50;
+const IFLA_MAX_MTU: u16 = 51;
+/// `IFLA_INFO_KIND`, nested in `IFLA_LINKINFO`.
+const IFLA_INFO_KIND: u16 = 1;
+/// `struct rtgenmsg` (one byte, the family), padded to 4, before an nsid
+/// message's attributes.
+const RTGENMSG_LEN: usize = 4;
+/// `NETNSA_NSID`: the id (i32, -1 when none is assigned).
+const NETNSA_NSID: u16 = 1;
+
 use crate::{Netlink, NlError, Result};
 
 /// `IFLA_IFALIAS`, emitted raw so an empty value (which clears the alias)
@@ -71,9 +97,6 @@ impl LinkCounters {
     /// From an RTM_NEWLINK payload, unparsed but for the two attributes it
     /// needs (a dump of a big node is mostly other attributes).
     fn from_raw(payload: &[u8]) -> Option<LinkCounters> {
-        const IFINFOMSG_LEN: usize = 16;
-        const IFLA_IFNAME: u16 = 3;
-        const IFLA_STATS64: u16 = 23;
         let mut c = LinkCounters {
             index: crate::read_u32(payload, 4)?,
             ..Default::default()
@@ -97,45 +120,60 @@ impl LinkCounters {
 }
 
 impl Link {
-    fn from_message(msg: LinkMessage) -> Link {
+    /// From an RTM_NEWLINK payload (`ifinfomsg` and its attributes), by
+    /// hand: only the attributes a [`Link`] holds are decoded. `None` when
+    /// the message is cut short or one of those attributes is malformed.
+    pub(crate) fn from_raw(payload: &[u8]) -> Option<Link> {
         let mut link = Link {
-            index: msg.header.index,
-            up: msg.header.flags.contains(LinkFlags::Up),
+            index: crate::read_u32(payload, 4)?,
+            up: crate::read_u32(payload, 8)? & IFF_UP != 0,
             ..Default::default()
         };
-        for attr in msg.attributes {
-            match attr {
-                LinkAttribute::IfName(n) => link.name = n,
-                LinkAttribute::Mtu(m) => link.mtu = m,
+        for (ty, p) in crate::attrs(payload.get(IFINFOMSG_LEN..)?)? {
+            match ty {
+                IFLA_IFNAME => link.name = crate::c_string(p),
+                IFLA_MTU => link.mtu = crate::read_u32(p, 0)?,
                 // 0 is the kernel's "no limit" (e.g. ifb).
-                LinkAttribute::MaxMtu(m) => link.max_mtu = (m != 0).then_some(m),
-                LinkAttribute::MinMtu(m) => link.min_mtu = (m != 0).then_some(m),
-                LinkAttribute::TxQueueLen(q) => link.txqlen = q,
-                LinkAttribute::IfAlias(a) => {
-                    let a = a.trim_end_matches('\0').to_string();
-                    if !a.is_empty() {
-                        link.alias = Some(a);
-                    }
-                }
-                LinkAttribute::Link(l) => link.peer_index = Some(l),
-                LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
-                LinkAttribute::Address(a) => {
-                    if let Ok(mac) = <[u8; 6]>::try_from(a.as_slice()) {
-                        link.mac = Some(mac);
-                    }
-                }
-                LinkAttribute::LinkInfo(infos) => {
-                    for info in infos {
-                        if let LinkInfo::Kind(k) = info {
-                            link.kind = Some(k.to_string());
-                        }
+                IFLA_MAX_MTU => link.max_mtu = Some(crate::read_u32(p, 0)?).filter(|m| *m != 0),
+                IFLA_MIN_MTU => link.min_mtu = Some(crate::read_u32(p, 0)?).filter(|m| *m != 0),
+                IFLA_TXQLEN => link.txqlen = crate::read_u32(p, 0)?,
+                IFLA_IFALIAS => link.alias = Some(crate::c_string(p)).filter(|a| !a.is_empty()),
+                IFLA_LINK => link.peer_index = Some(crate::read_u32(p, 0)?),
+                IFLA_LINK_NETNSID => link.link_netnsid = Some(crate::read_i32(p, 0)?),
+                // Only a 6-byte address is an Ethernet-style MAC; others
+                // (a tunnel's IP address) leave it unset.
+                IFLA_ADDRESS => link.mac = <[u8; 6]>::try_from(p).ok(),
+                IFLA_LINKINFO => {
+                    if let Some(kind) = info_kind(p)? {
+                        link.kind = Some(kind);
                     }
                 }
                 _ => {}
             }
         }
-        link
+        Some(link)
     }
+}
+
+/// `IFLA_INFO_KIND` among an `IFLA_LINKINFO`'s nested attributes:
+/// `Some(None)` when it has none, `None` when they are malformed.
+fn info_kind(linkinfo: &[u8]) -> Option<Option<String>> {
+    Some(
+        crate::attrs(linkinfo)?
+            .find(|(ty, _)| *ty == IFLA_INFO_KIND)
+            .map(|(_, p)| crate::c_string(p)),
+    )
+}
+
+/// The id in an RTM_NEWNSID payload (`rtgenmsg`, then `NETNSA_*`):
+/// `Some(None)` when it carries none, `None` when it is malformed.
+pub(crate) fn nsid_from_raw(payload: &[u8]) -> Option<Option<i32>> {
+    for (ty, p) in crate::attrs(payload.get(RTGENMSG_LEN..)?)? {
+        if ty == NETNSA_NSID {
+            return Some(Some(crate::read_i32(p, 0)?));
+        }
+    }
+    Some(None)
 }
 
 fn link_msg(index: u32) -> LinkMessage {
@@ -144,28 +182,19 @@ fn link_msg(index: u32) -> LinkMessage {
     msg
 }
 
-fn collect_links(msgs: Vec<RouteNetlinkMessage>) -> Vec<Link> {
-    msgs.into_iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
-            _ => None,
-        })
-        .collect()
-}
-
 impl Netlink {
     /// Lists every interface of the socket's netns.
     pub fn links(&mut self) -> Result<Vec<Link>> {
-        let msgs = self.dump(
+        self.dump_parsed(
             "dump links",
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
-        )?;
-        Ok(collect_links(msgs))
+            RTM_NEWLINK,
+            Link::from_raw,
+        )
     }
 
     /// Every interface's counters, in one dump.
     pub fn link_counters(&mut self) -> Result<Vec<LinkCounters>> {
-        const RTM_NEWLINK: u16 = 16;
         let mut out = Vec::new();
         self.dump_each(
             "dump link counters",
@@ -233,22 +262,27 @@ impl Netlink {
         let mut msg = NsidMessage::default();
         msg.attributes
             .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
-        let msgs = self.request("get nsid", RouteNetlinkMessage::GetNsId(msg), 0)?;
-        Ok(msgs
-            .into_iter()
-            .find_map(|m| match m {
-                RouteNetlinkMessage::NewNsId(n) => n.attributes.into_iter().find_map(|a| match a {
-                    NsidAttribute::Id(id) => Some(id),
-                    _ => None,
-                }),
-                _ => None,
-            })
-            .filter(|id| *id >= 0))
+        let ids = self.request_parsed(
+            "get nsid",
+            RouteNetlinkMessage::GetNsId(msg),
+            0,
+            RTM_NEWNSID,
+            nsid_from_raw,
+        )?;
+        // NETNSA_NSID_NOT_ASSIGNED (-1): the namespace has no id here.
+        Ok(ids.into_iter().flatten().find(|id| *id >= 0))
     }
 
     fn get_link(&mut self, op: &str, msg: LinkMessage) -> Result<Option<Link>> {
-        match self.request(op, RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(msgs) => Ok(collect_links(msgs).into_iter().next()),
+        let asked = self.request_parsed(
+            op,
+            RouteNetlinkMessage::GetLink(msg),
+            0,
+            RTM_NEWLINK,
+            Link::from_raw,
+        );
+        match asked {
+            Ok(links) => Ok(links.into_iter().next()),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }

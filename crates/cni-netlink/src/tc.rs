@@ -1,16 +1,15 @@
 //! Traffic control: qdiscs (tbf, ingress, clsact) and u32/mirred filters
 //! (those in `tc_filter.rs`, re-exported here).
 //!
-//! tbf options are encoded and decoded by hand because netlink-packet-route
-//! has no tbf support: it hands unknown qdisc options back as one raw blob.
+//! tbf options are encoded by hand because netlink-packet-route has no tbf
+//! support. Every answer is decoded by hand, from the raw bytes, reading
+//! only what [`Qdisc`] and [`Filter`] hold: netlink-packet-route's decoders
+//! of every tc kind and attribute were a large part of a plugin's code.
 
-use netlink_packet_core::{
-    DefaultNla, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, Nla,
-    NlasIterator,
-};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::{
     RouteNetlinkMessage,
-    tc::{TcAttribute, TcHeader, TcMessage, TcOption},
+    tc::{TcAttribute, TcHeader, TcMessage},
 };
 
 use crate::{Netlink, NlError, Result};
@@ -34,7 +33,12 @@ pub const ETH_P_ALL: u16 = 0x0003;
 /// `ETH_P_IP`: a filter protocol matching IPv4 only.
 pub const ETH_P_IP: u16 = 0x0800;
 
+const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
+/// `sizeof(struct tcmsg)`: family and padding, ifindex, handle, parent, info.
+pub(crate) const TCMSG_LEN: usize = 20;
+/// `RTM_NEWQDISC`: a qdisc's description, in dumps and GET answers.
+const RTM_NEWQDISC: u16 = 36;
 const TCA_TBF_PARMS: u16 = 1;
 const TCA_TBF_RATE64: u16 = 4;
 const TCA_TBF_BURST: u16 = 6;
@@ -229,10 +233,8 @@ fn decode_htb_default(opts: &[u8]) -> Option<u32> {
 pub fn decode_tbf_options(opts: &[u8]) -> Option<TbfParams> {
     let mut parms: Option<(u32, u32, u32)> = None;
     let mut rate64: u64 = 0;
-    for nla in NlasIterator::new(opts) {
-        let nla = nla.ok()?;
-        let v = nla.value();
-        match nla.kind() & NLA_TYPE_MASK {
+    for (ty, v) in crate::attrs(opts)? {
+        match ty {
             TCA_TBF_PARMS if v.len() >= TBF_QOPT_LEN => {
                 parms = Some((
                     crate::read_u32(v, 8)?,
@@ -250,12 +252,6 @@ pub fn decode_tbf_options(opts: &[u8]) -> Option<TbfParams> {
         limit_bytes: limit,
         buffer_ticks: buffer,
     })
-}
-
-fn nla_bytes(nla: &DefaultNla) -> Vec<u8> {
-    let mut v = vec![0; nla.value_len()];
-    nla.emit_value(&mut v);
-    v
 }
 
 /// Builds the tc header; `info` carries prio and protocol for filters.
@@ -281,50 +277,61 @@ pub(crate) fn tc_message(header: TcHeader, attributes: Vec<TcAttribute>) -> TcMe
     TcMessage::from_parts(header, attributes)
 }
 
-fn kind_of(attrs: &[TcAttribute]) -> String {
-    attrs
-        .iter()
-        .find_map(|a| match a {
-            TcAttribute::Kind(k) => Some(k.clone()),
-            _ => None,
-        })
-        .unwrap_or_default()
+/// The fixed part of an answer's `struct tcmsg` (qdisc, class or filter).
+pub(crate) struct TcMsg {
+    pub ifindex: u32,
+    pub handle: u32,
+    pub parent: u32,
+    /// Filters: prio in the upper 16 bits, protocol (network order) below.
+    pub info: u32,
 }
 
-fn parse_qdisc(msg: TcMessage) -> Qdisc {
-    let (header, attrs) = msg.into_parts();
-    let kind = kind_of(&attrs);
-    let mut tbf = None;
-    let mut htb_default = None;
-    if kind == "tbf" || kind == "htb" {
-        for attr in &attrs {
-            let raw = match attr {
-                TcAttribute::Options(opts) => opts.iter().find_map(|o| match o {
-                    TcOption::Other(nla) => Some(nla_bytes(nla)),
-                    _ => None,
-                }),
-                TcAttribute::Other(nla) if nla.kind() & NLA_TYPE_MASK == TCA_OPTIONS => {
-                    Some(nla_bytes(nla))
-                }
-                _ => None,
-            };
-            if let Some(raw) = raw {
-                if kind == "tbf" {
-                    tbf = decode_tbf_options(&raw);
-                } else {
-                    htb_default = decode_htb_default(&raw);
-                }
-            }
+impl TcMsg {
+    pub(crate) fn read(payload: &[u8]) -> Option<TcMsg> {
+        Some(TcMsg {
+            ifindex: crate::read_u32(payload, 4)?,
+            handle: crate::read_u32(payload, 8)?,
+            parent: crate::read_u32(payload, 12)?,
+            info: crate::read_u32(payload, 16)?,
+        })
+    }
+}
+
+/// The kind (`TCA_KIND`) and options payload (`TCA_OPTIONS`) of a tc
+/// answer's attributes, after its `tcmsg`; `None` when they are malformed.
+pub(crate) fn kind_and_options(payload: &[u8]) -> Option<(String, Option<&[u8]>)> {
+    let mut kind = String::new();
+    let mut options = None;
+    for (ty, p) in crate::attrs(payload.get(TCMSG_LEN..)?)? {
+        match ty {
+            TCA_KIND => kind = crate::c_string(p),
+            TCA_OPTIONS => options = Some(p),
+            _ => {}
         }
     }
-    Qdisc {
-        ifindex: header.index as u32,
-        handle: header.handle.into(),
-        parent: header.parent.into(),
+    Some((kind, options))
+}
+
+/// From an RTM_NEWQDISC payload, by hand; a tbf's or htb's options are
+/// decoded as far as they are well formed (a foreign qdisc's odd options
+/// leave them unset, they do not fail the answer). `None` when the
+/// message itself is cut short or its attributes are malformed.
+pub(crate) fn qdisc_from_raw(payload: &[u8]) -> Option<Qdisc> {
+    let header = TcMsg::read(payload)?;
+    let (kind, options) = kind_and_options(payload)?;
+    let (tbf, htb_default) = match (kind.as_str(), options) {
+        ("tbf", Some(opts)) => (decode_tbf_options(opts), None),
+        ("htb", Some(opts)) => (None, decode_htb_default(opts)),
+        _ => (None, None),
+    };
+    Some(Qdisc {
+        ifindex: header.ifindex,
+        handle: header.handle,
+        parent: header.parent,
         kind,
         tbf,
         htb_default,
-    }
+    })
 }
 
 /// A qdisc's counters (`TCA_STATS2`), for the operator's view.
@@ -364,7 +371,6 @@ pub(crate) fn kind_and_counters<'a>(
     attrs: &'a [u8],
     each: &mut dyn FnMut(u16, &'a [u8]),
 ) -> Option<(String, Counters)> {
-    const TCA_KIND: u16 = 1;
     const TCA_STATS: u16 = 3;
     const TCA_STATS2: u16 = 7;
     const TCA_STATS_BASIC: u16 = 1;
@@ -419,7 +425,6 @@ pub(crate) fn kind_and_counters<'a>(
 
 /// From an RTM_NEWQDISC payload, unparsed but for the kind and counters.
 fn qdisc_counters_from_raw(payload: &[u8]) -> Option<QdiscCounters> {
-    const TCMSG_LEN: usize = 20;
     let (kind, c) = kind_and_counters(payload.get(TCMSG_LEN..)?, &mut |_, _| {})?;
     Some(QdiscCounters {
         ifindex: crate::read_u32(payload, 4)?,
@@ -445,18 +450,17 @@ impl Netlink {
         let mut out = Vec::with_capacity(2);
         for parent in [TC_H_ROOT, TC_H_INGRESS] {
             let header = tc_header(index, parent, 0, 0)?;
-            let asked = self.request(
+            let asked = self.request_parsed(
                 &format!("get qdisc under {parent:#x} of link #{index}"),
                 RouteNetlinkMessage::GetQueueDiscipline(tc_message(header, vec![])),
                 // The kernel answers a qdisc GET as a notification, sent
                 // back to the asker only when it asks for an echo.
                 NLM_F_ECHO,
+                RTM_NEWQDISC,
+                qdisc_from_raw,
             );
             match asked {
-                Ok(msgs) => out.extend(msgs.into_iter().filter_map(|m| match m {
-                    RouteNetlinkMessage::NewQueueDiscipline(q) => Some(parse_qdisc(q)),
-                    _ => None,
-                })),
+                Ok(qdiscs) => out.extend(qdiscs),
                 // Nothing there: no such link (ENODEV), no ingress queue yet
                 // (ENOENT), or only the kernel's built-in placeholder, which
                 // it does not report (EINVAL).
@@ -482,7 +486,6 @@ impl Netlink {
     /// the operator's view of the whole node costs one request, not one per
     /// pod.
     pub fn qdisc_counters(&mut self) -> Result<Vec<QdiscCounters>> {
-        const RTM_NEWQDISC: u16 = 36;
         let header = tc_header(0, 0, 0, 0)?;
         let mut out = Vec::new();
         self.dump_each(
@@ -507,18 +510,13 @@ impl Netlink {
 
     fn dump_qdiscs_of(&mut self, index: u32) -> Result<Vec<Qdisc>> {
         let header = tc_header(index, 0, 0, 0)?;
-        let msgs = self.dump(
+        let qdiscs = self.dump_parsed(
             &format!("dump qdiscs of link #{index}"),
             RouteNetlinkMessage::GetQueueDiscipline(tc_message(header, vec![])),
+            RTM_NEWQDISC,
+            qdisc_from_raw,
         )?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewQueueDiscipline(q) => Some(parse_qdisc(q)),
-                _ => None,
-            })
-            .filter(|q| q.ifindex == index)
-            .collect())
+        Ok(qdiscs.into_iter().filter(|q| q.ifindex == index).collect())
     }
 
     /// Installs or updates the root tbf (`1:`); create-or-replace makes a

@@ -8,15 +8,33 @@ use netlink_packet_route::{
     RouteNetlinkMessage,
     tc::{
         TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType,
-        TcAttribute, TcFilterMatchAllOption, TcFilterU32Option, TcMessage, TcMirror,
-        TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
+        TcAttribute, TcFilterU32Option, TcMirror, TcMirrorActionType, TcOption, TcU32Key,
+        TcU32Selector, TcU32SelectorFlags,
     },
 };
 
 #[cfg(any(test, feature = "testing"))]
 use super::ETH_P_IP;
-use super::{ETH_P_ALL, filter_info, kind_of, tc_header, tc_message};
+use super::{ETH_P_ALL, TcMsg, filter_info, kind_and_options, tc_header, tc_message};
 use crate::{Netlink, NlError, Result};
+
+/// `RTM_NEWTFILTER`: a filter's description, in dumps.
+const RTM_NEWTFILTER: u16 = 44;
+const TCA_U32_CLASSID: u16 = 1;
+const TCA_U32_SEL: u16 = 5;
+const TCA_U32_ACT: u16 = 7;
+const TCA_MATCHALL_ACT: u16 = 2;
+const TCA_ACT_KIND: u16 = 1;
+const TCA_ACT_OPTIONS: u16 = 2;
+const TCA_MIRRED_PARMS: u16 = 2;
+/// `sizeof(struct tc_u32_sel)` before its keys.
+const U32_SEL_LEN: usize = 16;
+/// `sizeof(struct tc_u32_key)`: mask and val (network order), off, offmask.
+const U32_KEY_LEN: usize = 16;
+/// Offsets in `struct tc_mirred`, after its `tc_gen` (index, capab,
+/// action, refcnt, bindcnt).
+const MIRRED_EACTION: usize = 20;
+const MIRRED_IFINDEX: usize = 24;
 
 /// `IPPROTO_TCP`.
 #[cfg(any(test, feature = "testing"))]
@@ -55,65 +73,93 @@ pub struct Mirred {
     pub ifindex: u32,
 }
 
-fn mirred_of(actions: &[TcAction], out: &mut Vec<Mirred>) {
-    for act in actions {
-        for attr in &act.attributes {
-            if let TcActionAttribute::Options(opts) = attr {
-                for opt in opts {
-                    if let TcActionOption::Mirror(TcActionMirrorOption::Parms(m)) = opt {
-                        out.push(Mirred {
-                            action: m.eaction.into(),
-                            ifindex: m.ifindex,
-                        });
-                    }
-                }
+/// The mirred actions in a filter's action list (`TCA_U32_ACT`,
+/// `TCA_MATCHALL_ACT`): one nested attribute per action, typed by its
+/// order, holding its kind and options. Other kinds are skipped; `None`
+/// when the list is malformed.
+fn mirred_of(actions: &[u8], out: &mut Vec<Mirred>) -> Option<()> {
+    for (_, action) in crate::attrs(actions)? {
+        let mut kind = String::new();
+        let mut options: &[u8] = &[];
+        for (ty, p) in crate::attrs(action)? {
+            match ty {
+                TCA_ACT_KIND => kind = crate::c_string(p),
+                TCA_ACT_OPTIONS => options = p,
+                _ => {}
+            }
+        }
+        if kind != "mirred" {
+            continue;
+        }
+        for (ty, p) in crate::attrs(options)? {
+            if ty == TCA_MIRRED_PARMS {
+                out.push(Mirred {
+                    action: crate::read_i32(p, MIRRED_EACTION)?,
+                    ifindex: crate::read_u32(p, MIRRED_IFINDEX)?,
+                });
             }
         }
     }
+    Some(())
 }
 
-fn parse_filter(msg: TcMessage) -> Filter {
-    let (header, attrs) = msg.into_parts();
-    let kind = kind_of(&attrs);
-    let mut mirred = Vec::new();
-    let mut classid = None;
-    let mut keys = Vec::new();
-    for attr in &attrs {
-        if let TcAttribute::Options(opts) = attr {
-            for opt in opts {
-                match opt {
-                    TcOption::U32(TcFilterU32Option::Action(acts)) => mirred_of(acts, &mut mirred),
-                    TcOption::U32(TcFilterU32Option::ClassId(h)) => classid = Some(u32::from(*h)),
-                    TcOption::U32(TcFilterU32Option::Selector(sel)) => {
-                        keys = sel
-                            .keys
-                            .iter()
-                            .map(|k| crate::htb::U32Match {
-                                mask: k.mask,
-                                val: k.val,
-                                off: k.off,
-                            })
-                            .collect();
-                    }
-                    TcOption::MatchAll(TcFilterMatchAllOption::Action(acts)) => {
-                        mirred_of(acts, &mut mirred)
-                    }
-                    _ => {}
-                }
-            }
+/// A u32 selector's keys, in order (`nkeys` of them after the selector);
+/// `None` when it is shorter than it says.
+fn u32_keys(sel: &[u8]) -> Option<Vec<crate::htb::U32Match>> {
+    let nkeys = usize::from(*sel.get(2)?);
+    (0..nkeys)
+        .map(|i| {
+            let start = U32_SEL_LEN + i * U32_KEY_LEN;
+            let key = sel.get(start..start + U32_KEY_LEN)?;
+            Some(crate::htb::U32Match {
+                mask: crate::read_be_u32(key, 0)?,
+                val: crate::read_be_u32(key, 4)?,
+                off: crate::read_i32(key, 8)?,
+            })
+        })
+        .collect()
+}
+
+/// Reads what a [`Filter`] holds from a u32's or matchall's options (its
+/// mirred actions; a u32's class and keys). Other kinds' options are not
+/// read (a bpf filter's program, a flower's matches): the plugins judge
+/// those by kind and prio alone.
+fn read_filter_options(filter: &mut Filter, opts: &[u8]) -> Option<()> {
+    let u32_filter = filter.kind == "u32";
+    if !u32_filter && filter.kind != "matchall" {
+        return Some(());
+    }
+    for (ty, p) in crate::attrs(opts)? {
+        match (u32_filter, ty) {
+            (true, TCA_U32_ACT) | (false, TCA_MATCHALL_ACT) => mirred_of(p, &mut filter.mirred)?,
+            (true, TCA_U32_CLASSID) => filter.classid = Some(crate::read_u32(p, 0)?),
+            (true, TCA_U32_SEL) => filter.keys = u32_keys(p)?,
+            _ => {}
         }
     }
-    Filter {
-        ifindex: header.index as u32,
-        parent: header.parent.into(),
+    Some(())
+}
+
+/// From an RTM_NEWTFILTER payload, by hand; `None` when it is cut short
+/// or what it reads is malformed.
+pub(crate) fn filter_from_raw(payload: &[u8]) -> Option<Filter> {
+    let header = TcMsg::read(payload)?;
+    let (kind, options) = kind_and_options(payload)?;
+    let mut filter = Filter {
+        ifindex: header.ifindex,
+        parent: header.parent,
         prio: (header.info >> 16) as u16,
         protocol: u16::from_be((header.info & 0xFFFF) as u16),
         kind,
-        handle: header.handle.into(),
-        mirred,
-        classid,
-        keys,
+        handle: header.handle,
+        mirred: Vec::new(),
+        classid: None,
+        keys: Vec::new(),
+    };
+    if let Some(opts) = options {
+        read_filter_options(&mut filter, opts)?;
     }
+    Some(filter)
 }
 
 fn mirred_redirect_action(target_ifindex: u32) -> TcAction {
@@ -143,17 +189,12 @@ impl Netlink {
     /// Lists the filters attached under `parent` (e.g. [`INGRESS_HANDLE`](super::INGRESS_HANDLE)).
     pub fn filters(&mut self, index: u32, parent: u32) -> Result<Vec<Filter>> {
         let header = tc_header(index, parent, 0, 0)?;
-        let msgs = self.dump(
+        self.dump_parsed(
             &format!("dump filters of link #{index} parent {parent:#x}"),
             RouteNetlinkMessage::GetTrafficFilter(tc_message(header, vec![])),
-        )?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewTrafficFilter(f) => Some(parse_filter(f)),
-                _ => None,
-            })
-            .collect())
+            RTM_NEWTFILTER,
+            filter_from_raw,
+        )
     }
 
     /// Redirects every frame arriving under `parent` to `target_ifindex`'s
