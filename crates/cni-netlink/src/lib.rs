@@ -10,8 +10,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    NLA_TYPE_MASK, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLA_TYPE_MASK, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -22,6 +22,7 @@ use nix::libc;
 mod addr;
 pub mod backstop;
 pub mod bpf;
+mod exchange;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod host_veth;
@@ -33,6 +34,10 @@ pub mod nft;
 pub mod proc_net_dev;
 pub mod tc;
 
+use exchange::{Exchange, Parsed};
+#[cfg(test)]
+mod wire_tests;
+
 pub use link::{IFB_TXQUEUELEN, Link, LinkCounters};
 
 /// Size of the receive buffer: dumps put many messages in one datagram (at
@@ -42,23 +47,10 @@ pub(crate) const RECV_BUF_SIZE: usize = 64 * 1024;
 /// What [`Netlink::dump_each`] hands each data message to: its type and
 /// payload, or `None` when the dump starts over.
 type RawHandler<'a> = &'a mut dyn FnMut(Option<(u16, &[u8])>);
-/// Netlink's own message types (NOOP, ERROR, DONE, OVERRUN) are 1..=4;
-/// rtnetlink's data messages start at 16.
-const NLMSG_MAX_CONTROL: u16 = 15;
-/// An ACK (code 0) or the kernel's refusal (a negative errno).
-const NLMSG_ERROR: u16 = 2;
-/// The end of a dump (code 0) or its failure (a negative errno).
-const NLMSG_DONE: u16 = 3;
-/// The kernel dropped messages: the answer is incomplete.
-const NLMSG_OVERRUN: u16 = 4;
 /// How often a dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried.
 pub(crate) const DUMP_RETRIES: usize = 5;
 /// Length of `struct nlmsghdr`.
 pub(crate) const NLMSG_HDR_LEN: usize = 16;
-/// Extended-ack TLV carrying the kernel's human-readable error message.
-const NLMSGERR_ATTR_MSG: u16 = 1;
-/// Set on an `NLMSG_ERROR` when extended-ack TLVs follow the request header.
-const NLM_F_ACK_TLVS: u16 = 0x200;
 
 /// Errors from the kernel or the netlink exchange, kept apart so callers can
 /// branch on the errno (e.g. "already exists") without parsing strings.
@@ -137,21 +129,6 @@ pub struct Netlink {
     seq: u32,
     cap_ack: bool,
     buf: Vec<u8>,
-}
-
-/// One request's answer while it is being read.
-struct Exchange<'a> {
-    /// The operation, for error messages.
-    op: &'a str,
-    /// The request's sequence number: only its messages belong here.
-    seq: u32,
-    /// A dump ends at `NLMSG_DONE`; a plain request at its ACK.
-    dump: bool,
-    /// The kernel flagged the dump as inconsistent (`NLM_F_DUMP_INTR`).
-    interrupted: bool,
-    /// Set by the message that ends the exchange: its ACK (`Ok`), or the
-    /// kernel's error.
-    finished: Option<Result<()>>,
 }
 
 /// A native-endian u32 at `off`.
@@ -341,163 +318,15 @@ impl Netlink {
         dump: bool,
         each: RawHandler<'_>,
     ) -> Result<bool> {
-        let mut exchange = Exchange {
-            op,
-            seq,
-            dump,
-            interrupted: false,
-            finished: None,
-        };
+        let mut exchange = Exchange::new(op, seq, dump, self.cap_ack);
         loop {
             let len = self.recv_datagram()?;
-            self.read_datagram(&self.buf[..len], &mut exchange, each)?;
+            exchange.read_datagram(&self.buf[..len], each)?;
             if let Some(res) = exchange.finished {
                 res?;
                 return Ok(exchange.interrupted);
             }
         }
-    }
-
-    /// Walks the messages of one datagram. Those of other sequence numbers
-    /// (left over from an earlier aborted exchange), and any after the one
-    /// that ended the exchange, are skipped; a message cut short is an
-    /// error, since nothing after it can be framed.
-    fn read_datagram(
-        &self,
-        data: &[u8],
-        exchange: &mut Exchange<'_>,
-        each: RawHandler<'_>,
-    ) -> Result<()> {
-        let mut off = 0;
-        while let Some(header) = data.get(off..off + NLMSG_HDR_LEN) {
-            let (Some(msg_len), Some(msg_type), Some(msg_flags), Some(msg_seq)) = (
-                read_u32(header, 0),
-                read_u16(header, 4),
-                read_u16(header, 6),
-                read_u32(header, 8),
-            ) else {
-                break;
-            };
-            let msg_len = msg_len as usize;
-            let Some(payload) = (msg_len >= NLMSG_HDR_LEN)
-                .then(|| data.get(off + NLMSG_HDR_LEN..off + msg_len))
-                .flatten()
-            else {
-                return Err(NlError::protocol(exchange.op, "truncated netlink message"));
-            };
-            off += align4(msg_len);
-            if msg_seq != exchange.seq || exchange.finished.is_some() {
-                continue;
-            }
-            if msg_flags & NLM_F_DUMP_INTR != 0 {
-                exchange.interrupted = true;
-            }
-            match msg_type {
-                NLMSG_ERROR => {
-                    exchange.finished = Some(self.ack_result(exchange.op, payload, msg_flags))
-                }
-                NLMSG_DONE => self.take_done(payload, exchange),
-                NLMSG_OVERRUN => {
-                    exchange.finished =
-                        Some(Err(NlError::protocol(exchange.op, "netlink overrun")));
-                }
-                // Data messages go to the caller undecoded; NOOP and
-                // unknown control types carry nothing for us.
-                ty if ty > NLMSG_MAX_CONTROL => each(Some((ty, payload))),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// An `NLMSG_ERROR`'s verdict: code 0 is the ACK, a negative errno the
-    /// kernel's refusal (with its extended-ack text when there is one).
-    /// One too short to hold a code is a protocol error: it still ends the
-    /// exchange, since no ACK will follow it.
-    fn ack_result(&self, op: &str, payload: &[u8], flags: u16) -> Result<()> {
-        match read_i32(payload, 0) {
-            None => Err(NlError::protocol(op, "truncated netlink error message")),
-            Some(0) => Ok(()),
-            Some(code) => {
-                let ext = self.extack_message(flags, payload.get(4..).unwrap_or_default());
-                Err(kernel_error(op, code, ext))
-            }
-        }
-    }
-
-    /// An `NLMSG_DONE`: it ends a dump, with the error code the kernel
-    /// put in it (and extended-ack TLVs after it, if any). One without a
-    /// code (older kernels' empty DONE) is a clean end.
-    fn take_done(&self, payload: &[u8], exchange: &mut Exchange<'_>) {
-        let code = read_i32(payload, 0).unwrap_or(0);
-        if code < 0 {
-            let ext = extack_from_tlvs(payload.get(4..).unwrap_or_default());
-            exchange.finished = Some(Err(kernel_error(exchange.op, code, ext)));
-        } else if exchange.dump {
-            exchange.finished = Some(Ok(()));
-        }
-        // A DONE on a plain request precedes its ACK: keep reading.
-    }
-
-    /// Extracts the kernel's extended-ack text from an `NLMSG_ERROR` payload
-    /// after its code: the TLVs follow the embedded request header (the
-    /// socket asked for capped acks) or the whole request.
-    fn extack_message(&self, flags: u16, payload: &[u8]) -> Option<String> {
-        if flags & NLM_F_ACK_TLVS == 0 {
-            return None;
-        }
-        let tlv_off = if self.cap_ack {
-            NLMSG_HDR_LEN
-        } else {
-            align4(read_u32(payload, 0)? as usize)
-        };
-        extack_from_tlvs(payload.get(tlv_off..)?)
-    }
-}
-
-/// The answer messages of one type, decoded by a hand parser; the first
-/// message it refuses is remembered so the exchange can finish first.
-struct Parsed<T> {
-    ty: u16,
-    parse: fn(&[u8]) -> Option<T>,
-    out: Vec<T>,
-    refused: bool,
-}
-
-impl<T> Parsed<T> {
-    fn new(ty: u16, parse: fn(&[u8]) -> Option<T>) -> Self {
-        Parsed {
-            ty,
-            parse,
-            out: Vec::new(),
-            refused: false,
-        }
-    }
-
-    /// Takes one message of the exchange; `None` (a dump starting over)
-    /// forgets what came before.
-    fn take(&mut self, msg: Option<(u16, &[u8])>) {
-        match msg {
-            Some((ty, p)) if ty == self.ty => match (self.parse)(p) {
-                Some(v) => self.out.push(v),
-                None => self.refused = true,
-            },
-            Some(_) => {}
-            None => {
-                self.out.clear();
-                self.refused = false;
-            }
-        }
-    }
-
-    fn finish(self, op: &str) -> Result<Vec<T>> {
-        if self.refused {
-            return Err(NlError::protocol(
-                op,
-                format!("cannot parse kernel message of type {}", self.ty),
-            ));
-        }
-        Ok(self.out)
     }
 }
 
@@ -546,7 +375,7 @@ pub(crate) fn recv_datagram(sock: &Socket, buf: &mut [u8]) -> Result<usize> {
 /// running past the end). For the counters of a whole node's dump, where
 /// a cut attribute costs one value, not the answer; parsers that must
 /// refuse a malformed message use [`attrs`].
-pub(crate) fn raw_attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn raw_attrs(buf: &[u8]) -> impl Iterator<Item = Attr<'_>> {
     let mut rest = buf;
     std::iter::from_fn(move || {
         let (attr, next) = split_attr(rest)?;
@@ -557,7 +386,7 @@ pub(crate) fn raw_attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 
 /// The attributes in `buf` as [`raw_attrs`] walks them, or `None` when
 /// they do not frame it exactly: one is cut short or stray bytes follow.
-pub(crate) fn attrs(buf: &[u8]) -> Option<impl Iterator<Item = (u16, &[u8])>> {
+pub(crate) fn attrs(buf: &[u8]) -> Option<impl Iterator<Item = Attr<'_>>> {
     let mut rest = buf;
     while !rest.is_empty() {
         rest = split_attr(rest)?.1;
@@ -565,10 +394,13 @@ pub(crate) fn attrs(buf: &[u8]) -> Option<impl Iterator<Item = (u16, &[u8])>> {
     Some(raw_attrs(buf))
 }
 
+/// One attribute: its type (without the nested/byte-order flags) and payload.
+type Attr<'a> = (u16, &'a [u8]);
+
 /// The first attribute of `buf` (type, payload) and what follows it (after
 /// its padding; the last one's may be missing); `None` when `buf` does not
 /// start with a whole attribute.
-fn split_attr(buf: &[u8]) -> Option<((u16, &[u8]), &[u8])> {
+fn split_attr(buf: &[u8]) -> Option<(Attr<'_>, &[u8])> {
     let len = usize::from(read_u16(buf, 0)?);
     let ty = read_u16(buf, 2)? & NLA_TYPE_MASK;
     // `get` refuses a length below the 4-byte header (start after end).
@@ -590,14 +422,6 @@ pub(crate) fn c_string(payload: &[u8]) -> String {
         .position(|b| *b == 0)
         .unwrap_or(payload.len());
     String::from_utf8_lossy(&payload[..end]).into_owned()
-}
-
-/// The kernel's human-readable error text among extended-ack TLVs.
-fn extack_from_tlvs(tlvs: &[u8]) -> Option<String> {
-    raw_attrs(tlvs)
-        .filter(|(ty, _)| *ty == NLMSGERR_ATTR_MSG)
-        .map(|(_, v)| c_string(v).trim().to_string())
-        .find(|s| !s.is_empty())
 }
 
 pub(crate) fn kernel_error(op: &str, code: i32, ext: Option<String>) -> NlError {

@@ -15,7 +15,7 @@ use netlink_packet_route::{
 use crate::{Netlink, NlError, Result};
 
 #[path = "tc_filter.rs"]
-mod filter;
+pub(crate) mod filter;
 pub use filter::{Filter, Mirred};
 
 /// Parent of the root (egress) qdisc.
