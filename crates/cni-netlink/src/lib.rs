@@ -33,11 +33,10 @@ pub mod netns;
 pub mod nft;
 pub mod proc_net_dev;
 pub mod tc;
-
-use exchange::{Exchange, Parsed};
 #[cfg(test)]
 mod wire_tests;
 
+use exchange::{Exchange, Parsed};
 pub use link::{IFB_TXQUEUELEN, Link, LinkCounters};
 
 /// Size of the receive buffer: dumps put many messages in one datagram (at

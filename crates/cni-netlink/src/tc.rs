@@ -36,7 +36,7 @@ pub const ETH_P_IP: u16 = 0x0800;
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 /// `sizeof(struct tcmsg)`: family and padding, ifindex, handle, parent, info.
-pub(crate) const TCMSG_LEN: usize = 20;
+const TCMSG_LEN: usize = 20;
 /// `RTM_NEWQDISC`: a qdisc's description, in dumps and GET answers.
 const RTM_NEWQDISC: u16 = 36;
 const TCA_TBF_PARMS: u16 = 1;
