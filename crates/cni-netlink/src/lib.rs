@@ -258,15 +258,17 @@ impl Netlink {
     }
 
     fn send(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<u32> {
+        self.send_encoded(op, &mut encode(msg, flags))
+    }
+
+    /// Sends an encoded request under the next sequence number, which it
+    /// writes into the header: a retried dump resends the same bytes.
+    fn send_encoded(&mut self, op: &str, out: &mut [u8]) -> Result<u32> {
         let seq = self.next_seq();
-        let mut header = NetlinkHeader::default();
-        header.flags = flags;
-        header.sequence_number = seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        packet.finalize();
-        let mut out = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut out);
-        send_datagram(&self.sock, op, &out)?;
+        if let Some(field) = out.get_mut(8..12) {
+            field.copy_from_slice(&seq.to_ne_bytes());
+        }
+        send_datagram(&self.sock, op, out)?;
         Ok(seq)
     }
 
@@ -291,8 +293,11 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         each: RawHandler<'_>,
     ) -> Result<()> {
+        // Encoded once: cloning the typed message for each retry would
+        // link a clone of every rtnetlink message type (tens of KB).
+        let mut out = encode(msg, NLM_F_REQUEST | NLM_F_DUMP);
         for _ in 0..DUMP_RETRIES {
-            let seq = self.send(op, msg.clone(), NLM_F_REQUEST | NLM_F_DUMP)?;
+            let seq = self.send_encoded(op, &mut out)?;
             let interrupted = self.receive_with(op, seq, true, &mut *each)?;
             if !interrupted {
                 return Ok(());
@@ -327,6 +332,18 @@ impl Netlink {
             }
         }
     }
+}
+
+/// A request as it goes on the wire, with sequence number 0 (the sender
+/// sets it).
+fn encode(msg: RouteNetlinkMessage, flags: u16) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+    packet.finalize();
+    let mut out = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut out);
+    out
 }
 
 /// Sends one whole datagram on a netlink socket (rtnetlink's or
