@@ -8,6 +8,8 @@
 //! bills it twice. Bytes are what the classes count (every frame's
 //! headers included: ~0.7% over the payload at MTU 9001).
 
+use crate::text::{cell, si};
+pub use crate::view::ZoneBytes;
 use crate::view::{NodeView, Row};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -15,23 +17,6 @@ use std::fmt::Write as _;
 
 /// AWS's inter-AZ price in most regions, per GB and direction.
 pub const DEFAULT_PRICE_PER_GB: f64 = 0.01;
-
-/// A pod's bytes by zone class, both directions summed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ZoneBytes {
-    pub same_zone: u64,
-    pub cross_zone: u64,
-    pub outside: u64,
-}
-
-impl ZoneBytes {
-    fn add(&mut self, o: ZoneBytes) {
-        self.same_zone += o.same_zone;
-        self.cross_zone += o.cross_zone;
-        self.outside += o.outside;
-    }
-}
 
 /// The row's bytes by zone class; `None` without zone classes (subnets
 /// or no classes: nothing says which zone a peer is in).
@@ -110,11 +95,11 @@ pub fn zones_table(zones: &[ZoneSummary], price_per_gb: f64) -> String {
         let _ = writeln!(
             out,
             "{:<24} {:>5} {:>12} {:>12} {:>12} {:>12}",
-            crate::render::cell(&z.zone),
+            cell(&z.zone),
             z.pods,
-            crate::render::si(z.bytes.same_zone),
-            crate::render::si(z.bytes.cross_zone),
-            crate::render::si(z.bytes.outside),
+            si(z.bytes.same_zone),
+            si(z.bytes.cross_zone),
+            si(z.bytes.outside),
             format!("${:.4}", z.est_cost_usd),
         );
     }

@@ -9,6 +9,7 @@
 
 mod cost;
 mod render;
+mod text;
 mod textfile;
 mod view;
 

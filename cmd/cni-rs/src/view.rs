@@ -60,6 +60,23 @@ pub struct ClassCounters {
     pub overlimits: u64,
 }
 
+/// A pod's bytes by zone class, both directions summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneBytes {
+    pub same_zone: u64,
+    pub cross_zone: u64,
+    pub outside: u64,
+}
+
+impl ZoneBytes {
+    pub fn add(&mut self, o: ZoneBytes) {
+        self.same_zone += o.same_zone;
+        self.cross_zone += o.cross_zone;
+        self.outside += o.outside;
+    }
+}
+
 /// One attachment (a pod's interface on one network), or a state file that
 /// could not be read (`error` set, identity unknown).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -78,7 +95,7 @@ pub struct Row {
     /// Bytes by zone class, both directions (see [`crate::cost`]); `None`
     /// without zone classes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone_bytes: Option<crate::cost::ZoneBytes>,
+    pub zone_bytes: Option<ZoneBytes>,
     /// The cross-zone bytes at the inter-AZ price (`--price-per-gb`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub est_cost_usd: Option<f64>,
