@@ -16,9 +16,9 @@ use crate::{
 /// rtnetlink's data messages start at 16.
 const NLMSG_MAX_CONTROL: u16 = 15;
 /// An ACK (code 0) or the kernel's refusal (a negative errno).
-const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_ERROR: u16 = 2;
 /// The end of a dump (code 0) or its failure (a negative errno).
-const NLMSG_DONE: u16 = 3;
+pub(crate) const NLMSG_DONE: u16 = 3;
 /// The kernel dropped messages: the answer is incomplete.
 const NLMSG_OVERRUN: u16 = 4;
 /// Extended-ack TLV carrying the kernel's human-readable error message.

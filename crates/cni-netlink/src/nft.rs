@@ -36,15 +36,11 @@ pub(crate) mod msg {
     pub const GETOBJ: u8 = 19;
 }
 
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_CREATE: u16 = 0x400;
-pub(crate) const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_APPEND: u16 = 0x800;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+use crate::exchange::{NLMSG_DONE, NLMSG_ERROR};
+pub(crate) use netlink_packet_core::NLM_F_EXCL;
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+};
 const NLA_F_NESTED: u16 = 0x8000;
 const NFGENMSG_LEN: usize = 4;
 /// How long an answer may take before the plugin gives up (the kernel
