@@ -217,19 +217,20 @@ boot() {
     # No KVM here (it fails with an emulation error): TCG, always under timeout.
     timeout "$BOOT_TIMEOUT" nice -n 10 "${QEMU_ENV[@]}" "$QEMU_BIN/$qemu" "${QEMU_L[@]}" -m 1024 -smp 1 \
         -nographic -no-reboot -nic none -kernel "$VM/vmlinuz-$arch" -initrd "$VM/initrd-$arch.gz" \
-        "${args[@]}" </dev/null 2>&1 | tr -d '\r' >"$out" || true
+        "${args[@]}" </dev/null 2>&1 | tr -d '\r' | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g' >"$out" || true
 }
 
 # judge ARCH MODE CASE...: prints the result lines; fails on FAIL or missing.
+# Lines are taken wherever they start: firmware escapes may precede one.
 judge() {
-    local arch=$1 mode=$2 out=$VM/console-$1-$2.log c bad=0
+    local arch=$1 mode=$2 lines=$VM/results-$1-$2.txt c bad=0
     shift 2
-    grep '^VMTEST' "$out" | sed "s/^/[$arch $mode] /" || true
-    grep -q '^VMTEST-END ' "$out" || { log "$arch $mode: the suite never finished (see $out)"; bad=1; }
-    if grep -q '^VMTEST [^ ]* FAIL' "$out"; then bad=1; fi
+    grep -ao 'VMTEST.*' "$VM/console-$arch-$mode.log" >"$lines" || true
+    sed "s/^/[$arch $mode] /" "$lines"
+    grep -q '^VMTEST-END ' "$lines" || { log "$arch $mode: the suite never finished (see $VM/console-$arch-$mode.log)"; bad=1; }
+    if grep -q '^VMTEST [^ ]* FAIL' "$lines"; then bad=1; fi
     for c in "$@"; do
-        grep -q "^VMTEST $c PASS" "$out" || grep -q "^VMTEST $c FAIL" "$out" ||
-            { log "$arch $mode: case $c never reported"; bad=1; }
+        grep -Eq "^VMTEST $c (PASS|FAIL)" "$lines" || { log "$arch $mode: case $c never reported"; bad=1; }
     done
     return "$bad"
 }
@@ -256,7 +257,7 @@ main() {
         t=$SECONDS
         boot "$arch" full
         judge "$arch" full "${FULL_CASES[@]}" || failed=1
-        log "$arch, Linux $(sed -n 's/^VMTEST-BEGIN [^ ]* [^ ]* //p' "$VM/console-$arch-full.log"): $((SECONDS - t)) s"
+        log "$arch, Linux $(sed -n 's/^VMTEST-BEGIN [^ ]* [^ ]* //p' "$VM/results-$arch-full.txt"): $((SECONDS - t)) s"
     done
     if [ "$NOHTB" -eq 1 ] && [[ " ${ARCHES[*]} " == *" amd64 "* ]]; then
         t=$SECONDS

@@ -23,7 +23,9 @@ fn classes_refused(pod: &Pod) -> Result<String> {
     );
     let e = plugin::run("bandwidth", "ADD", pod, &c)?.err(100)?;
     let msg = e["msg"].as_str().unwrap_or_default();
-    ensure!(msg.contains("htb"), "msg does not name the missing feature: {e}");
+    // The kernel says only "Specified qdisc kind is unknown" (ENOENT):
+    // the plugin's message must name what the node lacks.
+    ensure!(msg.contains("sch_htb"), "msg does not name the missing feature: {e}");
     inspect::assert_clean(&[Path::new(BW_STATE)], Some(&pod.w.ns))?;
     // The runtime's DEL after a failed ADD.
     plugin::run("bandwidth", "DEL", pod, &c)?.ok()?;

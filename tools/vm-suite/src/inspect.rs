@@ -42,12 +42,19 @@ pub fn kinds(nl: &mut Netlink, index: u32) -> Result<Vec<String>> {
     Ok(k)
 }
 
-/// Every ifb in the node.
+/// The ifbs the ifb module makes when it loads (`numifbs`, default 2:
+/// `ifb0`, `ifb1`, down, no alias), as on a node whose kernel loads it on
+/// demand: nobody's attachment.
+fn kernels_own(l: &Link) -> bool {
+    l.alias.is_none() && l.name.strip_prefix("ifb").is_some_and(|n| n.parse::<u32>().is_ok())
+}
+
+/// Every ifb in the node but the module's own.
 pub fn ifbs(nl: &mut Netlink) -> Result<Vec<Link>> {
     Ok(nl
         .links()?
         .into_iter()
-        .filter(|l| l.kind.as_deref() == Some("ifb"))
+        .filter(|l| l.kind.as_deref() == Some("ifb") && !kernels_own(l))
         .collect())
 }
 
@@ -90,7 +97,7 @@ pub fn leftovers(state_dirs: &[&Path], pod: Option<&Ns>) -> Result<Vec<String>> 
     let mut left = Vec::new();
     let mut nl = Netlink::new()?;
     for l in nl.links()? {
-        if l.kind.as_deref() == Some("ifb") {
+        if l.kind.as_deref() == Some("ifb") && !kernels_own(&l) {
             left.push(format!("ifb {}", l.name));
         }
         for k in kinds(&mut nl, l.index)? {
