@@ -1,7 +1,8 @@
-//! ADD, CHECK, DEL, DEL in a real pod namespace, for every release
-//! architecture: the normal suite runs it against the host build, and the
-//! arm64 tier (scripts/test.sh) against `dist/linux-arm64` under
-//! qemu-user. qemu's netlink translation passes link, address and route
+//! ADD, CHECK, DEL, DEL in a real pod namespace: the normal suite runs it
+//! against the host build (arm64's kernel cases run in a real Linux 6.1 in
+//! the VM tier, docs/vm-tier.md). It also runs against `dist/linux-arm64`
+//! under qemu-user (`CNI_TEST_PLUGIN_RUNNER=qemu-aarch64-static`), where
+//! qemu's netlink translation passes link, address and route
 //! messages only (RTM_GETNSID, neighbours and every tc message answer
 //! EOPNOTSUPP without reaching the kernel), so there the plugins run
 //! everything up to the host veth lookup: an unshaped attachment goes all

@@ -404,6 +404,9 @@ mod tests {
         );
         let e = qdisc_error(kernel_error(22), "tbf", "installing tbf on eni1".into());
         let c = e.downcast_ref::<CniError>().expect("a CNI error");
-        assert_eq!(c.msg, "installing tbf on eni1", "other errors keep their message");
+        assert_eq!(
+            c.msg, "installing tbf on eni1",
+            "other errors keep their message"
+        );
     }
 }

@@ -77,7 +77,10 @@ pub fn classes_ifb(r: &mut Report, peers: &Peers) {
         let host = htb_tree(&mut nl, pod.w.host_index()?, "host veth")?;
         let ifb = inspect::ifbs(&mut nl)?.pop().context("no ifb")?;
         let on_ifb = htb_tree(&mut nl, ifb.index, &ifb.name)?;
-        Ok(format!("htb on {} ({host} classes) and {} ({on_ifb}); CHECK 0", pod.w.host, ifb.name))
+        Ok(format!(
+            "htb on {} ({host} classes) and {} ({on_ifb}); CHECK 0",
+            pod.w.host, ifb.name
+        ))
     });
     let before = cni_rs_row(&pod);
     r.case("traffic-class-cross-egress", || {
@@ -92,7 +95,11 @@ pub fn classes_ifb(r: &mut Report, peers: &Peers) {
     r.case("classes-counters", || {
         let (b, a) = (before?, cni_rs_row(&pod)?);
         let mut seen = Vec::new();
-        for (dir, class) in [("egress", "crossZone"), ("ingress", "crossZone"), ("egress", "outside")] {
+        for (dir, class) in [
+            ("egress", "crossZone"),
+            ("ingress", "crossZone"),
+            ("egress", "outside"),
+        ] {
             let d = class_bytes(&a, dir, class).saturating_sub(class_bytes(&b, dir, class));
             // Four seconds at the class's limit: at least a megabyte.
             ensure!(d > 1_000_000, "{dir} {class} moved {d} B: {a}");
@@ -131,8 +138,17 @@ pub fn classes_pod(r: &mut Report, peers: &Peers) {
         let before = inspect::counter("sent_crossZone")?;
         let f = flow(&End::of(&pod.w), &End::of(&peers.cross))?;
         let after = inspect::counter("sent_crossZone")?;
-        ensure!(after.0 >= before.0 + f.total, "backstop sent_crossZone moved {} B for {} B", after.0 - before.0, f.total);
-        Ok(format!("{}; backstop sent_crossZone +{} B", f.held(CROSS_CAP, "pod->cross zone, in-pod htb")?, after.0 - before.0))
+        ensure!(
+            after.0 >= before.0 + f.total,
+            "backstop sent_crossZone moved {} B for {} B",
+            after.0 - before.0,
+            f.total
+        );
+        Ok(format!(
+            "{}; backstop sent_crossZone +{} B",
+            f.held(CROSS_CAP, "pod->cross zone, in-pod htb")?,
+            after.0 - before.0
+        ))
     });
     r.case("classes-pod-del", || {
         del(&pod, &c)?;
@@ -146,12 +162,20 @@ pub fn counting_only(r: &mut Report, peers: &Peers) {
         let c = add(&pod, "auto", None, json!({}))?;
         let mut nl = Netlink::new()?;
         htb_tree(&mut nl, pod.w.host_index()?, "host veth")?;
-        ensure!(inspect::ifbs(&mut nl)?.is_empty(), "an ifb for counting only");
+        ensure!(
+            inspect::ifbs(&mut nl)?.is_empty(),
+            "an ifb for counting only"
+        );
         let before = cni_rs_row(&pod)?;
         let f = flow(&End::of(&pod.w), &End::of(&peers.same))?;
         let after = cni_rs_row(&pod)?;
-        let d = class_bytes(&after, "egress", "sameZone") - class_bytes(&before, "egress", "sameZone");
-        ensure!(d >= f.total, "sameZone egress counted {d} B for {} B", f.total);
+        let d =
+            class_bytes(&after, "egress", "sameZone") - class_bytes(&before, "egress", "sameZone");
+        ensure!(
+            d >= f.total,
+            "sameZone egress counted {d} B for {} B",
+            f.total
+        );
         del(&pod, &c)?;
         Ok(format!(
             "no limit, no ifb: htb counts; pod->same zone {:.1} Mbit/s unshaped, counted +{d} B",

@@ -25,11 +25,17 @@ fn classes_refused(pod: &Pod) -> Result<String> {
     let msg = e["msg"].as_str().unwrap_or_default();
     // The kernel says only "Specified qdisc kind is unknown" (ENOENT):
     // the plugin's message must name what the node lacks.
-    ensure!(msg.contains("sch_htb"), "msg does not name the missing feature: {e}");
+    ensure!(
+        msg.contains("sch_htb"),
+        "msg does not name the missing feature: {e}"
+    );
     inspect::assert_clean(&[Path::new(BW_STATE)], Some(&pod.w.ns))?;
     // The runtime's DEL after a failed ADD.
     plugin::run("bandwidth", "DEL", pod, &c)?.ok()?;
-    Ok(format!("ADD 100 {msg:?} (details {}); nothing left; DEL 0", e["details"]))
+    Ok(format!(
+        "ADD 100 {msg:?} (details {}); nothing left; DEL 0",
+        e["details"]
+    ))
 }
 
 fn tbf_works(pod: &Pod) -> Result<String> {
@@ -40,7 +46,10 @@ fn tbf_works(pod: &Pod) -> Result<String> {
     );
     plugin::run("bandwidth", "ADD", pod, &c)?.ok()?;
     let mut nl = Netlink::new()?;
-    ensure!(inspect::root_tbf_rate(&mut nl, pod.w.host_index()?)? == RATE, "host veth tbf");
+    ensure!(
+        inspect::root_tbf_rate(&mut nl, pod.w.host_index()?)? == RATE,
+        "host veth tbf"
+    );
     ensure!(inspect::ifbs(&mut nl)?.len() == 1, "ifb");
     plugin::run("bandwidth", "CHECK", pod, &c)?.ok()?;
     plugin::run("bandwidth", "DEL", pod, &c)?.ok()?;

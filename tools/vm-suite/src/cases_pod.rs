@@ -31,7 +31,10 @@ pub fn check_backstop(pod: &Pod) -> Result<String> {
         "table {name} hooks {:?}",
         o.hook_dev
     );
-    ensure!(!o.limits.is_empty() && !o.rules.is_empty(), "table {name}: {o:?}");
+    ensure!(
+        !o.limits.is_empty() && !o.rules.is_empty(),
+        "table {name}: {o:?}"
+    );
     Ok(name.clone())
 }
 
@@ -49,22 +52,40 @@ pub fn pod_mode(r: &mut Report, peers: &Peers) {
         plugin::run("bandwidth", "ADD", &pod, &c)?.ok()?;
         let mut nl = Netlink::new()?;
         let host = pod.w.host_index()?;
-        ensure!(inspect::root_tbf_rate(&mut nl, host)? == RATE, "host veth tbf");
-        ensure!(inspect::kinds(&mut nl, host)? == ["tbf"], "host veth: {:?}", inspect::kinds(&mut nl, host)?);
+        ensure!(
+            inspect::root_tbf_rate(&mut nl, host)? == RATE,
+            "host veth tbf"
+        );
+        ensure!(
+            inspect::kinds(&mut nl, host)? == ["tbf"],
+            "host veth: {:?}",
+            inspect::kinds(&mut nl, host)?
+        );
         ensure!(inspect::ifbs(&mut nl)?.is_empty(), "an ifb in pod mode");
         let mut pn = pod.w.ns.netlink()?;
         let eth0 = pn.link_by_name("eth0")?.context("no eth0")?;
-        ensure!(inspect::root_tbf_rate(&mut pn, eth0.index)? == RATE, "pod eth0 tbf");
+        ensure!(
+            inspect::root_tbf_rate(&mut pn, eth0.index)? == RATE,
+            "pod eth0 tbf"
+        );
         let table = check_backstop(&pod)?;
         plugin::run("bandwidth", "CHECK", &pod, &c)?.ok()?;
-        Ok(format!("tbf {RATE} b/s in the pod and on {}, no ifb, backstop {table}; CHECK 0", pod.w.host))
+        Ok(format!(
+            "tbf {RATE} b/s in the pod and on {}, no ifb, backstop {table}; CHECK 0",
+            pod.w.host
+        ))
     });
     r.case("traffic-pod-egress", || {
         let before = inspect::counter("sent_all")?;
         let f = flow(&End::of(&pod.w), &End::node_side(&pod.w))?;
         let after = inspect::counter("sent_all")?;
         let dropped = inspect::counter("dropped_all")?;
-        ensure!(after.0 > before.0 + f.total, "backstop sent_all moved {} B for {} B", after.0 - before.0, f.total);
+        ensure!(
+            after.0 > before.0 + f.total,
+            "backstop sent_all moved {} B for {} B",
+            after.0 - before.0,
+            f.total
+        );
         Ok(format!(
             "{}; backstop sent_all +{} B, dropped_all {} pkts",
             f.held(RATE, "pod->node, shaped in the pod")?,
@@ -99,14 +120,21 @@ fn flood_held(pod: &Pod, peers: &Peers) -> Result<String> {
         f.sent as f64 / 1e6,
         f.per_second
     );
-    ensure!(f.sent > 5 * rate * FLOOD_SECONDS, "{detail}: too weak a flood to prove anything");
+    ensure!(
+        f.sent > 5 * rate * FLOOD_SECONDS,
+        "{detail}: too weak a flood to prove anything"
+    );
     ensure!(dropped > 0, "{detail}: nothing dropped");
     let total: u64 = f.per_second.iter().sum();
     let bound = rate * (FLOOD_SECONDS + 1) + rate;
     ensure!(total <= bound, "{detail}: {total} B over the bound {bound}");
     // After the bucket: each second within 10% of the limit.
     for (i, b) in f.per_second.iter().enumerate().skip(2) {
-        ensure!(*b <= rate + rate / 10, "{detail}: second {} over the limit", i + 1);
+        ensure!(
+            *b <= rate + rate / 10,
+            "{detail}: second {} over the limit",
+            i + 1
+        );
         // Held, not cut off: the limit's worth still gets through.
         ensure!(*b >= rate / 2, "{detail}: second {} starved", i + 1);
     }

@@ -8,12 +8,12 @@ use cni_netlink::tc::{INGRESS_HANDLE, TCA_EGRESS_REDIR, TbfSpec};
 use serde_json::{Value, json};
 use std::path::Path;
 
+use crate::Report;
 use crate::conf::{self, BW_STATE, RATE};
 use crate::inspect;
 use crate::plugin::{self, merged};
 use crate::traffic::{End, flow};
 use crate::world::Pod;
-use crate::Report;
 
 /// What the VM pushes without any shaping, both ways, in this boot: the
 /// check that every shaped rate is a real limit, not the VM's ceiling.
@@ -54,13 +54,19 @@ fn ifb_mode(pod: &Pod) -> Value {
 fn check_ifb_layout(pod: &Pod, result: &Value, rate: u64) -> Result<String> {
     let mut nl = Netlink::new()?;
     let host = pod.w.host_index()?;
-    ensure!(inspect::root_tbf_rate(&mut nl, host)? == rate, "host veth tbf rate");
+    ensure!(
+        inspect::root_tbf_rate(&mut nl, host)? == rate,
+        "host veth tbf rate"
+    );
     let ifbs = inspect::ifbs(&mut nl)?;
     let [ifb] = ifbs.as_slice() else {
         bail!("expected one ifb, found {ifbs:?}");
     };
     ensure!(ifb.name.starts_with("bwp"), "ifb named {}", ifb.name);
-    ensure!(inspect::root_tbf_rate(&mut nl, ifb.index)? == rate, "ifb tbf rate");
+    ensure!(
+        inspect::root_tbf_rate(&mut nl, ifb.index)? == rate,
+        "ifb tbf rate"
+    );
     ensure!(
         inspect::kinds(&mut nl, host)?.contains(&"ingress".to_string()),
         "no ingress qdisc on the host veth"
@@ -86,9 +92,8 @@ pub fn cni_rs_row(pod: &Pod) -> Result<Value> {
         .args(["--topology-state-dir", conf::TOPO_STATE])
         .output()
         .context("running cni-rs")?;
-    let rows: Value = serde_json::from_slice(&o.stdout).with_context(|| {
-        format!("cni-rs --json: {}", String::from_utf8_lossy(&o.stderr))
-    })?;
+    let rows: Value = serde_json::from_slice(&o.stdout)
+        .with_context(|| format!("cni-rs --json: {}", String::from_utf8_lossy(&o.stderr)))?;
     rows.as_array()
         .and_then(|a| a.iter().find(|row| row["containerId"] == pod.id.as_str()))
         .cloned()
@@ -109,19 +114,30 @@ pub fn tbf_ifb(r: &mut Report, unshaped: f64) {
         let res = plugin::run("bandwidth", "ADD", &pod, &c)?.ok()?;
         let ifb = check_ifb_layout(&pod, &res, RATE)?;
         plugin::run("bandwidth", "CHECK", &pod, &c)?.ok()?;
-        Ok(format!("ADD+CHECK: tbf {RATE} b/s on {} and {ifb}, u32 redirect", pod.w.host))
+        Ok(format!(
+            "ADD+CHECK: tbf {RATE} b/s on {} and {ifb}, u32 redirect",
+            pod.w.host
+        ))
     });
     let before = cni_rs_row(&pod);
     let mut moved = (0u64, 0u64);
     r.case("traffic-tbf-ingress", || {
         let f = flow(&End::node_side(&pod.w), &End::of(&pod.w))?;
         moved.0 = f.total;
-        Ok(format!("{}; unshaped {:.1}", f.held(RATE, "node->pod")?, unshaped / 1e6))
+        Ok(format!(
+            "{}; unshaped {:.1}",
+            f.held(RATE, "node->pod")?,
+            unshaped / 1e6
+        ))
     });
     r.case("traffic-tbf-egress", || {
         let f = flow(&End::of(&pod.w), &End::node_side(&pod.w))?;
         moved.1 = f.total;
-        Ok(format!("{}; unshaped {:.1}", f.held(RATE, "pod->node via ifb")?, unshaped / 1e6))
+        Ok(format!(
+            "{}; unshaped {:.1}",
+            f.held(RATE, "pod->node via ifb")?,
+            unshaped / 1e6
+        ))
     });
     r.case("cni-rs-pods", || {
         let (b, a) = (before?, cni_rs_row(&pod)?);
@@ -165,10 +181,16 @@ fn tamper(pod: &Pod, c: &Value) -> Result<String> {
     nl.replace_root_tbf(ifb.index, &spec)?;
     let e = plugin::run("bandwidth", "CHECK", pod, c)?.err(101)?;
     let said = format!("{} {}", e["msg"], e["details"]);
-    ensure!(said.contains(&ifb.name) || said.contains("tbf"), "CHECK said {said}");
+    ensure!(
+        said.contains(&ifb.name) || said.contains("tbf"),
+        "CHECK said {said}"
+    );
     plugin::run("bandwidth", "ADD", pod, c)?.ok()?;
     plugin::run("bandwidth", "CHECK", pod, c)?.ok()?;
-    ensure!(inspect::root_tbf_rate(&mut nl, ifb.index)? == RATE, "ADD did not repair");
+    ensure!(
+        inspect::root_tbf_rate(&mut nl, ifb.index)? == RATE,
+        "ADD did not repair"
+    );
     Ok(format!("CHECK 101 ({}); ADD repaired, CHECK 0", e["msg"]))
 }
 
@@ -208,26 +230,49 @@ pub fn gc(r: &mut Report) {
     r.case("gc", || {
         let (keep, stale) = (Pod::new(6, "default")?, Pod::new(7, "default")?);
         let c = |p: &Pod| {
-            conf::bandwidth(p, "1.1.0", json!({"egressMode": "ifb",
-                "runtimeConfig": conf::annotations(Some(RATE), Some(RATE))}))
+            conf::bandwidth(
+                p,
+                "1.1.0",
+                json!({"egressMode": "ifb",
+                "runtimeConfig": conf::annotations(Some(RATE), Some(RATE))}),
+            )
         };
         plugin::run("bandwidth", "ADD", &keep, &c(&keep))?.ok()?;
         plugin::run("bandwidth", "ADD", &stale, &c(&stale))?.ok()?;
         let mut nl = Netlink::new()?;
-        ensure!(inspect::ifbs(&mut nl)?.len() == 2, "two ifbs after two ADDs");
+        ensure!(
+            inspect::ifbs(&mut nl)?.len() == 2,
+            "two ifbs after two ADDs"
+        );
         let mut g = c(&keep);
         if let Some(o) = g.as_object_mut() {
             o.remove("prevResult");
         }
         g["cni.dev/valid-attachments"] = json!([{"containerID": keep.id, "ifname": "eth0"}]);
-        let env = [("CNI_COMMAND".to_string(), "GC".to_string()), ("CNI_PATH".into(), "/opt/cni/bin".into())];
+        let env = [
+            ("CNI_COMMAND".to_string(), "GC".to_string()),
+            ("CNI_PATH".into(), "/opt/cni/bin".into()),
+        ];
         plugin::run_env("bandwidth", &env, g.to_string().as_bytes())?.ok()?;
-        ensure!(inspect::ifbs(&mut nl)?.len() == 1, "GC left {:?}", inspect::ifbs(&mut nl)?);
-        ensure!(inspect::root(&mut nl, stale.w.host_index()?)?.is_none(), "stale tbf kept");
-        ensure!(inspect::state_files(Path::new(BW_STATE)).len() == 1, "state files");
+        ensure!(
+            inspect::ifbs(&mut nl)?.len() == 1,
+            "GC left {:?}",
+            inspect::ifbs(&mut nl)?
+        );
+        ensure!(
+            inspect::root(&mut nl, stale.w.host_index()?)?.is_none(),
+            "stale tbf kept"
+        );
+        ensure!(
+            inspect::state_files(Path::new(BW_STATE)).len() == 1,
+            "state files"
+        );
         plugin::run("bandwidth", "CHECK", &keep, &c(&keep))?.ok()?;
         plugin::run("bandwidth", "DEL", &keep, &c(&keep))?.ok()?;
         inspect::assert_clean(&[Path::new(BW_STATE)], Some(&keep.w.ns))?;
-        Ok("GC removed the stale attachment's ifb, tbf and state; the valid one still CHECKs".into())
+        Ok(
+            "GC removed the stale attachment's ifb, tbf and state; the valid one still CHECKs"
+                .into(),
+        )
     });
 }

@@ -21,11 +21,10 @@ const RP_FILTER: &str = "/proc/sys/net/ipv4/conf/eth0/rp_filter";
 fn observe(pod: &Pod) -> Result<[(Option<String>, u32); 2]> {
     let mut nl = Netlink::new()?;
     let h = nl.link_by_name(&pod.w.host)?.context("host veth")?;
-    let p = pod.w.ns.run(|| {
-        Ok(Netlink::new()?
-            .link_by_name("eth0")?
-            .context("pod eth0")?)
-    })?;
+    let p = pod
+        .w
+        .ns
+        .run(|| Netlink::new()?.link_by_name("eth0")?.context("pod eth0"))?;
     Ok([(h.alias, h.mtu), (p.alias, p.mtu)])
 }
 

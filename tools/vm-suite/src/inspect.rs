@@ -25,7 +25,9 @@ pub fn root(nl: &mut Netlink, index: u32) -> Result<Option<Qdisc>> {
 /// is there instead.
 pub fn root_tbf_rate(nl: &mut Netlink, index: u32) -> Result<u64> {
     match root(nl, index)? {
-        Some(q) if q.kind == "tbf" => Ok(q.tbf.context("tbf without options")?.rate_bytes_per_sec * 8),
+        Some(q) if q.kind == "tbf" => {
+            Ok(q.tbf.context("tbf without options")?.rate_bytes_per_sec * 8)
+        }
         other => bail!("no root tbf on #{index}: {other:?}"),
     }
 }
@@ -46,7 +48,10 @@ pub fn kinds(nl: &mut Netlink, index: u32) -> Result<Vec<String>> {
 /// `ifb0`, `ifb1`, down, no alias), as on a node whose kernel loads it on
 /// demand: nobody's attachment.
 fn kernels_own(l: &Link) -> bool {
-    l.alias.is_none() && l.name.strip_prefix("ifb").is_some_and(|n| n.parse::<u32>().is_ok())
+    l.alias.is_none()
+        && l.name
+            .strip_prefix("ifb")
+            .is_some_and(|n| n.parse::<u32>().is_ok())
 }
 
 /// Every ifb in the node but the module's own.

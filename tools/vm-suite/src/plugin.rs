@@ -94,7 +94,13 @@ pub fn del_bare(name: &str, pod: &Pod, conf: &Value) -> Result<Outcome> {
     let env: Vec<_> = pod
         .env("DEL")
         .into_iter()
-        .map(|(k, v)| if k == "CNI_NETNS" { (k, String::new()) } else { (k, v) })
+        .map(|(k, v)| {
+            if k == "CNI_NETNS" {
+                (k, String::new())
+            } else {
+                (k, v)
+            }
+        })
         .collect();
     run_env(name, &env, bare.to_string().as_bytes())
 }

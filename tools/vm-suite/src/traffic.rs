@@ -78,7 +78,7 @@ impl Flow {
         }
         rest.sort_by(f64::total_cmp);
         let mid = rest.len() / 2;
-        if rest.len() % 2 == 0 {
+        if rest.len().is_multiple_of(2) {
             (rest[mid - 1] + rest[mid]) / 2.0
         } else {
             rest[mid]
@@ -230,7 +230,9 @@ pub fn flood(pod: &Wired, host_mac: [u8; 6], peer: &Wired, seconds: u64) -> Resu
         per_second.push(now - last);
         last = now;
     }
-    let sent = t.join().map_err(|_| anyhow::anyhow!("flooder panicked"))??;
+    let sent = t
+        .join()
+        .map_err(|_| anyhow::anyhow!("flooder panicked"))??;
     Ok(Flood { sent, per_second })
 }
 

@@ -106,7 +106,9 @@ impl Wired {
         node.set_up(h.index)?;
         ns.run(|| {
             let mut nl = Netlink::new()?;
-            let l = nl.link_by_name(&tmp)?.context("peer not in the namespace")?;
+            let l = nl
+                .link_by_name(&tmp)?
+                .context("peer not in the namespace")?;
             nl.set_name(l.index, "eth0")?;
             nl.add_address(l.index, IpAddr::V4(ip), 24)?;
             nl.set_up(l.index)?;
