@@ -42,8 +42,8 @@ FULL_CASES=(traffic-unshaped tbf-ifb traffic-tbf-ingress traffic-tbf-egress cni-
     check-after-tamper del-without-netns namespace-policy gc pod-mode traffic-pod-egress
     bypass-flood pod-mode-del classes-ifb traffic-class-cross-egress traffic-class-cross-ingress
     traffic-class-outside-egress classes-counters classes-ifb-del classes-pod
-    traffic-class-pod-cross-egress classes-pod-del counting-only topology-label zero-leaks)
-NOHTB_CASES=(nohtb-classes-refused nohtb-tbf-works)
+    traffic-class-pod-cross-egress classes-pod-del counting-only topology-label zero-leaks kernel-log)
+NOHTB_CASES=(nohtb-classes-refused nohtb-tbf-works kernel-log)
 
 triple_of() { case "$1" in amd64) echo x86_64-unknown-linux-musl ;; arm64) echo aarch64-unknown-linux-musl ;; *) die "unknown arch $1" ;; esac; }
 

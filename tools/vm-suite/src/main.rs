@@ -86,7 +86,43 @@ fn main() {
         "nohtb" => cases_nohtb::run(&mut r),
         _ => run_full(&mut r),
     }
+    r.case("kernel-log", kernel_log);
     println!("VMTEST-END passed={} failed={}", r.passed, r.failed);
+}
+
+/// The kernel's log after every case (it is kept off the console): no
+/// warning, oops or HTB quantum complaint. Read from /dev/kmsg, one record
+/// per read, until it has nothing more (EAGAIN).
+fn kernel_log() -> Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    const BAD: [&str; 5] = ["WARNING:", "BUG:", "Oops", "quantum of class", "Call Trace"];
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open("/dev/kmsg")?;
+    let (mut records, mut bad) = (0, Vec::new());
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                records += 1;
+                let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if BAD.iter().any(|b| line.contains(b)) {
+                    bad.push(line.trim().to_string());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // A record overwritten while reading: go on with the next.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::ensure!(bad.is_empty(), "the kernel logged: {}", bad.join(" | "));
+    Ok(format!(
+        "{records} records, no warning, oops or HTB quantum complaint"
+    ))
 }
 
 fn run_full(r: &mut Report) {
