@@ -175,8 +175,18 @@ fn bytes_match_the_wire_and_a_pod_past_its_limit_shows_overlimits() {
     );
 
     // The Prometheus output parses with the reference parser and says the
-    // same as the JSON (read back to back while the pod is idle).
-    let json_rows = n.rows();
+    // same as the JSON (read back to back while the pod is idle). Idle
+    // means the shapers' queues have drained too: iperf3 returns while up
+    // to latencyMs of data still waits in a tbf.
+    let mut json_rows = n.rows();
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let again = n.rows();
+        if again == json_rows {
+            break;
+        }
+        json_rows = again;
+    }
     let prom = n.cni_rs(&["pods", "--prometheus"]).ok();
     let samples = parse_prometheus(&prom.stdout);
     let row = json_rows
