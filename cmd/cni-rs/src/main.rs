@@ -2,22 +2,36 @@
 //!
 //!   cni-rs pods [--json | --prometheus] [--bandwidth-state-dir DIR] [--topology-state-dir DIR]
 //!   cni-rs metrics --textfile PATH [--interval SECONDS] [state dir options]
+//!   cni-rs install [--watch] [options]   (see `installer`)
+//!   cni-rs uninstall [options]
 //!
 //! Read-only (it never writes a state file or touches a device); needs
 //! root only to read `/run/cni` and, for pods shaped inside their own
 //! namespace, to enter it.
 
+mod apply;
+mod conflist;
 mod cost;
+mod diff;
+mod entries;
+mod install_opts;
+mod installer;
+mod node_files;
+mod ordered_json;
+mod release;
 mod render;
+mod tar_stream;
 mod text;
 mod textfile;
+mod uninstall;
 mod view;
+mod watch;
 
 /// `pods` and a one-shot `metrics` live for milliseconds and read every
 /// attachment's state: a bump arena (no mmap/munmap per buffer, as musl's
 /// allocator does), the system allocator past 32 MiB (about 3000
 /// attachments). `metrics --interval` retires it as it starts: a process
-/// that runs for weeks must reuse what it frees.
+/// that runs for weeks must reuse what it frees; so does `install --watch`.
 #[global_allocator]
 static ALLOC: bump_arena::BumpArena<{ 32 << 20 }, std::alloc::System> =
     bump_arena::BumpArena::new(std::alloc::System);
@@ -31,7 +45,12 @@ const USAGE: &str = "\
 usage: cni-rs pods [--json | --prometheus] [options]
        cni-rs zones [--json] [options]
        cni-rs metrics --textfile PATH [--interval SECONDS] [options]
+       cni-rs install [--watch] [options]    (cni-rs install --help)
+       cni-rs uninstall [options]            (cni-rs uninstall --help)
 
+install   copies the plugins into the CNI bin dir and chains them after
+          the AWS VPC CNI in its conflist; --watch keeps them there
+uninstall removes them and restores the chain
 pods      one row per attachment on this node (both plugins' state joined
           with the kernel's counters): namespace/pod, container, interface,
           zone, host veth, egress mode, and per direction (IN = into the
@@ -164,6 +183,9 @@ fn settings(sources: Sources) -> Settings {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(verb @ ("install" | "uninstall")) = args.first().map(String::as_str) {
+        return installer::main(verb, &args[1..]);
+    }
     let (cmd, settings) = match parse(&args) {
         Ok(v) => v,
         Err(e) => {
