@@ -5,12 +5,13 @@
 #   dist/cni-rs-<version>-linux-amd64.tgz
 #   dist/cni-rs-<version>-linux-arm64.tgz
 #   dist/SHA256SUMS
-#   dist/linux-<arch>/      each tarball unpacked (what deploy/Dockerfile copies)
+#   dist/linux-<arch>/      each tarball unpacked (deploy/Dockerfile copies its bin/)
 #
 # Each tarball holds one directory, cni-rs-<version>-linux-<arch>/, laid out
-# as the installer expects (install.sh finds bin/ next to itself):
-#   bin/bandwidth  bin/topology-label  bin/cni-rs  install.sh  uninstall.sh  lib/  README.md  docs/
-# Never unpack it into /opt/cni/bin: install.sh installs `bandwidth` as
+# as the installer expects (install.sh runs bin/cni-rs next to itself, and
+# `cni-rs install` installs the plugins from its own directory):
+#   bin/bandwidth  bin/topology-label  bin/cni-rs  install.sh  uninstall.sh  README.md  docs/
+# Never unpack it into /opt/cni/bin: the installer installs `bandwidth` as
 # `bandwidth-rs`, next to (not over) the reference plugin aws-node copies.
 #
 # Reproducible: two runs from the same commit give the same bytes, whatever
@@ -131,7 +132,7 @@ for arch in "${ARCHES[@]}"; do
     # The unpacked release, laid out as /opt/cni-rs in the image.
     stage=$OUT/linux-$arch
     rm -rf -- "$stage"
-    mkdir -p "$stage/bin" "$stage/lib" "$stage/docs"
+    mkdir -p "$stage/bin" "$stage/docs"
     for b in "${SHIPPED[@]}"; do
         src=$TARGET_DIR/$t/dist/$b
         # A dynamic or wrong-architecture binary must never ship.
@@ -144,12 +145,11 @@ for arch in "${ARCHES[@]}"; do
         install -m 0755 -- "$src" "$stage/bin/$b"
     done
     install -m 0755 scripts/install.sh scripts/uninstall.sh "$stage/"
-    install -m 0644 scripts/lib/cni-rs-node.sh scripts/lib/install-patch.jq "$stage/lib/"
     # The README and the docs/ pages it links (and its chart), so its links
     # work in the unpacked release too.
     install -m 0644 README.md "$stage/README.md"
     install -m 0644 docs/*.md docs/*.svg "$stage/docs/"
-    chmod 0755 "$stage" "$stage/bin" "$stage/lib" "$stage/docs"
+    chmod 0755 "$stage" "$stage/bin" "$stage/docs"
     # The unpacked copy carries the same times as the tarball, so an image
     # layer made from it (deploy/Dockerfile) is reproducible too.
     find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +

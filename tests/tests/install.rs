@@ -1,10 +1,12 @@
-//! The node installer (`scripts/install.sh`, `scripts/uninstall.sh`) and its
-//! DaemonSet, on copies in temp dirs: never the machine's own /etc/cni or
-//! /opt/cni. Patching aws-node's conflist and the ENABLE_BANDWIDTH_PLUGIN
-//! variant, idempotence, flags, refusals (malformed JSON, read-only dir),
-//! binaries, watch mode against a simulated aws-node restart, uninstall,
-//! the DaemonSet manifest against the Kubernetes schemas, and the patched
-//! conflist running the chain end to end.
+//! The node installer (`cni-rs install` / `uninstall`, which
+//! `scripts/install.sh` and `uninstall.sh` wrap) and its DaemonSet, on
+//! copies in temp dirs: never the machine's own /etc/cni or /opt/cni.
+//! Patching aws-node's conflist and the ENABLE_BANDWIDTH_PLUGIN variant,
+//! idempotence, flags, refusals (malformed JSON, a FIFO, a directory, a
+//! read-only dir, bad tarballs), binaries, watch mode against a simulated
+//! aws-node restart, uninstall, the DaemonSet manifest against the
+//! Kubernetes schemas, and the patched conflist running the chain end to
+//! end.
 
 use integration_tests::*;
 use serde_json::{Value, json};
@@ -35,14 +37,33 @@ fn types(conf: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A stand-in for a built plugin: answers VERSION (and STATUS) like ours,
-/// and carries `tag` so copies can be told apart. Real binaries are used
-/// where their behaviour matters (alias validation, the chain test).
-const FAKE_PLUGIN: &str = r#"#!/bin/sh
-# TAG
-cat >/dev/null
-echo '{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}'
-"#;
+/// A stand-in for a built plugin: an ELF header of this machine's
+/// architecture (all the installer checks: it never runs a plugin) and
+/// `tag`, so copies can be told apart. Real binaries are used where their
+/// behaviour matters (the chain test).
+fn fake_plugin(tag: &str) -> Vec<u8> {
+    let machine: u16 = if cfg!(target_arch = "aarch64") {
+        183
+    } else {
+        62
+    };
+    let mut elf = vec![0u8; 64];
+    elf[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00");
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[18..20].copy_from_slice(&machine.to_le_bytes());
+    elf.extend_from_slice(format!("\n# {tag}\n").as_bytes());
+    elf
+}
+
+/// A file's bytes as text (a fake plugin's tag is readable in them).
+fn text_of(p: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned()
+}
+
+/// The installer: `cni-rs` as built.
+fn cni_rs() -> Command {
+    Command::new(plugin_bin("cni-rs"))
+}
 
 /// A simulated node: `net.d/` holding a copy of a conflist example (mode
 /// 0644 as aws-node writes it), an empty CNI `bin/` and a `from/` dir of
@@ -81,7 +102,7 @@ impl Node {
     fn set_fake_plugins(&self, tag: &str) {
         for p in ["bandwidth", "topology-label"] {
             let f = self.from.join(p);
-            std::fs::write(&f, FAKE_PLUGIN.replace("TAG", &format!("{p} {tag}"))).unwrap();
+            std::fs::write(&f, fake_plugin(&format!("{p} {tag}"))).unwrap();
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
     }
@@ -109,27 +130,29 @@ impl Node {
         ]
     }
 
-    fn run(&self, script: &str, extra: &[&str]) -> Outcome {
-        let out = Command::new(repo().join("scripts").join(script))
+    fn run(&self, verb: &str, extra: &[&str]) -> Outcome {
+        let out = cni_rs()
+            .arg(verb)
             .args(self.args())
             .args(extra)
             .stdin(Stdio::null())
             .output()
-            .expect("run script");
+            .expect("run cni-rs");
         Outcome::from(out)
     }
 
     fn install(&self, extra: &[&str]) -> Outcome {
-        self.run("install.sh", extra)
+        self.run("install", extra)
     }
 
     fn uninstall(&self) -> Outcome {
-        // uninstall.sh takes no --from.
-        let out = Command::new(repo().join("scripts/uninstall.sh"))
+        // uninstall takes no --from.
+        let out = cni_rs()
+            .arg("uninstall")
             .args(&self.args()[2..])
             .stdin(Stdio::null())
             .output()
-            .expect("run uninstall.sh");
+            .expect("run cni-rs uninstall");
         Outcome::from(out)
     }
 
@@ -163,7 +186,7 @@ impl Node {
 fn ok(o: Outcome) -> Outcome {
     assert_eq!(
         o.status, 0,
-        "script failed: stdout={} stderr={}",
+        "cni-rs failed: stdout={} stderr={}",
         o.stdout, o.stderr
     );
     o
@@ -202,7 +225,7 @@ fn patches_the_aws_node_sample() {
     let got = std::fs::read(&node.conf).unwrap();
     assert!(
         got == want,
-        "install.sh output differs from conflist-examples/10-aws-installed.conflist:\n{}",
+        "cni-rs install's output differs from conflist-examples/10-aws-installed.conflist:\n{}",
         String::from_utf8_lossy(&got)
     );
     // Everything of aws-node's is kept as it was; ours come last.
@@ -330,7 +353,7 @@ fn second_run_and_patched_file_change_nothing() {
     let o = ok(node.install(&["--dry-run"]));
     assert!(o.stdout.is_empty(), "no diff: {}", o.stdout);
 
-    // The committed patched example is already what install.sh wants.
+    // The committed patched example is already what install wants.
     let node = Node::new("10-aws-installed.conflist");
     let before = ino(&node.conf);
     let o = ok(node.install(&["--dry-run"]));
@@ -647,11 +670,11 @@ fn read_only_directory_is_refused_untouched() {
     let node = Node::new("10-aws.conflist");
     let before = std::fs::read(&node.conf).unwrap();
     let net = node.net().display().to_string();
-    let script = repo().join("scripts/install.sh").display().to_string();
     let mut cmd = vec![
         format!("mount --bind {net} {net} && mount -o remount,bind,ro {net} && exec \"$@\""),
         "sh".to_string(),
-        script,
+        plugin_bin("cni-rs").display().to_string(),
+        "install".to_string(),
     ];
     cmd.extend(node.args());
     let out = Command::new("unshare")
@@ -689,16 +712,8 @@ fn binaries_are_replaced_only_when_they_differ() {
     let o = ok(node.install(&[]));
     assert!(o.stderr.contains("installed"), "{}", o.stderr);
     assert_ne!(ino(&bw), i_bw);
-    assert!(
-        std::fs::read_to_string(&bw)
-            .unwrap()
-            .contains("bandwidth v2")
-    );
-    assert!(
-        std::fs::read_to_string(&tl)
-            .unwrap()
-            .contains("topology-label v2")
-    );
+    assert!(text_of(&bw).contains("bandwidth v2"));
+    assert!(text_of(&tl).contains("topology-label v2"));
 
     // A wrong mode is repaired.
     std::fs::set_permissions(&bw, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -711,11 +726,13 @@ fn binaries_are_replaced_only_when_they_differ() {
     let o = node.install(&[]);
     assert_eq!(o.status, 1, "{o:?}");
     assert!(o.stderr.contains("does not run"), "{}", o.stderr);
-    assert!(
-        std::fs::read_to_string(&bw)
-            .unwrap()
-            .contains("bandwidth v2")
-    );
+    assert!(text_of(&bw).contains("bandwidth v2"));
+    // So is a script where a plugin should be: the node runs it as an
+    // executable with no shell promised.
+    std::fs::write(node.from.join("bandwidth"), b"#!/bin/sh\necho\n").unwrap();
+    let o = node.install(&[]);
+    assert_eq!(o.status, 1, "{o:?}");
+    assert!(o.stderr.contains("not an ELF"), "{}", o.stderr);
 }
 
 /// A release tarball as `scripts/release.sh` lays it out (one directory
@@ -751,21 +768,23 @@ fn release_tarball(node: &Node, tag: &str, extra: &str, pack: &str) -> PathBuf {
 const PACK: &str =
     "tar -c --format=gnu --numeric-owner --owner=0 --group=0 -f - -- \"$2\" | gzip -1";
 
-/// install.sh --from a tarball, bounded in time (a FIFO must never be
-/// opened), its scratch dir under the node's dir.
+/// cni-rs install --from a tarball, bounded in time (a FIFO must never be
+/// opened), TMPDIR under the node's dir (it must stay empty: the tarball
+/// is unpacked in memory).
 fn install_from(node: &Node, tgz: &Path) -> Outcome {
     let tmp = node.dir.path.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let out = Command::new("timeout")
         .arg("120")
-        .arg(repo().join("scripts/install.sh"))
+        .arg(plugin_bin("cni-rs"))
+        .arg("install")
         .arg("--from")
         .arg(tgz)
         .args(&node.args()[2..])
         .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
         .output()
-        .expect("run install.sh");
+        .expect("run cni-rs install");
     Outcome::from(out)
 }
 
@@ -908,7 +927,7 @@ fn uninstall_restores_the_original_chain() {
     assert_eq!(types(&after), ["aws-cni", "egress-cni", "portmap"]);
 }
 
-/// `install.sh --watch` as the DaemonSet runs it, killed on drop.
+/// `cni-rs install --watch` as the DaemonSet runs it, killed on drop.
 struct Watcher {
     child: std::process::Child,
     log: PathBuf,
@@ -917,7 +936,8 @@ struct Watcher {
 impl Watcher {
     fn start(node: &Node, interval: &str, extra: &[&str]) -> Watcher {
         let log = node.dir.path.join("watch.log");
-        let child = Command::new(repo().join("scripts/install.sh"))
+        let child = cni_rs()
+            .arg("install")
             .args(node.args())
             .args(["--watch", "--interval", interval])
             .args(extra)
@@ -959,20 +979,6 @@ impl Drop for Watcher {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// inotifywait processes watching `dir` (none may outlive the watcher).
-fn inotify_watchers(dir: &Path) -> usize {
-    let needle = dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|c| {
-            let c = String::from_utf8_lossy(c);
-            c.starts_with("inotifywait") && c.contains(&needle)
-        })
-        .count()
 }
 
 fn is_installed(node: &Node) -> bool {
@@ -1057,15 +1063,10 @@ fn watch_scenario(interval: &str, extra: &[&str]) {
     let log = w.log();
     assert_eq!(log.matches("not valid JSON").count(), 1, "{log}");
     w.terminate();
-    assert_eq!(inotify_watchers(&node.net()), 0, "inotifywait left running");
 }
 
 #[test]
 fn watch_reapplies_with_inotify() {
-    assert!(
-        Command::new("inotifywait").arg("--help").output().is_ok(),
-        "inotifywait missing: apt-get install inotify-tools (scripts/test.sh installs it)"
-    );
     watch_scenario("30", &[]);
 }
 
@@ -1205,7 +1206,8 @@ fn daemonset_manifest_is_valid() {
     assert_eq!(
         c["command"],
         json!([
-            "/opt/cni-rs/install.sh",
+            "/opt/cni-rs/bin/cni-rs",
+            "install",
             "--watch",
             "--from",
             "/opt/cni-rs/bin",
@@ -1254,22 +1256,38 @@ fn daemonset_manifest_is_valid() {
             "{host} mounted at {inside}: {mounts:?}"
         );
     }
-    // The image layout the manifest relies on is the Dockerfile's.
+    // Nothing in the image needs scratch space: no emptyDir.
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.get("emptyDir").is_none())
+    );
+    // The image layout the manifest relies on is the Dockerfile's: from
+    // scratch, the release's bin/ and nothing else (tests/cri-e2e's image
+    // test runs what scripts/image.sh builds from it).
     let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
-    // (tests/tests/release.rs checks that dist/linux-<arch>/ holds it all.)
+    let steps: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
     for want in [
-        "COPY dist/linux-${TARGETARCH}/ /opt/cni-rs/",
-        "ENTRYPOINT [\"/opt/cni-rs/install.sh\"]",
-        "\"--from\", \"/opt/cni-rs/bin\"",
-        "jq inotify-tools",
+        "FROM scratch",
+        "COPY dist/linux-${TARGETARCH}/bin/ /opt/cni-rs/bin/",
+        "ENTRYPOINT [\"/opt/cni-rs/bin/cni-rs\"]",
     ] {
-        assert!(dockerfile.contains(want), "Dockerfile: {want}");
+        assert!(steps.contains(&want), "Dockerfile: {want}");
     }
+    assert!(
+        !steps.iter().any(|l| l.starts_with("RUN")),
+        "no RUN step: nothing to run it with"
+    );
 }
 
-/// install.sh's entries run the chain: vpc-cni-sim (aws-cni's look-alike,
-/// from single-node-sim.conflist) followed by what install.sh appended,
-/// with the built plugins installed by install.sh as bandwidth-rs and
+/// install's entries run the chain: vpc-cni-sim (aws-cni's look-alike,
+/// from single-node-sim.conflist) followed by what install appended,
+/// with the built plugins installed by cni-rs install as bandwidth-rs and
 /// topology-label, driven by cni-run like a runtime (ADD, DEL, DEL).
 #[test]
 fn patched_conflist_runs_the_chain() {
@@ -1278,7 +1296,7 @@ fn patched_conflist_runs_the_chain() {
     let state = TempDir::new("cnist");
     let cache = TempDir::new("cnica");
     // The node's base as aws-node renders it with ENABLE_BANDWIDTH_PLUGIN:
-    // the main plugin, then the reference bandwidth entry, which install.sh
+    // the main plugin, then the reference bandwidth entry, which install
     // replaces (and keeps inside ours: the plugin must ignore that key).
     let mut base = node.conf_json();
     let main = base["plugins"][0].clone();
@@ -1391,7 +1409,7 @@ fn scripts_are_shellcheck_clean() {
             "release.sh",
             "test.sh",
             "bench.sh",
-            "lib/cni-rs-node.sh",
+            "image.sh",
             "lib/queue-sweep.sh",
             "lib/classes-cost.sh",
             "lib/classes-accuracy.sh",

@@ -32,6 +32,7 @@ pub fn run(o: &UninstallOpts, log: &mut dyn FnMut(String)) -> Result<(), String>
         .chain([p.backup.clone()])
         .filter(|f| std::fs::symlink_metadata(f).is_ok())
         .collect();
+    let changes = edit.is_some() || !remove.is_empty();
     if o.dry_run {
         if let Some((old, new)) = &edit {
             log(format!("would restore the chain in {conf}:"));
@@ -64,7 +65,7 @@ pub fn run(o: &UninstallOpts, log: &mut dyn FnMut(String)) -> Result<(), String>
         std::fs::remove_file(f).map_err(|e| format!("cannot remove {}: {e}", f.display()))?;
         log(format!("removed {}", f.display()));
     }
-    if edit.is_none() && remove.is_empty() && std::fs::symlink_metadata(&p.conflist).is_ok() {
+    if !changes {
         log("nothing to do: nothing of ours on this node".into());
     }
     Ok(())
