@@ -20,6 +20,7 @@ mod node_files;
 mod ordered_json;
 mod release;
 mod render;
+mod signals;
 mod tar_stream;
 mod text;
 mod textfile;
@@ -256,6 +257,16 @@ fn metrics(
         // Weeks of refreshes must reuse what they free.
         ALLOC.retire();
     }
+    // SIGTERM/SIGINT end the refreshes with status 0, also as PID 1 in
+    // the DaemonSet's container (a plain sleep would ignore them there);
+    // blocked before the first pass, so a stop during it is not lost.
+    let mut stop = match interval.map(|_| signals::Stop::block()).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cni-rs: cannot take SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     loop {
         let node = look(settings);
         for p in &node.problems {
@@ -270,9 +281,13 @@ fn metrics(
                 return ExitCode::FAILURE;
             }
         }
-        match interval {
-            None => return exit_for(&node),
-            Some(every) => std::thread::sleep(every),
+        match (interval, stop.as_mut()) {
+            (Some(every), Some(stop)) => {
+                if stop.wait(every) {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            _ => return exit_for(&node),
         }
     }
 }

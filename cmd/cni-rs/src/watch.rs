@@ -15,10 +15,9 @@
 use crate::apply::{self, Source};
 use crate::entries;
 use crate::install_opts::InstallOpts;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use crate::signals::{self, Stop};
+use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::AsFd as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,15 +33,13 @@ struct Watcher<'a> {
     interval: Duration,
     source: Option<Source>,
     last_err: Option<String>,
-    signals: SignalFd,
-    /// A SIGTERM or SIGINT was read.
-    stop: bool,
+    stop: Stop,
 }
 
 pub fn run(opts: &InstallOpts, interval: Duration, poll_only: bool) -> ExitCode {
     // This process runs for weeks: it must reuse what it frees.
     crate::ALLOC.retire();
-    let signals = match block_signals() {
+    let stop = match Stop::block() {
         Ok(s) => s,
         Err(e) => {
             say(&format!("cannot take SIGTERM: {e}"));
@@ -54,8 +51,7 @@ pub fn run(opts: &InstallOpts, interval: Duration, poll_only: bool) -> ExitCode 
         interval,
         source: None,
         last_err: None,
-        signals,
-        stop: false,
+        stop,
     };
     let mode = if poll_only { "polling" } else { "inotify" };
     say(&format!(
@@ -64,29 +60,18 @@ pub fn run(opts: &InstallOpts, interval: Duration, poll_only: bool) -> ExitCode 
         opts.paths.cni_bin_dir.display(),
         interval.as_secs_f64()
     ));
-    while !w.stop_requested(Duration::ZERO) {
+    while !w.stop.requested() {
         let watched = if poll_only { None } else { w.inotify() };
         match watched {
             Some(ino) => w.inotify_round(&ino),
             None => {
                 w.reapply();
-                let _ = w.stop_requested(interval);
+                w.stop.wait(interval);
             }
-        }
-        if w.stopped() {
-            break;
         }
     }
     say("stopped");
     ExitCode::SUCCESS
-}
-
-fn block_signals() -> nix::Result<SignalFd> {
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGTERM);
-    mask.add(Signal::SIGINT);
-    mask.thread_block()?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
 /// A line on stderr after a UTC timestamp.
@@ -119,22 +104,6 @@ fn stamp(t: SystemTime) -> String {
 }
 
 impl Watcher<'_> {
-    /// Whether SIGTERM/SIGINT came, waiting for one up to `wait`.
-    fn stop_requested(&mut self, wait: Duration) -> bool {
-        let mut fds = [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
-        let _ = poll(&mut fds, timeout);
-        self.stopped()
-    }
-
-    /// Reads a pending signal, if any (once read, remembered as a stop).
-    fn stopped(&mut self) -> bool {
-        if matches!(self.signals.read_signal(), Ok(Some(_))) {
-            self.stop = true;
-        }
-        self.stop
-    }
-
     /// inotify on the conflist's directory and the bin dir, or `None`
     /// when one is missing (then this round polls).
     fn inotify(&self) -> Option<Inotify> {
@@ -162,7 +131,7 @@ impl Watcher<'_> {
         self.reapply();
         loop {
             let (signal, event) = self.wait_both(ino, self.interval);
-            if signal && self.stopped() {
+            if signal && self.stop.requested() {
                 return;
             }
             if !event {
@@ -176,7 +145,7 @@ impl Watcher<'_> {
                 }
                 Events::Ignored => {}
                 Events::Reset => {
-                    let _ = self.stop_requested(self.interval.min(Duration::from_secs(1)));
+                    self.stop.wait(self.interval.min(Duration::from_secs(1)));
                     return;
                 }
             }
@@ -186,11 +155,10 @@ impl Watcher<'_> {
     /// Polls the signalfd and inotify: (signal ready, events ready).
     fn wait_both(&self, ino: &Inotify, wait: Duration) -> (bool, bool) {
         let mut fds = [
-            PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.stop.fd(), PollFlags::POLLIN),
             PollFd::new(ino.as_fd(), PollFlags::POLLIN),
         ];
-        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
-        if poll(&mut fds, timeout).is_err() {
+        if poll(&mut fds, signals::timeout(wait)).is_err() {
             return (false, false);
         }
         let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
