@@ -68,6 +68,8 @@ const SECONDS: u32 = 5;
 const SHIM_SOCKETS: &str = "/run/containerd/s";
 /// libcni's default cache dir, which containerd 1.6 does not let us move.
 const CNI_RESULTS: &str = "/var/lib/cni/results";
+/// Where our plugins keep state by default (bound to a temp dir for them).
+const RUN_CNI: &str = "/run/cni";
 
 /// One containerd at a time: the traffic test needs both cores to itself.
 fn serial() -> MutexGuard<'static, ()> {
@@ -428,12 +430,25 @@ struct Node {
     /// before us: the others are removed on drop if empty.
     preexisting: Vec<PathBuf>,
     cri: Option<Cri>,
+    /// Whether /run/cni is bound to `cni-state` in containerd's mount
+    /// namespace (the image test: plugins with their default stateDir),
+    /// and whether this test created the empty /run/cni mount point.
+    run_cni: Option<bool>,
 }
 
 impl Node {
     /// Starts a private containerd with the chain rendered from
     /// single-node-sim.conflist, then `edit` applied to it.
     fn start(edit: impl FnOnce(&mut Value)) -> Node {
+        Node::start_with(edit, &STATEFUL, false)
+    }
+
+    /// As `start`, with only `plugins` (of STATEFUL) in the CNI bin dir,
+    /// and with `run_cni`, /run/cni bound to the node's `cni-state` dir
+    /// inside containerd's own mount namespace: plugins the chain runs
+    /// with their default state dirs (/run/cni/<plugin>) write there, not
+    /// in this machine's /run/cni.
+    fn start_with(edit: impl FnOnce(&mut Value), plugins: &[&str], run_cni: bool) -> Node {
         for t in ["containerd", "ctr", "runc"] {
             tool(&[t, "--version"]).unwrap();
         }
@@ -452,14 +467,21 @@ impl Node {
                 .filter(|p| p.exists())
                 .collect(),
             cri: None,
+            run_cni: None,
         };
+        if run_cni {
+            let created = !Path::new(RUN_CNI).exists();
+            std::fs::create_dir_all(RUN_CNI).unwrap();
+            std::fs::create_dir_all(node.path("cni-state")).unwrap();
+            node.run_cni = Some(created);
+        }
         node.ns
             .ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"])
             .unwrap();
         node.ns
             .exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
             .unwrap();
-        node.write_cni(edit);
+        node.write_cni(edit, plugins);
         node.write_config();
         node.spawn();
         node
@@ -473,10 +495,10 @@ impl Node {
         self.cri.as_ref().expect("CRI connected")
     }
 
-    fn write_cni(&self, edit: impl FnOnce(&mut Value)) {
+    fn write_cni(&self, edit: impl FnOnce(&mut Value), plugins: &[&str]) {
         let bin = self.path("cni-bin");
         std::fs::create_dir_all(&bin).unwrap();
-        for p in STATEFUL {
+        for p in plugins {
             std::os::unix::fs::symlink(plugin_bin(p), bin.join(p)).unwrap();
         }
         let loopback = Path::new("/usr/lib/cni/loopback");
@@ -579,9 +601,20 @@ disabled_plugins = [
         // node netns; unshare gives containerd its own slave mount
         // namespace, so its mounts never reach the host's mount table.
         // Both exec: the child's PID is containerd's.
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", self.ns.path_str()))
-            .args(["unshare", "--mount", "--propagation", "slave"])
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.ns.path_str())).args([
+            "unshare",
+            "--mount",
+            "--propagation",
+            "slave",
+        ]);
+        if self.run_cni.is_some() {
+            // The bind exists only in containerd's mount namespace (and
+            // its shims', containers' and plugins').
+            cmd.args(["sh", "-c", "mount --bind \"$0\" /run/cni && exec \"$@\""])
+                .arg(self.path("cni-state"));
+        }
+        let child = cmd
             .args(["containerd", "--config"])
             .arg(self.path("config.toml"))
             .stdin(Stdio::null())
@@ -774,6 +807,9 @@ impl Drop for Node {
         self.ids.lock().unwrap().extend(ids);
         for f in self.cached_results() {
             let _ = std::fs::remove_file(f);
+        }
+        if self.run_cni == Some(true) {
+            let _ = std::fs::remove_dir(RUN_CNI);
         }
         // Directories containerd or libcni created for us, if now empty.
         for d in [SHIM_SOCKETS, "/run/containerd", CNI_RESULTS, "/var/lib/cni"] {
@@ -1014,3 +1050,9 @@ fn failure_in_topology_label_fails_run_pod_sandbox() {
 fn failure_in_main_plugin_fails_run_pod_sandbox() {
     failure_fails_run_pod_sandbox("vpc-cni-sim", |p| p["podCIDR"] = json!("10.99.0.0/33"));
 }
+
+// ---------------------------------------------------------------------------
+// The DaemonSet image (scripts/image.sh) under containerd: see image.rs.
+
+#[path = "containerd/image.rs"]
+mod image;
