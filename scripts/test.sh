@@ -22,9 +22,11 @@ done
 [ -x /usr/lib/cni/portmap ] || need_apt+=(containernetworking-plugins)
 # The containerd end-to-end tests (tests/cri-e2e): a private containerd 1.6
 # with runc, and protoc for the k8s-cri crate's build script (clippy needs it too).
-# The release tier: `file` for the static check, qemu-user for arm64.
+# The release tier: `file` for the static check, qemu-user for arm64,
+# buildah for the DaemonSet image (scripts/image.sh, run under containerd
+# by tests/cri-e2e).
 for pair in containerd:containerd ctr:containerd runc:runc protoc:protobuf-compiler nsenter:util-linux \
-    file:file qemu-aarch64-static:qemu-user-static; do
+    file:file qemu-aarch64-static:qemu-user-static buildah:buildah; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -77,6 +79,8 @@ echo "==> cargo build (plugin binaries the integration tests run)"
 cargo build --workspace --bins --quiet
 echo "==> scripts/release.sh (static amd64 + arm64 tarballs in dist/, tested by tests/release.rs)"
 scripts/release.sh >/dev/null
+echo "==> scripts/image.sh (the DaemonSet image, linux/amd64 + linux/arm64, tested by tests/cri-e2e)"
+scripts/image.sh
 echo "==> cargo test"
 # HTB logs "quantum of class ... is small/big" when a class has no explicit
 # quantum: the suite must not make the kernel warn (the reference's v1.5
