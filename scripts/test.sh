@@ -13,7 +13,7 @@ fi
 
 need_apt=()
 for pair in ip:iproute2 tc:iproute2 iperf3:iperf3 ping:iputils-ping jq:jq ss:iproute2 sha512sum:coreutils go:golang-go iptables:iptables \
-    inotifywait:inotify-tools unshare:util-linux shellcheck:shellcheck nft:nftables setpriv:util-linux; do
+    unshare:util-linux shellcheck:shellcheck nft:nftables setpriv:util-linux; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 # The libcni end-to-end tests: libcni sources (GOPATH build, offline) and the
