@@ -663,6 +663,35 @@ fn malformed_conflists_are_refused_untouched() {
     assert!(Node::names(&node.bin).is_empty());
 }
 
+/// A conflist path that is a FIFO or a directory is refused at once (a
+/// FIFO is never opened for a blocking read), by install and uninstall,
+/// with nothing changed.
+#[test]
+fn conflist_that_is_a_fifo_or_a_directory_is_refused() {
+    for what in ["a FIFO", "a directory"] {
+        let node = Node::new("10-aws.conflist");
+        std::fs::remove_file(&node.conf).unwrap();
+        if what == "a FIFO" {
+            nix::unistd::mkfifo(&node.conf, nix::sys::stat::Mode::from_bits_truncate(0o644))
+                .unwrap();
+        } else {
+            std::fs::create_dir(&node.conf).unwrap();
+        }
+        let started = Instant::now();
+        for o in [node.install(&[]), node.uninstall()] {
+            assert_eq!(o.status, 1, "{what}: {o:?}");
+            assert!(
+                o.stderr.contains("refusing") && o.stderr.contains("not a regular file"),
+                "{what}: {}",
+                o.stderr
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}: hung");
+        assert_eq!(Node::names(&node.net()), ["10-aws.conflist"], "{what}");
+        assert!(Node::names(&node.bin).is_empty(), "{what}");
+    }
+}
+
 /// As root, mode bits do not stop writes: the directory is made read-only
 /// with a read-only bind mount in a private mount namespace.
 #[test]
