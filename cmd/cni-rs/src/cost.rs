@@ -20,7 +20,7 @@ pub const DEFAULT_PRICE_PER_GB: f64 = 0.01;
 
 /// The row's bytes by zone class; `None` without zone classes (subnets
 /// or no classes: nothing says which zone a peer is in).
-pub fn zone_bytes(r: &Row) -> Option<ZoneBytes> {
+fn zone_bytes(r: &Row) -> Option<ZoneBytes> {
     let classes = || r.ingress.classes.iter().chain(&r.egress.classes);
     if !classes().any(|(name, _)| name == "crossZone") {
         return None;
@@ -63,10 +63,11 @@ pub struct ZoneSummary {
 
 /// Per zone of this node's pods (the zone topology-label recorded; `-`
 /// when unknown), for the pods with zone classes; stale rows left out.
+/// Reads the rows' zone bytes as [`annotate`] filled them.
 pub fn by_zone(view: &NodeView, price_per_gb: f64) -> Vec<ZoneSummary> {
     let mut zones: BTreeMap<String, (usize, ZoneBytes)> = BTreeMap::new();
     for r in view.rows.iter().filter(|r| r.error.is_none() && !r.stale) {
-        let Some(b) = zone_bytes(r) else { continue };
+        let Some(b) = r.zone_bytes else { continue };
         let e = zones
             .entry(r.zone.clone().unwrap_or_else(|| "-".into()))
             .or_default();
@@ -161,7 +162,7 @@ mod tests {
     fn zones_sum_their_pods_and_leave_stale_ones_out() {
         let mut stale = row("a", 7, 7, 7);
         stale.stale = true;
-        let view = NodeView {
+        let mut view = NodeView {
             rows: vec![
                 row("b", 1, 2, 3),
                 row("a", 10, 20, 30),
@@ -170,6 +171,7 @@ mod tests {
             ],
             ..Default::default()
         };
+        annotate(&mut view, 0.02);
         let z = by_zone(&view, 0.02);
         assert_eq!(z.len(), 2);
         assert_eq!(
