@@ -19,11 +19,18 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this process and call, usable as an ifname (<= 15).
 pub fn unique(prefix: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id() % 100_000;
-    let name = format!("{prefix}{pid:x}x{n:x}");
+    let name = unique_any_length(prefix);
     assert!(name.len() <= 15, "{name} too long for an ifname");
     name
+}
+
+/// A name unique to this process and call, for things that are not ifnames
+/// (temp directories): no length limit, so a long prefix and a large pid
+/// (CI's pids run past 0x10000) never fail a test.
+pub fn unique_any_length(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() % 100_000;
+    format!("{prefix}{pid:x}x{n:x}")
 }
 
 /// Runs a command and fails with its stderr when it fails.
@@ -531,7 +538,7 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(prefix: &str) -> TempDir {
-        let path = std::env::temp_dir().join(unique(prefix));
+        let path = std::env::temp_dir().join(unique_any_length(prefix));
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir { path }
     }
