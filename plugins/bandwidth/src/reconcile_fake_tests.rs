@@ -521,18 +521,27 @@ fn teardown_goes_on_past_a_failed_step_and_reports_it() {
     let (mut k, host) = node();
     let inst = add_fresh(&mut k, &host, EgressMode::Ifb, Some(10_000_000), None).unwrap();
     let done = k.node.borrow().changes;
+    // The first change of a DEL is the ifb's deletion (it goes first).
     k.node.borrow_mut().fail_at = Some(done + 1);
     let e = teardown(&mut k, &inst, &who(), None).unwrap_err();
-    assert_eq!(CniError::from_anyhow(&e).code, Code::Kernel);
+    let e = CniError::from_anyhow(&e);
+    assert_eq!(e.code, Code::Kernel);
+    assert!(
+        e.details.starts_with("ifb "),
+        "names the failed step: {e:?}"
+    );
     let h = k.space("");
     assert!(
-        !h.links.iter().any(|l| l.kind.as_deref() == Some("ifb")),
-        "the ifb went anyway"
+        h.links.iter().any(|l| l.kind.as_deref() == Some("ifb")),
+        "the failed step's ifb stays"
     );
     assert!(
-        !h.qdiscs.iter().any(|q| q.is_root_tbf()),
-        "and the host's root"
+        !h.qdiscs
+            .iter()
+            .any(|q| q.ifindex == host.index && (q.is_root_tbf() || q.is_ingress())),
+        "the host veth's root and ingress went anyway"
     );
+    assert!(h.filters.is_empty(), "and the redirect");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! DEL and GC: remove what the record says is ours, as far as it still
-//! exists and is still ours, in the reverse of the order ADD makes it,
-//! going on past a failed step and reporting every failure.
+//! exists and is still ours, in the reverse of the order ADD makes it (the
+//! ifb first: see `teardown`), going on past a failed step and reporting
+//! every failure.
 
 use crate::devices::{IfbOwner, parse_ifb_alias};
 use crate::pod::{delete_qdisc_if, remove_pod_hook, remove_pod_root};
@@ -54,8 +55,8 @@ pub fn delete_owned_ifb(
 }
 
 /// Removes everything `inst` records as ours, as far as it still exists
-/// and is still ours, in the reverse of the order ADD makes it, going on
-/// past a failed step and reporting every failure. `pod` is the netns and
+/// and is still ours, in the reverse of the order ADD makes it (but the
+/// ifb first), going on past a failed step and reporting every failure. `pod` is the netns and
 /// container interface when DEL has them and the netns is the one
 /// recorded at ADD; without them a pod-side root goes away with the pod's
 /// netns.
@@ -66,6 +67,16 @@ pub fn teardown(
     pod: Option<(&Path, &str)>,
 ) -> anyhow::Result<()> {
     let mut failures = Failures::default();
+    // The ifb goes first, out of ADD's reverse order: the redirect's
+    // mirred action holds a reference on it. Deleted first, the ifb's
+    // unregister makes mirred drop that reference at once; with the filter
+    // deleted first, the reference is dropped only by an RCU work item, and
+    // the unregister polls for it (rcu_barrier, then sleeps of a jiffy):
+    // 4-5 ms more per DEL (BENCHMARKS.md, section 1). The ifb outlives the
+    // pod's veth: it goes whether or not the host veth is still there.
+    if let Some(name) = &inst.ifb {
+        failures.record(format!("ifb {name}"), delete_owned_ifb(nl, name, who));
+    }
     if let Some((ns, ifname)) = pod {
         if inst.pod_tbf {
             failures.record(
@@ -110,11 +121,6 @@ pub fn teardown(
             format!("backstop table {table}"),
             crate::backstop::remove(nl, table, who),
         );
-    }
-    // The ifb outlives the pod's veth: it goes whether or not the host
-    // veth is still there.
-    if let Some(name) = &inst.ifb {
-        failures.record(format!("ifb {name}"), delete_owned_ifb(nl, name, who));
     }
     if let Some(host) = &host
         && inst.ingress_tbf
