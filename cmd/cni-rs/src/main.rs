@@ -182,6 +182,28 @@ fn settings(sources: Sources) -> Settings {
     }
 }
 
+/// Asks for the arena in 2 MiB pages where the node allows it (THP
+/// `madvise` or `always`): a look at 1000 attachments touches ~10 MiB of
+/// it, ~2500 page faults in 4 KiB pages, about a seventh of the process's
+/// CPU time (`perf`, BENCHMARKS.md). Without THP nothing changes.
+fn arena_in_huge_pages() {
+    const HUGE: usize = 2 << 20;
+    let (base, len) = ALLOC.region();
+    let start = (base as usize).next_multiple_of(HUGE);
+    let end = (base as usize + len) / HUGE * HUGE;
+    if end > start {
+        // SAFETY: the range lies inside the arena, a static of ours; the
+        // advice changes how its pages are backed, never their contents.
+        unsafe {
+            nix::libc::madvise(
+                start as *mut nix::libc::c_void,
+                end - start,
+                nix::libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(verb @ ("install" | "uninstall")) = args.first().map(String::as_str) {
@@ -211,6 +233,7 @@ fn main() -> ExitCode {
 
 /// One look at the node, with each pod's zone bytes and cost.
 fn look(settings: &Settings) -> view::NodeView {
+    arena_in_huge_pages();
     let mut node = view::look(&settings.sources);
     cost::annotate(&mut node, settings.price_per_gb);
     node

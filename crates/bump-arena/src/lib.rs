@@ -71,6 +71,12 @@ impl<const N: usize, F> BumpArena<N, F> {
         self.last.store(0, Ordering::Release);
     }
 
+    /// The arena's first byte and its length: for a program that asks the
+    /// kernel for its pages in a particular way (huge pages).
+    pub fn region(&self) -> (*mut u8, usize) {
+        (self.base(), N)
+    }
+
     /// Bytes of the arena handed out so far (for tests and diagnostics).
     pub fn used(&self) -> usize {
         self.next.load(Ordering::Relaxed)
