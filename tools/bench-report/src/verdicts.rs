@@ -88,6 +88,8 @@ pub struct Figures {
     pub cl_pod_add_r: Option<f64>,
     /// 16 DELs together, wall ms: ours (ifb), the reference.
     pub churn_del16: Option<(f64, f64)>,
+    /// 16 DELs together, wall ms: ours (pod mode), the reference (ifb).
+    pub churn_pod_del16: Option<(f64, f64)>,
     pub bs_1g_r: Option<f64>,
     pub bs_line_r: Option<f64>,
     pub cl_acc_worst: Worst,
@@ -242,14 +244,16 @@ impl Figures {
             .iter()
             .map(|c| (deviation(c.counted / c.wire), String::new()));
         self.cl_count_worst = worst(counts).map(|w| w.0);
-        let del_wall = |who: &str| {
+        let del_wall = |who: &str, mode: &str| {
             let run = raw
                 .churn
                 .iter()
-                .find(|r| r.who == who && r.mode == "ifb" && r.n == 16)?;
+                .find(|r| r.who == who && r.mode == mode && r.n == 16)?;
             Some(run.del.as_ref()?.wall_ms)
         };
-        self.churn_del16 = del_wall("ours").zip(del_wall("reference"));
+        let reference = del_wall("reference", "ifb");
+        self.churn_del16 = del_wall("ours", "ifb").zip(reference);
+        self.churn_pod_del16 = del_wall("ours", "pod").zip(reference);
         if let Some(b) = &raw.backstop {
             let mean = |limit: u64, with: bool| {
                 let runs = b.tcp.get(&(limit, with))?;
@@ -293,6 +297,7 @@ pub enum Target {
     Accuracy,
     ClassesAdd,
     Churn,
+    ChurnPod,
     Backstop,
     ClassAccuracy,
     Overshoot,
@@ -317,6 +322,7 @@ pub fn verdict(f: &Figures, t: Target) -> Verdict {
         Accuracy => Verdict::of(at_most(f.acc_worst.as_ref().map(|w| w.0), 0.03)),
         ClassesAdd => Verdict::of(at_most(f.cl_add_r, 1.5)),
         Churn => Verdict::of(at_most(f.churn_del16.map(|(o, r)| o / r), 1.0)),
+        ChurnPod => Verdict::of(at_most(f.churn_pod_del16.map(|(o, r)| o / r), 1.0)),
         Backstop => Verdict::all(&[at_least(f.bs_1g_r, 0.95), at_least(f.bs_line_r, 0.95)]),
         ClassAccuracy => Verdict::all(&[
             at_most(f.cl_acc_worst.as_ref().map(|w| w.0), 0.03),

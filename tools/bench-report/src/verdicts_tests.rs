@@ -26,6 +26,7 @@ fn missing_figure_is_not_measured() {
         Target::Add,
         Target::Del,
         Target::Churn,
+        Target::ChurnPod,
         Target::Latency,
         Target::LatencyVsRef,
     ] {

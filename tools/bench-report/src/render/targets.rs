@@ -17,6 +17,13 @@ fn worst(w: &crate::verdicts::Worst, prec: usize) -> String {
     })
 }
 
+/// Two waves' wall times, ours / the reference's, and their ratio.
+fn walls(w: Option<(f64, f64)>) -> String {
+    w.map_or("?".into(), |(o, r)| {
+        format!("{o:.1} / {r:.1} ms = {:.2}x", o / r)
+    })
+}
+
 /// (target, label, measured) in the table's order.
 fn rows(raw: &Raw, f: &Figures) -> Vec<(Target, String, String)> {
     let n3 = |x| num(x, 3);
@@ -31,9 +38,6 @@ fn rows(raw: &Raw, f: &Figures) -> Vec<(Target, String, String)> {
         )
     };
     let ovs = |i: usize| num(f.ovs_first[i], 2);
-    let churn = f.churn_del16.map_or("?".into(), |(o, r)| {
-        format!("{o:.1} / {r:.1} ms = {:.2}x", o / r)
-    });
     let lat_worse = f.lat_worse.as_ref().map_or("?".into(), |w| {
         if w.is_empty() {
             "none".into()
@@ -60,7 +64,8 @@ fn rows(raw: &Raw, f: &Figures) -> Vec<(Target, String, String)> {
             format!("worst: {}", f.acc_worst.as_ref().map_or("?", |w| w.1.as_str()))),
         (ClassesAdd, "ADD with traffic classes <= 1.5x without (same run)".into(),
             format!("ifb mode {}, pod mode {}", times(f.cl_add_r, 2), times(f.cl_pod_add_r, 2))),
-        (Churn, "16 pods' DELs started together (ifb mode), wall time, no slower than the reference".into(), churn),
+        (Churn, "16 pods' DELs started together (ifb mode), wall time, no slower than the reference".into(), walls(f.churn_del16)),
+        (ChurnPod, "the same in egressMode pod (with the backstop), vs the reference's ifb mode".into(), walls(f.churn_pod_del16)),
         (Backstop, "pod-mode backstop: TCP at a 1G limit and at line rate, with / without it >= 0.95x".into(),
             format!("1G {}x, line rate {}x", n3(f.bs_1g_r), n3(f.bs_line_r))),
         (ClassAccuracy, "per class: steady within 3%, first second <= 1.1x, counters within 2% of the wire".into(),
@@ -129,6 +134,7 @@ fn why(t: Target) -> Option<&'static str> {
         Latency => "lat",
         Scale => "scale",
         Leaks => "leak",
+        ChurnPod => "churnpod",
         RunTime => "time",
         ClassesAdd | Churn | Backstop => return None,
     };
@@ -165,6 +171,7 @@ fn why_values(raw: &Raw, f: &Figures) -> Vec<(&'static str, String)> {
         ("ifb_del", n3(med(raw, "ifb-del"))),
         ("ifb_del_p90", n3(p90(raw, "ifb-del"))),
         ("pod_del", n3(med(raw, "bw-pod-del"))),
+        ("churn_pod", walls(f.churn_pod_del16)),
         (
             "pod_del_r",
             times(ratio(med(raw, "bw-pod-del"), med(raw, "ref-bw-del")), 2),
