@@ -320,7 +320,7 @@ pub fn verdict(f: &Figures, t: Target) -> Verdict {
         Probe => Verdict::of(at_most(f.probe_r, 1.05)),
         CniRs => Verdict::all(&[at_most(f.cnirs_ms, 30.0)]),
         Accuracy => Verdict::of(at_most(f.acc_worst.as_ref().map(|w| w.0), 0.03)),
-        ClassesAdd => Verdict::of(at_most(f.cl_add_r, 1.5)),
+        ClassesAdd => Verdict::all(&[at_most(f.cl_add_r, 1.5), at_most(f.cl_pod_add_r, 1.5)]),
         Churn => Verdict::of(at_most(f.churn_del16.map(|(o, r)| o / r), 1.0)),
         ChurnPod => Verdict::of(at_most(f.churn_pod_del16.map(|(o, r)| o / r), 1.0)),
         Backstop => Verdict::all(&[at_least(f.bs_1g_r, 0.95), at_least(f.bs_line_r, 0.95)]),
