@@ -56,10 +56,10 @@ pub fn delete_owned_ifb(
 
 /// Removes everything `inst` records as ours, as far as it still exists
 /// and is still ours, in the reverse of the order ADD makes it (but the
-/// ifb first), going on past a failed step and reporting every failure. `pod` is the netns and
-/// container interface when DEL has them and the netns is the one
-/// recorded at ADD; without them a pod-side root goes away with the pod's
-/// netns.
+/// ifb first), going on past a failed step and reporting every failure.
+/// `pod` is the netns and container interface when DEL has them and the
+/// netns is the one recorded at ADD; without them a pod-side root goes
+/// away with the pod's netns.
 pub fn teardown(
     nl: &mut dyn Kernel,
     inst: &Installed,
