@@ -216,6 +216,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Once, and only where the arena serves the whole run: `metrics
+    // --interval` retires it before its first look.
+    if matches!(
+        cmd,
+        Command::Pods(_) | Command::Zones(_) | Command::Metrics { interval: None, .. }
+    ) {
+        arena_in_huge_pages();
+    }
     match cmd {
         Command::Help => {
             print!("{USAGE}");
@@ -233,7 +241,6 @@ fn main() -> ExitCode {
 
 /// One look at the node, with each pod's zone bytes and cost.
 fn look(settings: &Settings) -> view::NodeView {
-    arena_in_huge_pages();
     let mut node = view::look(&settings.sources);
     cost::annotate(&mut node, settings.price_per_gb);
     node
