@@ -581,3 +581,25 @@ fn pod_mode_egress_counts_the_pod_side_tbf() {
     );
     assert!(after["ingress"]["rateBitsPerSecond"].is_null());
 }
+
+/// `cni-rs pods --json | head`: a reader that goes away ends the output
+/// quietly (status 0, nothing on stderr), not with a panic about a broken
+/// pipe.
+#[test]
+fn a_reader_that_goes_away_is_not_a_panic() {
+    let dir = TempDir::new("cnirs-pipe");
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end); // every write now fails with EPIPE
+    let out = Command::new(cni_rs_bin())
+        .args(["pods", "--json", "--bandwidth-state-dir"])
+        .arg(dir.path.join("bw"))
+        .arg("--topology-state-dir")
+        .arg(dir.path.join("tl"))
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -250,7 +250,7 @@ fn pods(format: Format, settings: &Settings) -> ExitCode {
     let node = look(settings);
     let text = match format {
         Format::Table => render::table(&node),
-        Format::Json => render::json(&node) + "\n",
+        Format::Json => render::json(&node),
         Format::Prometheus => render::prometheus(&node, settings.price_per_gb),
     };
     if format != Format::Table {
@@ -258,22 +258,40 @@ fn pods(format: Format, settings: &Settings) -> ExitCode {
             eprintln!("cni-rs: {p}");
         }
     }
-    print!("{text}");
+    if !emit(&text) {
+        return ExitCode::FAILURE;
+    }
     exit_for(&node)
+}
+
+/// Writes a command's output to stdout. A reader that went away (`| head`)
+/// ends the output quietly, as it does for other tools; any other failure
+/// is reported, and is the caller's to turn into a failed exit.
+fn emit(text: &str) -> bool {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => true,
+        Err(e) => {
+            eprintln!("cni-rs: writing the output: {e}");
+            false
+        }
+    }
 }
 
 fn zones(format: Format, settings: &Settings) -> ExitCode {
     let node = look(settings);
     let zones = cost::by_zone(&node, settings.price_per_gb);
-    match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&zones).unwrap_or_else(|_| "[]".into())
-        ),
-        _ => print!("{}", cost::zones_table(&zones, settings.price_per_gb)),
-    }
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&zones).unwrap_or_else(|_| "[]".into()) + "\n",
+        _ => cost::zones_table(&zones, settings.price_per_gb),
+    };
     for p in &node.problems {
         eprintln!("cni-rs: {p}");
+    }
+    if !emit(&text) {
+        return ExitCode::FAILURE;
     }
     exit_for(&node)
 }

@@ -16,7 +16,7 @@ use cni_types::state::{Survey, Surveyed, survey};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use topology_label_plugin::state::State as LabelState;
+use topology_label_plugin::state::Summary as LabelSummary;
 
 /// Where the plugins keep their state (their `stateDir`s).
 #[derive(Debug, Clone)]
@@ -115,8 +115,6 @@ pub struct NodeView {
     pub problems: Vec<String>,
 }
 
-type Key = (String, String, String);
-
 /// Reads both state dirs and the kernel's counters and joins them.
 pub fn look(sources: &Sources) -> NodeView {
     let mut view = NodeView::default();
@@ -125,7 +123,7 @@ pub fn look(sources: &Sources) -> NodeView {
     let (bw, tl, kernel) = std::thread::scope(|s| {
         let kernel = s.spawn(Kernel::read);
         let tl = s.spawn(|| {
-            survey::<LabelState>(
+            survey::<LabelSummary>(
                 &sources.topology_label,
                 topology_label_plugin::apply::STATE_OWNER,
             )
@@ -152,18 +150,13 @@ pub fn look(sources: &Sources) -> NodeView {
             None
         }
     };
-    // Records are ~1 KB: a hash map does not shift them on every insert as
-    // a B-tree's nodes do, and the rows are sorted below anyway.
-    let mut by_key: HashMap<Key, Records> = HashMap::with_capacity(bw.found.len());
-    for s in bw.found {
-        let k = key_of(&s);
-        by_key.entry(k).or_default().0 = Some(s);
-    }
-    for s in tl.found {
-        let k = key_of(&s);
-        by_key.entry(k).or_default().1 = Some(s);
-    }
-    for ((network, container_id, ifname), (b, t)) in by_key {
+    view.rows.reserve(bw.found.len().max(tl.found.len()));
+    for (mut b, mut t) in pair_by_attachment(bw.found, tl.found) {
+        let (network, container_id, ifname) = match (&mut b, &mut t) {
+            (Some(s), _) => take_identity(s),
+            (None, Some(s)) => take_identity(s),
+            (None, None) => continue,
+        };
         let mut row = Row {
             network: Some(network),
             container_id: Some(container_id),
@@ -203,10 +196,52 @@ fn sort_rows(rows: &mut Vec<Row>) {
 }
 
 /// One attachment's records: bandwidth's and topology-label's.
-type Records = (Option<Surveyed<Installed>>, Option<Surveyed<LabelState>>);
+type Records = (Option<Surveyed<Installed>>, Option<Surveyed<LabelSummary>>);
 
-fn key_of<T>(s: &Surveyed<T>) -> Key {
-    (s.network.clone(), s.container_id.clone(), s.ifname.clone())
+/// A record's attachment: network, container, interface.
+fn identity<T>(s: &Surveyed<T>) -> (&str, &str, &str) {
+    (&s.network, &s.container_id, &s.ifname)
+}
+
+/// The identity strings, moved out for the row (the rest of a row is
+/// filled from the records' data).
+fn take_identity<T>(s: &mut Surveyed<T>) -> (String, String, String) {
+    (
+        std::mem::take(&mut s.network),
+        std::mem::take(&mut s.container_id),
+        std::mem::take(&mut s.ifname),
+    )
+}
+
+/// Both plugins' records paired by attachment: each list sorted by
+/// identity, then merged, so no identity is copied or hashed (1000 pods
+/// are 2000 records). A second record of the same identity in one
+/// directory (a file under an earlier version's name) is left out: the
+/// first by file name counts.
+fn pair_by_attachment(
+    mut bw: Vec<Surveyed<Installed>>,
+    mut tl: Vec<Surveyed<LabelSummary>>,
+) -> Vec<Records> {
+    use std::cmp::Ordering;
+    bw.sort_by(|x, y| identity(x).cmp(&identity(y)));
+    bw.dedup_by(|x, y| identity(x) == identity(y));
+    tl.sort_by(|x, y| identity(x).cmp(&identity(y)));
+    tl.dedup_by(|x, y| identity(x) == identity(y));
+    let mut out = Vec::with_capacity(bw.len().max(tl.len()));
+    let (mut bw, mut tl) = (bw.into_iter().peekable(), tl.into_iter().peekable());
+    loop {
+        let next = match (bw.peek(), tl.peek()) {
+            (Some(b), Some(t)) => identity(b).cmp(&identity(t)),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => return out,
+        };
+        out.push(match next {
+            Ordering::Less => (bw.next(), None),
+            Ordering::Greater => (None, tl.next()),
+            Ordering::Equal => (bw.next(), tl.next()),
+        });
+    }
 }
 
 /// A reading thread's answer; a panic there is a failed read, not ours.
@@ -324,11 +359,11 @@ fn class_counters(bw: &Installed, ifindex: u32) -> BTreeMap<String, ClassCounter
 fn fill(
     row: &mut Row,
     b: Option<&Surveyed<Installed>>,
-    t: Option<&Surveyed<LabelState>>,
+    t: Option<&Surveyed<LabelSummary>>,
     kernel: Option<&Kernel>,
 ) {
     let bw: Option<&Installed> = b.map(|s| &s.data);
-    let tl: Option<&LabelState> = t.map(|s| &s.data);
+    let tl: Option<&LabelSummary> = t.map(|s| &s.data);
     let host = fill_from_records(row, bw, tl);
     let Some(kernel) = kernel else { return };
     let link = host
@@ -368,7 +403,7 @@ fn fill(
 fn fill_from_records(
     row: &mut Row,
     bw: Option<&Installed>,
-    tl: Option<&LabelState>,
+    tl: Option<&LabelSummary>,
 ) -> Option<(u32, String)> {
     let pod: Option<&PodRef> = bw
         .and_then(|b| b.pod.as_ref())
@@ -567,6 +602,65 @@ mod tests {
         }
     }
 
+    fn with_identity<T>(mut s: Surveyed<T>, network: &str, container_id: &str) -> Surveyed<T> {
+        s.network = network.into();
+        s.container_id = container_id.into();
+        s
+    }
+
+    #[test]
+    fn records_pair_by_attachment_whichever_side_has_them() {
+        let bw = |n: &str, c: &str, rate: u64| {
+            with_identity(
+                surveyed::<Installed>(serde_json::json!({
+                    "hostVeth": "eni1", "hostIndex": 7, "ingressTbf": true,
+                    "ingressQdisc": false, "ingressRate": rate
+                })),
+                n,
+                c,
+            )
+        };
+        let tl = |n: &str, c: &str| {
+            with_identity(
+                surveyed::<LabelSummary>(serde_json::json!({
+                    "version": 1, "container": {"index": 2, "name": "eth0", "prev": {}, "set": {}}
+                })),
+                n,
+                c,
+            )
+        };
+        // Out of order, one only in each survey, one twice in bandwidth's.
+        let pairs = pair_by_attachment(
+            vec![
+                bw("n", "c3", 3),
+                bw("n", "c1", 1),
+                bw("m", "c9", 9),
+                bw("n", "c1", 2),
+            ],
+            vec![tl("n", "c2"), tl("n", "c1"), tl("n", "c3")],
+        );
+        let seen: Vec<(String, bool, bool)> = pairs
+            .iter()
+            .map(|(b, t)| {
+                let s = b.as_ref().map(identity).or(t.as_ref().map(identity));
+                let (n, c, _) = s.expect("one side");
+                (format!("{n}/{c}"), b.is_some(), t.is_some())
+            })
+            .collect();
+        let want = [
+            ("m/c9", true, false),
+            ("n/c1", true, true),
+            ("n/c2", false, true),
+            ("n/c3", true, true),
+        ];
+        assert_eq!(seen, want.map(|(k, b, t)| (k.to_string(), b, t)).to_vec());
+        // Of the two n/c1 records, the first survey order's.
+        assert_eq!(
+            pairs[1].0.as_ref().and_then(|s| s.data.ingress_rate),
+            Some(1)
+        );
+    }
+
     fn kernel(links: Vec<LinkCounters>, qdiscs: Vec<QdiscCounters>) -> Kernel {
         Kernel::new(links, qdiscs, HashMap::new())
     }
@@ -618,7 +712,7 @@ mod tests {
             "pod": {"namespace": "shop", "name": "web-1"},
             "ingressRate": 10000000, "egressRate": 20000000
         }));
-        let t: Surveyed<LabelState> = surveyed(serde_json::json!({
+        let t: Surveyed<LabelSummary> = surveyed(serde_json::json!({
             "version": 1, "container": {"index": 2, "name": "eth0",
                 "prev": {}, "set": {}},
             "zone": "us-west-2a"
@@ -653,7 +747,7 @@ mod tests {
 
     #[test]
     fn unshaped_shows_zero_and_gone_devices_are_stale() {
-        let t: Surveyed<LabelState> = surveyed(serde_json::json!({
+        let t: Surveyed<LabelSummary> = surveyed(serde_json::json!({
             "version": 1, "container": {"index": 2, "name": "eth0", "prev": {}, "set": {}},
             "host": {"index": 7, "name": "eni1", "prev": {}, "set": {}}
         }));

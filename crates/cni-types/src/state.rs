@@ -196,22 +196,34 @@ impl<T> Default for Survey<T> {
 /// listed is an error. Files of another owner sharing the directory are
 /// skipped.
 pub fn survey<T: DeserializeOwned>(dir: &Path, owner: &str) -> Result<Survey<T>> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsFd as _;
+    use std::os::unix::ffi::OsStrExt as _;
     let mut out = Survey::default();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut listing = match nix::dir::Dir::open(dir, flags, nix::sys::stat::Mode::empty()) {
+        Ok(d) => d,
+        Err(nix::errno::Errno::ENOENT) => return Ok(out),
         Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
     };
     let own_prefix = format!("{}+", escape(owner));
-    let mut names: Vec<(String, PathBuf)> = entries
+    let mut names: Vec<std::ffi::CString> = listing
+        .iter()
         .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(n, _)| !n.starts_with('.') && n.ends_with(".json"))
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| {
+            let n = n.as_bytes();
+            !n.starts_with(b".") && n.ends_with(b".json")
+        })
         .collect();
     names.sort();
-    for (name, path) in names {
-        let mine_by_name = name.starts_with(&own_prefix);
-        match StateStore::read_envelope::<T>(&path) {
+    out.found.reserve(names.len());
+    for name in names {
+        let path = dir.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        let mine_by_name = name.as_bytes().starts_with(own_prefix.as_bytes());
+        let read = crate::fsutil::read_bounded_at(listing.as_fd(), &name, &path, MAX_STATE_BYTES)
+            .with_context(|| format!("reading {}", path.display()));
+        match read.and_then(|buf| StateStore::decode_envelope::<T>(buf, &path)) {
             Ok(Some(e)) if e.owner.as_ref().is_none_or(|o| o == owner) => {
                 out.found.push(Surveyed {
                     network: e.network,
@@ -367,11 +379,17 @@ impl StateStore {
     }
 
     fn read_envelope<T: DeserializeOwned>(path: &Path) -> Result<Option<Envelope<T>>> {
-        let Some(buf) = crate::fsutil::read_bounded(path, MAX_STATE_BYTES)
-            .with_context(|| format!("reading {}", path.display()))?
-        else {
-            return Ok(None);
-        };
+        let buf = crate::fsutil::read_bounded(path, MAX_STATE_BYTES)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Self::decode_envelope(buf, path)
+    }
+
+    /// A file's bytes (`None`: there was no file) as a record.
+    fn decode_envelope<T: DeserializeOwned>(
+        buf: Option<Vec<u8>>,
+        path: &Path,
+    ) -> Result<Option<Envelope<T>>> {
+        let Some(buf) = buf else { return Ok(None) };
         let env =
             serde_json::from_slice(&buf).with_context(|| format!("decoding {}", path.display()))?;
         Ok(Some(env))
