@@ -114,8 +114,8 @@ pub fn targets(raw: &Raw, f: &Figures) -> String {
     out
 }
 
-/// The paragraph for a missed target; the churn and backstop targets
-/// have none (their sections say it).
+/// The paragraph for a missed target; the backstop's has none (its
+/// section says it).
 fn why(t: Target) -> Option<&'static str> {
     use Target::*;
     let key = match t {
@@ -134,10 +134,11 @@ fn why(t: Target) -> Option<&'static str> {
         Latency => "lat",
         Scale => "scale",
         Leaks => "leak",
+        Churn => "churn",
         ChurnPod => "churnpod",
         RunTime => "time",
         ClassesAdd => "classes",
-        Churn | Backstop => return None,
+        Backstop => return None,
     };
     let all = include_str!("../../templates/missed.md");
     let start = all.find(&format!("@@ {key}\n"))? + key.len() + 4;
@@ -173,6 +174,7 @@ fn why_values(raw: &Raw, f: &Figures) -> Vec<(&'static str, String)> {
         ("ifb_del_p90", n3(p90(raw, "ifb-del"))),
         ("pod_del", n3(med(raw, "bw-pod-del"))),
         ("churn_pod", walls(f.churn_pod_del16)),
+        ("churn_ifb", walls(f.churn_del16)),
         ("cl_add_r", times(f.cl_add_r, 2)),
         ("cl_pod_add_r", times(f.cl_pod_add_r, 2)),
         (
