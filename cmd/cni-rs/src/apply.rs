@@ -157,7 +157,9 @@ pub fn once(
                 paths.backup.display()
             ));
             let old = String::from_utf8_lossy(&plan.old.bytes);
-            print!("{}", diff::unified(&conf, &old, &plan.new.to_pretty()));
+            // A dry run changes nothing: a diff that cannot be shown is
+            // reported by emit, and the run goes on to list the rest.
+            let _ = crate::emit(&diff::unified(&conf, &old, &plan.new.to_pretty()));
         } else if plan.copies.is_empty() {
             log(format!(
                 "nothing to do: {conf} and {} are up to date",

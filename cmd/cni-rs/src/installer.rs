@@ -46,8 +46,7 @@ pub fn main(verb: &str, args: &[String]) -> ExitCode {
 }
 
 fn help(text: &str) -> ExitCode {
-    print!("{text}");
-    ExitCode::SUCCESS
+    crate::exit_after(crate::emit(text))
 }
 
 fn install(o: &InstallOpts, log: &mut dyn FnMut(String)) -> Result<ExitCode, String> {

@@ -225,14 +225,8 @@ fn main() -> ExitCode {
         arena_in_huge_pages();
     }
     match cmd {
-        Command::Help => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("cni-rs {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
+        Command::Help => exit_after(emit(USAGE)),
+        Command::Version => exit_after(emit(&format!("cni-rs {}\n", env!("CARGO_PKG_VERSION")))),
         Command::Pods(format) => pods(format, &settings),
         Command::Zones(format) => zones(format, &settings),
         Command::Metrics { textfile, interval } => metrics(&textfile, interval, &settings),
@@ -267,7 +261,7 @@ fn pods(format: Format, settings: &Settings) -> ExitCode {
 /// Writes a command's output to stdout. A reader that went away (`| head`)
 /// ends the output quietly, as it does for other tools; any other failure
 /// is reported, and is the caller's to turn into a failed exit.
-fn emit(text: &str) -> bool {
+pub(crate) fn emit(text: &str) -> bool {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
@@ -277,6 +271,15 @@ fn emit(text: &str) -> bool {
             eprintln!("cni-rs: writing the output: {e}");
             false
         }
+    }
+}
+
+/// Success when the output was written (see [`emit`]).
+pub(crate) fn exit_after(written: bool) -> ExitCode {
+    if written {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -36,14 +36,12 @@ pub fn run(o: &UninstallOpts, log: &mut dyn FnMut(String)) -> Result<(), String>
     if o.dry_run {
         if let Some((old, new)) = &edit {
             log(format!("would restore the chain in {conf}:"));
-            print!(
-                "{}",
-                diff::unified(
-                    &conf,
-                    &String::from_utf8_lossy(&old.bytes),
-                    &new.to_pretty()
-                )
-            );
+            // As install's dry run: shown if it can be, nothing changes.
+            let _ = crate::emit(&diff::unified(
+                &conf,
+                &String::from_utf8_lossy(&old.bytes),
+                &new.to_pretty(),
+            ));
         }
         for f in &remove {
             log(format!("would remove {}", f.display()));

@@ -213,6 +213,12 @@ fn take_identity<T>(s: &mut Surveyed<T>) -> (String, String, String) {
     )
 }
 
+/// Sorted by identity, keeping the first (in file name order) of each.
+fn one_per_identity<T>(records: &mut Vec<Surveyed<T>>) {
+    records.sort_by(|x, y| identity(x).cmp(&identity(y)));
+    records.dedup_by(|x, y| identity(x) == identity(y));
+}
+
 /// Both plugins' records paired by attachment: each list sorted by
 /// identity, then merged, so no identity is copied or hashed (1000 pods
 /// are 2000 records). A second record of the same identity in one
@@ -223,10 +229,8 @@ fn pair_by_attachment(
     mut tl: Vec<Surveyed<LabelSummary>>,
 ) -> Vec<Records> {
     use std::cmp::Ordering;
-    bw.sort_by(|x, y| identity(x).cmp(&identity(y)));
-    bw.dedup_by(|x, y| identity(x) == identity(y));
-    tl.sort_by(|x, y| identity(x).cmp(&identity(y)));
-    tl.dedup_by(|x, y| identity(x) == identity(y));
+    one_per_identity(&mut bw);
+    one_per_identity(&mut tl);
     let mut out = Vec::with_capacity(bw.len().max(tl.len()));
     let (mut bw, mut tl) = (bw.into_iter().peekable(), tl.into_iter().peekable());
     loop {

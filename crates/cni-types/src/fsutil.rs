@@ -88,7 +88,8 @@ pub fn read_bounded_at(
     max: u64,
 ) -> io::Result<Option<Vec<u8>>> {
     use nix::fcntl::OFlag;
-    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // The same flags every open here has (BASE_FLAGS) and O_NOFOLLOW.
+    let flags = OFlag::from_bits_retain(BASE_FLAGS | nix::libc::O_NOFOLLOW) | OFlag::O_RDONLY;
     let file = match nix::fcntl::openat(dir, name, flags, nix::sys::stat::Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(nix::errno::Errno::ENOENT) => return Ok(None),
