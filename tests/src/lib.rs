@@ -160,15 +160,46 @@ impl Netns {
             .unwrap_or_default()
     }
 
-    /// What pods' networking can leave behind in a node netns, as readable
-    /// lines: any link but `lo`, and any shaping qdisc (tbf, ingress, clsact).
-    pub fn node_leftovers(&self) -> Vec<String> {
-        let mut left: Vec<String> = self
-            .link_names()
+    /// The bandwidth plugin's parked ifbs (its `ifbPool`): down, named
+    /// `ifb-parked<N>`, marked `cni-bandwidth parked pool=<state dir>`.
+    pub fn parked_ifbs(&self) -> Vec<String> {
+        self.link_names()
             .into_iter()
-            .filter(|l| l != "lo")
+            .filter(|n| self.is_parked_ifb(n))
+            .collect()
+    }
+
+    fn is_parked_ifb(&self, name: &str) -> bool {
+        if !name.starts_with(PARKED_IFB_PREFIX) {
+            return false;
+        }
+        let Some(l) = self.link(name) else {
+            return false;
+        };
+        let marked = l["ifalias"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("cni-bandwidth parked pool="));
+        let up = l["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "UP"));
+        marked && !up && l["linkinfo"]["info_kind"] == "ifb"
+    }
+
+    /// What pods' networking can leave behind in a node netns, as readable
+    /// lines: any link but `lo` (and up to [`MAX_PARKED_IFBS`] of the
+    /// bandwidth plugin's parked ifbs, which outlive pods by design), and
+    /// any shaping qdisc (tbf, ingress, clsact).
+    pub fn node_leftovers(&self) -> Vec<String> {
+        let names = self.link_names();
+        let parked = names.iter().filter(|l| self.is_parked_ifb(l)).count();
+        let mut left: Vec<String> = names
+            .into_iter()
+            .filter(|l| l != "lo" && !self.is_parked_ifb(l))
             .map(|l| format!("node link {l}"))
             .collect();
+        if parked > MAX_PARKED_IFBS {
+            left.push(format!("{parked} parked ifbs (at most {MAX_PARKED_IFBS})"));
+        }
         let qdiscs: Value = self
             .exec(&["tc", "-j", "qdisc", "show"])
             .ok()
@@ -220,6 +251,11 @@ impl Netns {
         out
     }
 }
+
+/// The name prefix of the bandwidth plugin's parked ifbs.
+pub const PARKED_IFB_PREFIX: &str = "ifb-parked";
+/// The bandwidth plugin's default `ifbPool`.
+pub const MAX_PARKED_IFBS: usize = 16;
 
 /// Drops what changes by itself in `ip link` output: carrier and
 /// operational state follow the peer, not anything a plugin did.

@@ -5,7 +5,9 @@
 //! concatenate alike) run ADD and CHECK together, twice (a retried ADD),
 //! with GC of both networks running alongside (every pod valid), then DEL
 //! together, twice: every ADD and DEL succeeds, every pod owns exactly its
-//! own ifb and redirect, GC removes nothing live, and nothing is left.
+//! own ifb and redirect, GC removes nothing live, and nothing is left but
+//! the parked ifbs, which the next round's ADDs take again (the same
+//! devices, one pod each) and a final GC without pods deletes.
 
 use integration_tests::*;
 use serde_json::{Value, json};
@@ -124,6 +126,7 @@ fn parallel_churn_keeps_every_attachment_its_own() {
             });
         }
     }
+    let mut parked_before = None;
     for round in 0..ROUNDS {
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -158,6 +161,15 @@ fn parallel_churn_keeps_every_attachment_its_own() {
             .filter(|n| n.starts_with("bwp"))
             .collect();
         assert!(ifbs.is_empty(), "round {round}: {ifbs:?} left");
+        // Every DEL parked its ifb (the default pool has room for 16), and
+        // from the second round on every ADD took a parked one: the same
+        // eight devices, never two pods on one (assert_own_ifbs), none lost.
+        let parked = parked_indexes(&node);
+        assert_eq!(parked.len(), all.len(), "round {round}: parked {parked:?}");
+        if let Some(before) = &parked_before {
+            assert_eq!(&parked, before, "round {round}: the same ifbs, reused");
+        }
+        parked_before = Some(parked);
         for a in &all {
             for kind in ["tbf", "ingress"] {
                 assert!(
@@ -183,4 +195,21 @@ fn parallel_churn_keeps_every_attachment_its_own() {
             "round {round}: attachment locks left: {locks:?}"
         );
     }
+    // Without pods, GC empties the pool.
+    for network in ["advnetA", "advnet"] {
+        gc(&node, &state, network, &[]).ok();
+    }
+    assert!(node.parked_ifbs().is_empty(), "{:?}", node.parked_ifbs());
+}
+
+/// The ifindexes of the parked ifbs, each checked clean (down, marked,
+/// no shaper left on it).
+fn parked_indexes(node: &Netns) -> std::collections::BTreeSet<u64> {
+    node.parked_ifbs()
+        .iter()
+        .map(|p| {
+            assert!(node.qdisc(p, "tbf").is_none(), "a tbf on parked {p}");
+            node.link(p).unwrap()["ifindex"].as_u64().unwrap()
+        })
+        .collect()
 }

@@ -1,8 +1,9 @@
 //! Crash consistency and concurrency.
 //!
 //! - SIGKILL lands at every point of ADD (delays swept across its whole
-//!   run): afterwards DEL and a fresh ADD succeed, and after DEL nothing of
-//!   ours remains.
+//!   run), and of a DEL that parks its ifb: afterwards DEL and a fresh ADD
+//!   succeed, and after DEL nothing of ours remains (but a clean parked
+//!   ifb, within the pool's bound).
 //! - A soak: 50 pods doing ADD/CHECK/DEL in loops in parallel while GC runs,
 //!   with a runtime-like lock (GC sees a consistent list of live
 //!   attachments): zero failures, GC never removes a live attachment's
@@ -36,11 +37,23 @@ fn tl_conf(pod: &Pod, state: &TempDir) -> Value {
 
 /// Starts ADD and kills it with SIGKILL after `delay`.
 fn add_killed_after(plugin: &str, node: &Netns, pod: &Pod, conf: &Value, delay: Duration) {
+    verb_killed_after("ADD", plugin, node, pod, conf, delay)
+}
+
+/// Starts `verb` and kills it with SIGKILL after `delay`.
+fn verb_killed_after(
+    verb: &str,
+    plugin: &str,
+    node: &Netns,
+    pod: &Pod,
+    conf: &Value,
+    delay: Duration,
+) {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &node.name])
         .arg(plugin_bin(plugin))
         .env_clear();
-    for (k, v) in pod.env("ADD") {
+    for (k, v) in pod.env(verb) {
         cmd.env(k, v);
     }
     let mut child = cmd
@@ -66,6 +79,29 @@ fn no_leaks(node: &Netns, pod: &Pod, states: &[&TempDir]) -> Vec<String> {
         .collect();
     if !ifbs.is_empty() {
         leaks.push(format!("ifbs {ifbs:?}"));
+    }
+    // Parked ifbs outlive pods by design, within bounds and clean; anything
+    // else the pool names (a trim's `ifb-gc…`) is a leak.
+    let parked = node.parked_ifbs();
+    if parked.len() > MAX_PARKED_IFBS {
+        leaks.push(format!("parked ifbs {parked:?}"));
+    }
+    for p in &parked {
+        if node
+            .qdiscs(p)
+            .iter()
+            .any(|q| q["kind"] == "tbf" || q["kind"] == "htb")
+        {
+            leaks.push(format!("a shaper on parked {p}"));
+        }
+    }
+    let odd: Vec<String> = node
+        .link_names()
+        .into_iter()
+        .filter(|n| n.starts_with("ifb-") && !parked.contains(n))
+        .collect();
+    if !odd.is_empty() {
+        leaks.push(format!("pool ifbs not parked {odd:?}"));
     }
     for kind in ["tbf", "htb", "bfifo", "ingress"] {
         if node.qdisc(&pod.host_veth, kind).is_some() {
@@ -180,6 +216,47 @@ fn sigkill_at_every_point_of_add() {
         run_all(&node, &pod, "DEL", &reverse);
         let leaks = no_leaks(&node, &pod, &[&bws, &tls]);
         assert!(leaks.is_empty(), "trial {i} after fresh ADD/DEL: {leaks:?}");
+    }
+}
+
+/// SIGKILL at every point of a DEL that parks its ifb (the default
+/// `ifbPool`): after a retried DEL nothing of the attachment stays, at
+/// most one ifb is parked (this node's only pod's), clean and down, and
+/// the next ADD takes it.
+#[test]
+fn sigkill_at_every_point_of_del_that_parks() {
+    let node = Netns::new("cnin").unwrap();
+    let pod = Pod::new(&node).unwrap();
+    let bws = TempDir::new("crbd");
+    let bw = bw_conf(&pod, &bws);
+    let chain = [("bandwidth", &bw)];
+    run_all(&node, &pod, "ADD", &chain);
+    let t0 = Instant::now();
+    run_all(&node, &pod, "DEL", &chain);
+    let span = t0.elapsed();
+    const TRIALS: u32 = 40;
+    for i in 0..TRIALS {
+        run_all(&node, &pod, "ADD", &chain);
+        let delay = span * i / TRIALS;
+        verb_killed_after("DEL", "bandwidth", &node, &pod, &bw, delay);
+        let parked = node.parked_ifbs();
+        assert!(parked.len() <= 1, "trial {i}: {parked:?}");
+        if i % 2 == 1 {
+            // A runtime may retry ADD (the pod's sandbox is kept) before DEL.
+            run_all(&node, &pod, "ADD", &chain);
+            run_all(&node, &pod, "CHECK", &chain);
+        }
+        run_all(&node, &pod, "DEL", &chain);
+        let leaks = no_leaks(&node, &pod, &[&bws]);
+        assert!(
+            leaks.is_empty(),
+            "trial {i} (kill after {delay:?}): {leaks:?}"
+        );
+        assert!(
+            node.parked_ifbs().len() <= 1,
+            "trial {i}: {:?}",
+            node.parked_ifbs()
+        );
     }
 }
 

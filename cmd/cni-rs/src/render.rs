@@ -193,14 +193,14 @@ pub fn prometheus(view: &NodeView, price_per_gb: f64) -> String {
 }
 
 /// The families with one sample per attachment and direction: what the
-/// host veth (or ifb) counted, what the shaper did, the configured rate.
+/// host veth (or its ifb's root) counted, what the shaper did, the configured rate.
 fn write_direction_families(out: &mut String, rows: &[&Row]) {
     type Get = fn(&Direction) -> Option<u64>;
     let families: [(&str, &str, &str, Get); 5] = [
         (
             "cni_rs_bytes_total",
             "counter",
-            "Bytes the pod received (ingress) or sent past its shaper (egress), as the kernel counts them on its host veth (or ifb).",
+            "Bytes the pod received (ingress) or sent past its shaper (egress), as the kernel counts them on its host veth (or the root qdisc of its ifb).",
             |d| d.bytes,
         ),
         (

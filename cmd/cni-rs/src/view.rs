@@ -443,15 +443,21 @@ fn fill_device_counters<'k>(
     row.egress.bytes = Some(link.rx_bytes);
     row.egress.packets = Some(link.rx_packets);
     // In ifb mode the host veth receives what the pod sent, including what
-    // the ifb's tbf then drops: what left the pod's shaper is what the ifb
-    // transmitted (in pod mode and unshaped, the veth already sees that).
+    // the ifb's tbf then drops: what left the pod's shaper is what the
+    // ifb's root sent on (in pod mode and unshaped, the veth already sees
+    // that). The root's counters, not the ifb's: the root is this pod's
+    // own, while the ifb may have served a pod before (a parked ifb taken
+    // again keeps its device counters; see bandwidth's ifb_pool).
     let ifb = bw
         .and_then(|b| b.ifb.as_ref())
         .and_then(|name| kernel.links_by_name.get(name))
         .and_then(|i| kernel.links.get(i));
     if let Some(ifb) = ifb {
-        row.egress.bytes = Some(ifb.tx_bytes);
-        row.egress.packets = Some(ifb.tx_packets);
+        let (bytes, packets) = kernel
+            .root_tbf(ifb.index)
+            .map_or((ifb.tx_bytes, ifb.tx_packets), |q| (q.bytes, q.packets));
+        row.egress.bytes = Some(bytes);
+        row.egress.packets = Some(packets);
     }
     ifb
 }
@@ -721,12 +727,11 @@ mod tests {
                 "prev": {}, "set": {}},
             "zone": "us-west-2a"
         }));
+        let mut ifb_root = q(9, TC_H_ROOT, TBF_HANDLE, "tbf");
+        (ifb_root.bytes, ifb_root.packets) = (150, 3);
         let k = kernel(
             vec![link(7, "eni1"), link(9, "bwp1")],
-            vec![
-                q(7, TC_H_ROOT, TBF_HANDLE, "tbf"),
-                q(9, TC_H_ROOT, TBF_HANDLE, "tbf"),
-            ],
+            vec![q(7, TC_H_ROOT, TBF_HANDLE, "tbf"), ifb_root],
         );
         let mut row = Row::default();
         fill(&mut row, Some(&b), Some(&t), Some(&k));
@@ -740,9 +745,9 @@ mod tests {
         assert_eq!(row.ingress.rate_bits_per_second, Some(10_000_000));
         assert_eq!(row.ingress.bytes, Some(200), "into the pod = host veth tx");
         assert_eq!(
-            row.egress.bytes,
-            Some(200),
-            "out of the pod = the ifb's tx, after its tbf"
+            (row.egress.bytes, row.egress.packets),
+            (Some(150), Some(3)),
+            "out of the pod = what the ifb's tbf sent (not the ifb's own tx: a reused ifb's go back further)"
         );
         assert_eq!(row.ingress.overlimits, Some(7));
         assert_eq!(row.egress.drops, Some(3), "the ifb's tbf");

@@ -20,7 +20,7 @@ use crate::tc::{
     ETH_P_ALL, Filter, INGRESS_HANDLE, Mirred, Qdisc, TC_H_INGRESS, TC_H_ROOT, TCA_EGRESS_REDIR,
     TbfParams, TbfSpec, burst_to_ticks,
 };
-use crate::{Link, NlError, Result};
+use crate::{Link, LinkChange, NlError, Result};
 
 /// One namespace's objects.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -278,6 +278,33 @@ impl Kernel for FakeKernel {
     fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
         self.change(&format!("set mtu of #{index}"), |s, _| {
             s.link_mut(index, "set mtu")?.mtu = mtu;
+            Ok(())
+        })
+    }
+    fn change_link(&mut self, index: u32, change: &LinkChange<'_>) -> Result<()> {
+        self.change(&format!("change #{index} {change:?}"), |s, _| {
+            if let Some(name) = change.name
+                && s.links.iter().any(|l| l.name == name && l.index != index)
+            {
+                return Err(err("rename", nix::libc::EEXIST));
+            }
+            let l = s.link_mut(index, "change link")?;
+            // As the kernel: the rename comes first, and needs the link down.
+            if let Some(name) = change.name {
+                if l.up && l.name != name {
+                    return Err(err("rename", nix::libc::EBUSY));
+                }
+                l.name = name.to_string();
+            }
+            if let Some(alias) = change.alias {
+                l.alias = Some(alias.to_string());
+            }
+            if let Some(mtu) = change.mtu {
+                l.mtu = mtu;
+            }
+            if let Some(up) = change.up {
+                l.up = up;
+            }
             Ok(())
         })
     }

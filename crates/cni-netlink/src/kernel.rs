@@ -12,7 +12,7 @@ use crate::backstop::{Backstop, Observed, Table};
 use crate::htb::{ClassifierSpec, Fifo, HtbClass, HtbClassSpec};
 use crate::nft::Nft;
 use crate::tc::{Filter, Qdisc, TbfSpec};
-use crate::{Link, Netlink, Result};
+use crate::{Link, LinkChange, Netlink, Result};
 
 /// What the plugins ask of the kernel. Object-safe: plugins hold a
 /// `&mut dyn Kernel`.
@@ -33,6 +33,9 @@ pub trait Kernel {
     fn set_alias(&mut self, index: u32, alias: &str) -> Result<()>;
     /// Sets a link's MTU.
     fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()>;
+    /// Changes several of a link's properties in one request, atomic to
+    /// other netlink users (see [`LinkChange`]).
+    fn change_link(&mut self, index: u32, change: &LinkChange<'_>) -> Result<()>;
     /// The root and ingress-hook qdiscs of a link.
     fn top_qdiscs(&mut self, index: u32) -> Result<Vec<Qdisc>>;
     /// Puts a tbf at root `1:` (replacing what is there).
@@ -165,6 +168,9 @@ impl Kernel for System {
     }
     fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
         self.rt.set_mtu(index, mtu)
+    }
+    fn change_link(&mut self, index: u32, change: &LinkChange<'_>) -> Result<()> {
+        self.rt.change_link(index, change)
     }
     fn top_qdiscs(&mut self, index: u32) -> Result<Vec<Qdisc>> {
         self.rt.top_qdiscs(index)

@@ -37,7 +37,7 @@ pub mod tc;
 mod wire_tests;
 
 use exchange::{Exchange, Parsed};
-pub use link::{IFB_TXQUEUELEN, Link, LinkCounters};
+pub use link::{IFB_TXQUEUELEN, Link, LinkChange, LinkCounters};
 
 /// Size of the receive buffer: dumps put many messages in one datagram (at
 /// most 32 KiB); a larger datagram is detected with `MSG_TRUNC` and reported

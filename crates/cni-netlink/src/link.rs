@@ -74,6 +74,19 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
 }
 
+/// What [`crate::Netlink::change_link`] changes; `None` leaves it as is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkChange<'a> {
+    /// A new name (the link must already be down).
+    pub name: Option<&'a str>,
+    /// A new alias.
+    pub alias: Option<&'a str>,
+    /// A new MTU.
+    pub mtu: Option<u32>,
+    /// Up (`true`) or down (`false`), applied after everything else.
+    pub up: Option<bool>,
+}
+
 /// One interface's traffic counters (`IFLA_STATS64`), for the operator's
 /// view. On a pod's host veth, tx is what went into the pod and rx what
 /// came out of it; a GSO super-packet counts once, with one set of headers.
@@ -397,6 +410,36 @@ impl Netlink {
         let mut msg = link_msg(index);
         msg.attributes.push(LinkAttribute::Mtu(mtu));
         self.set_link(&format!("set mtu {mtu} on link #{index}"), msg)
+    }
+
+    /// Changes a link's name, alias, MTU and up/down state in one
+    /// RTM_SETLINK. The kernel applies them in that order, all under the
+    /// rtnl lock, so no other netlink user sees a half-changed link. A
+    /// rename needs the link down when the request starts (EBUSY
+    /// otherwise): bring it down with a change of its own first.
+    pub fn change_link(&mut self, index: u32, change: &LinkChange<'_>) -> Result<()> {
+        let mut msg = link_msg(index);
+        if let Some(name) = change.name {
+            msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        }
+        if let Some(alias) = change.alias {
+            msg.attributes.push(LinkAttribute::Other(DefaultNla::new(
+                IFLA_IFALIAS,
+                alias.as_bytes().to_vec(),
+            )));
+        }
+        if let Some(mtu) = change.mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(up) = change.up {
+            msg.header.flags = if up {
+                LinkFlags::Up
+            } else {
+                LinkFlags::empty()
+            };
+            msg.header.change_mask = LinkFlags::Up;
+        }
+        self.set_link(&format!("change link #{index} ({change:?})"), msg)
     }
 
     /// Sets the transmit queue length.

@@ -316,6 +316,16 @@ impl StateStore {
         Ok(StoreLock { _lock: lock })
     }
 
+    /// Takes the exclusive lock named `name` in the store's directory
+    /// (blocking), for a resource all attachments share (the bandwidth
+    /// plugin's pool of parked ifbs). Unrelated to the store's own lock:
+    /// held only for a few netlink requests, never across a verb.
+    pub fn lock_shared_resource(&self, name: &str) -> Result<StoreLock> {
+        self.ensure_dir()?;
+        let lock = flock(&self.dir.join(name), nix::fcntl::FlockArg::LockExclusive)?;
+        Ok(StoreLock { _lock: lock })
+    }
+
     /// The lock one attachment's verb holds (see [`AttachmentLock`]). The
     /// kernel work of different attachments then runs in parallel: a DEL
     /// waiting for an ifb's RCU grace period holds up no other pod.

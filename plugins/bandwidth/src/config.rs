@@ -12,7 +12,7 @@
 //! node default in the static block. The four rate keys and the
 //! `runtimeConfig` key match case-insensitively (containerd sends
 //! `IngressRate`, CRI-O `ingressRate`), as Go's JSON does; our own knobs
-//! (`precedence`, `runtimeBurst`, `egressMode`, `latencyMs`, `stateDir`)
+//! (`precedence`, `runtimeBurst`, `egressMode`, `latencyMs`, `stateDir`, `ifbPool`)
 //! are exact.
 
 use crate::rates::{Bits, bits};
@@ -78,6 +78,9 @@ pub struct BandwidthConf {
     pub runtime_burst: RuntimeBurst,
     pub latency_ms: u32,
     pub state_dir: PathBuf,
+    /// How many parked ifbs DEL may leave for later ADDs (`ifbPool`; 0:
+    /// DEL deletes its ifb, as the reference plugin does).
+    pub ifb_pool: u32,
     pub egress_mode: EgressMode,
     /// Per-namespace defaults and maxima (see [`crate::policy`]).
     pub namespace_policy: Option<crate::policy::NamespacePolicy>,
@@ -121,6 +124,7 @@ struct Knobs {
     egress_mode: Option<EgressMode>,
     latency_ms: Option<u32>,
     state_dir: Option<PathBuf>,
+    ifb_pool: Option<u32>,
 }
 
 impl RateBlock {
@@ -244,6 +248,19 @@ fn latency_ms(given: Option<u32>) -> Result<u32, CniError> {
     }
 }
 
+/// `ifbPool`: 0..=256 parked ifbs (see [`crate::ifb_pool`]).
+fn ifb_pool(given: Option<u32>) -> Result<u32, CniError> {
+    use crate::ifb_pool::{DEFAULT_SLOTS, MAX_SLOTS};
+    match given {
+        None => Ok(DEFAULT_SLOTS),
+        Some(n) if n <= MAX_SLOTS => Ok(n),
+        Some(n) => Err(invalid(
+            "invalid ifbPool",
+            format!("ifbPool must be 0..={MAX_SLOTS}, got {n}"),
+        )),
+    }
+}
+
 /// `stateDir`: absolute, as a runtime's working directory is unknown.
 fn state_dir(given: Option<PathBuf>) -> Result<PathBuf, CniError> {
     match given {
@@ -265,6 +282,7 @@ impl BandwidthConf {
         let egress_mode = knobs.egress_mode.unwrap_or(EgressMode::Auto);
         let latency_ms = latency_ms(knobs.latency_ms)?;
         let state_dir = state_dir(knobs.state_dir)?;
+        let ifb_pool = ifb_pool(knobs.ifb_pool)?;
         let (block, source) = choose(static_block(raw)?, runtime_block(conf)?, precedence);
         // Only a runtime's burst can be the "unlimited" sentinel; an
         // operator's explicit static burst is honoured as written.
@@ -279,6 +297,7 @@ impl BandwidthConf {
             runtime_burst,
             latency_ms,
             state_dir,
+            ifb_pool,
             egress_mode,
             namespace_policy,
             class_spec,
@@ -434,6 +453,10 @@ mod tests {
             json!({"cniVersion":"1.0.0","latencyMs":0}),
             json!({"cniVersion":"1.0.0","egressMode":"host"}),
             json!({"cniVersion":"1.0.0","stateDir":"relative"}),
+            json!({"cniVersion":"1.0.0","ifbPool":257}),
+            json!({"cniVersion":"1.0.0","ifbPool":-1}),
+            json!({"cniVersion":"1.0.0","ifbPool":"16"}),
+            json!({"cniVersion":"1.0.0","ifbPool":1.5}),
             json!({"cniVersion":"1.0.0","runtimeConfig":{"bandwidth":[1]}}),
         ] {
             let e = parse(bad.clone()).unwrap_err();
@@ -509,6 +532,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.egress_mode, c.latency_ms), (EgressMode::Auto, 50));
+        assert_eq!(c.ifb_pool, crate::ifb_pool::DEFAULT_SLOTS);
+        let off = parse(json!({"cniVersion":"1.0.0","ifbPool":0})).unwrap();
+        assert_eq!(off.ifb_pool, 0, "0 turns the pool off");
         assert_eq!(c.runtime_burst, RuntimeBurst::Honor);
         assert_eq!(
             parse(json!({"cniVersion":"1.0.0","stateDir":"run"}))

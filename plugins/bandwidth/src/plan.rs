@@ -153,6 +153,9 @@ pub struct AddRequest<'a> {
     /// Peer classes, when configured.
     pub classes: Option<&'a PeerClasses>,
     pub latency_ms: u32,
+    /// Where the ifb comes from when there is none yet: a parked one
+    /// ([`crate::ifb_pool`]) before a new one. None: always a new one.
+    pub ifb_pool: Option<&'a crate::ifb_pool::IfbPool<'a>>,
 }
 
 impl AddRequest<'_> {

@@ -8,6 +8,7 @@
 use crate::config::EgressMode;
 use crate::devices::{IfbOwner, MAX_ALIAS_BYTES, ifb_candidates, ifb_name};
 use crate::htb_plan::Direction;
+use crate::ifb_pool::Taken;
 use crate::layout::{RootLayout, install_root};
 use crate::plan::{AddRequest, FILTER_PRIO, Object, desired};
 use crate::pod::{
@@ -579,14 +580,7 @@ impl Reconcile<'_, '_> {
             .link_by_name(name)
             .cni_with(Code::Kernel, || format!("looking up {name}"))?;
         let Some(existing) = existing else {
-            let l = match self.nl.create_ifb(name, host.mtu, Some(&alias)) {
-                // Another attachment's ADD, running in parallel, made it
-                // between our look and our create: try again from the top.
-                Err(e) if e.is_exists() => return Err(IfbTaken(name.to_string()).into()),
-                r => r.cni_with(Code::Kernel, || format!("creating ifb {name}"))?,
-            };
-            self.undo.push(Undo::Link(l.index));
-            return Ok((l, true));
+            return self.new_ifb(name, &alias);
         };
         if who.owner_of(&existing) == IfbOwner::Foreign {
             // choose_ifb judged the name free or ours a moment ago: another
@@ -614,6 +608,31 @@ impl Reconcile<'_, '_> {
                 .cni_with(Code::Kernel, || format!("bringing up {name}"))?;
         }
         Ok((existing, false))
+    }
+
+    /// An ifb under `name` that did not exist: a parked one taken from
+    /// the pool (whose qdiscs are then listed: not fresh), else a new one.
+    fn new_ifb(&mut self, name: &str, alias: &str) -> anyhow::Result<(Link, bool)> {
+        let mtu = self.host.mtu;
+        let taken = match self.req.ifb_pool {
+            Some(pool) => pool.take(self.nl, name, alias, mtu)?,
+            None => Taken::Empty,
+        };
+        let (l, fresh) = match taken {
+            Taken::Ifb(l) => (l, false),
+            Taken::Empty => match self.nl.create_ifb(name, mtu, Some(alias)) {
+                Ok(l) => (l, true),
+                // Another attachment's ADD, running in parallel, made it
+                // between our look and our create: try again from the top.
+                Err(e) if e.is_exists() => return Err(IfbTaken(name.to_string()).into()),
+                Err(e) => return Err(e).cni_with(Code::Kernel, || format!("creating ifb {name}")),
+            },
+            Taken::NameTaken => return Err(IfbTaken(name.to_string()).into()),
+        };
+        // Undone by deletion either way: a failed ADD is rare, and an ifb
+        // half set up for this attachment is not one to hand on.
+        self.undo.push(Undo::Link(l.index));
+        Ok((l, fresh))
     }
 
     /// The `ingress` qdisc on the host veth: ours, or added now.

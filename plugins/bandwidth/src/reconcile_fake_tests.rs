@@ -82,6 +82,7 @@ fn request<'a>(
         pod: None,
         classes,
         latency_ms: 25,
+        ifb_pool: None,
     }
 }
 
@@ -510,9 +511,9 @@ fn teardown_removes_everything_ours_and_is_idempotent() {
         )
         .unwrap();
         let pod = Some((Path::new(POD), "eth0"));
-        teardown(&mut k, &inst, &who(), pod).unwrap();
+        teardown(&mut k, &inst, &who(), pod, None).unwrap();
         assert_eq!(snapshot(&k), before, "{mode:?}");
-        teardown(&mut k, &inst, &who(), pod).unwrap();
+        teardown(&mut k, &inst, &who(), pod, None).unwrap();
     }
 }
 
@@ -523,7 +524,7 @@ fn teardown_goes_on_past_a_failed_step_and_reports_it() {
     let done = k.node.borrow().changes;
     // The first change of a DEL is the ifb's deletion (it goes first).
     k.node.borrow_mut().fail_at = Some(done + 1);
-    let e = teardown(&mut k, &inst, &who(), None).unwrap_err();
+    let e = teardown(&mut k, &inst, &who(), None, None).unwrap_err();
     let e = CniError::from_anyhow(&e);
     assert_eq!(e.code, Code::Kernel);
     assert!(
@@ -548,7 +549,7 @@ fn teardown_goes_on_past_a_failed_step_and_reports_it() {
 fn teardown_without_the_pod_namespace_still_clears_the_host() {
     let (mut k, host) = node();
     let inst = add_fresh(&mut k, &host, EgressMode::Pod, Some(10_000_000), None).unwrap();
-    teardown(&mut k, &inst, &who(), None).unwrap();
+    teardown(&mut k, &inst, &who(), None, None).unwrap();
     assert!(
         k.space("").tables.is_empty(),
         "the backstop goes without the pod"
@@ -576,7 +577,7 @@ fn teardown_leaves_another_attachments_ifb_and_table() {
         .tables[0]
         .0
         .owner = Some(theirs.clone());
-    teardown(&mut k, &inst, &who(), None).unwrap();
+    teardown(&mut k, &inst, &who(), None, None).unwrap();
     let h = k.space("");
     assert!(h.links.iter().any(|l| l.name == "bwpforeign"));
     assert!(h.tables.iter().any(|(t, _)| t.name == table));
@@ -590,7 +591,7 @@ fn check_passes_after_add_and_names_each_tamper() {
         let req = request(mode, Some(50_000_000), Some(&z));
         let inst = add(&mut k, &host, &req, None).unwrap();
         crate::check::verify(&mut k, &host, &req, Some(&inst)).unwrap();
-        teardown(&mut k, &inst, &who(), Some((Path::new(POD), "eth0"))).unwrap();
+        teardown(&mut k, &inst, &who(), Some((Path::new(POD), "eth0")), None).unwrap();
     }
     let req = request(EgressMode::Pod, Some(50_000_000), Some(&z));
     let inst = add(&mut k, &host, &req, None).unwrap();

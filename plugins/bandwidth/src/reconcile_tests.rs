@@ -43,6 +43,7 @@ fn req(mode: EgressMode, egress: bool) -> AddRequest<'static> {
         pod: None,
         classes: None,
         latency_ms: 25,
+        ifb_pool: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::config::{BandwidthConf, DEFAULT_STATE_DIR};
 use crate::devices;
+use crate::ifb_pool::IfbPool;
 use crate::plan::AddRequest;
 use crate::policy::PolicyRecord;
 use crate::record::{Attachment, Installed};
@@ -55,6 +56,7 @@ impl Plugin for Bandwidth {
             return pass_through(&ctx.conf);
         }
         let mut nl = kernel()?;
+        let pool = IfbPool::new(&store, bw.ifb_pool);
         let lock = lock_attachment(&store, env)?;
         let previous: Option<Installed> = load_state(&store, env);
         if !bw.installs_anything() {
@@ -66,6 +68,7 @@ impl Plugin for Bandwidth {
                     prev,
                     &attachment(&ctx.conf.name, env),
                     pod_side(prev, env),
+                    Some(&pool),
                 )?;
                 store
                     .remove(&env.container_id, &env.ifname)
@@ -81,7 +84,7 @@ impl Plugin for Bandwidth {
                     .into(),
             );
         }
-        let (host, req) = request(ctx, &bw, policy, nl.netlink(), &result)?;
+        let (host, req) = request(ctx, &bw, policy, nl.netlink(), &result, Some(&pool))?;
         let existed = previous.is_some();
         let outcome = install_with_retries(&mut nl, &store, env, &host, &req, previous);
         let (_inst, ifb) = match outcome {
@@ -118,16 +121,18 @@ impl Plugin for Bandwidth {
     fn del(&self, ctx: &Context) -> anyhow::Result<()> {
         // DEL must clean up even when the config no longer parses: fall
         // back to the default state dir rather than fail.
-        let state_dir = BandwidthConf::parse(&ctx.conf)
-            .map(|c| c.state_dir)
+        // (and delete the ifb: no pool without a config).
+        let (state_dir, pool_slots) = BandwidthConf::parse(&ctx.conf)
+            .map(|c| (c.state_dir, c.ifb_pool))
             .unwrap_or_else(|e| {
                 log_warn!("config invalid on DEL ({e}); cleaning up with defaults");
-                state_dir_of(&ctx.conf.raw)
+                (state_dir_of(&ctx.conf.raw), 0)
             });
         del_attachment(
             &ctx.env,
             &ctx.conf.name,
             StateStore::new(state_dir, Self::NAME, &ctx.conf.name),
+            pool_slots,
         )
     }
 
@@ -141,7 +146,7 @@ impl Plugin for Bandwidth {
         let dir = raw
             .map(state_dir_of)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        del_attachment(env, name, StateStore::new(dir, Self::NAME, name))
+        del_attachment(env, name, StateStore::new(dir, Self::NAME, name), 0)
     }
 
     fn check(&self, ctx: &Context) -> anyhow::Result<()> {
@@ -168,7 +173,7 @@ impl Plugin for Bandwidth {
             .into());
         }
         let mut nl = kernel()?;
-        let (host, req) = request(ctx, &bw, policy, nl.netlink(), &prev)?;
+        let (host, req) = request(ctx, &bw, policy, nl.netlink(), &prev, None)?;
         check::verify(&mut nl, &host, &req, inst.as_ref())
     }
 
@@ -223,7 +228,7 @@ impl Plugin for Bandwidth {
             let pod = gc_pod_side(&inst, &ifname);
             let pod = pod.as_ref().map(|(ns, i)| (ns.as_path(), i.as_str()));
             if failures
-                .record(&what, teardown::teardown(&mut nl, &inst, &who, pod))
+                .record(&what, teardown::teardown(&mut nl, &inst, &who, pod, None))
                 .is_some()
             {
                 failures.record(
@@ -237,6 +242,10 @@ impl Plugin for Bandwidth {
         let is_valid = |cid: &str, ifname: &str| valid.contains(&(cid, ifname));
         teardown::sweep_stale_ifbs(&mut nl, network, &is_valid, &mut failures);
         teardown::sweep_stale_tables(&mut nl, network, &is_valid, &mut failures);
+        // A network without pods keeps no parked ifbs; others keep the
+        // configured number (fewer when `ifbPool` was lowered).
+        let keep = if valid.is_empty() { 0 } else { bw.ifb_pool };
+        IfbPool::new(&store, bw.ifb_pool).trim(&mut nl, keep, &mut failures);
         store.sweep_attachment_locks();
         failures.finish(Code::Kernel, "garbage collection incomplete")
     }
@@ -274,6 +283,7 @@ fn request<'a>(
     policy: Option<PolicyRecord>,
     nl: &mut Netlink,
     prev: &CniResult,
+    ifb_pool: Option<&'a IfbPool<'a>>,
 ) -> anyhow::Result<(Link, AddRequest<'a>)> {
     let env = &ctx.env;
     let netns = env.netns.as_deref().unwrap_or(std::path::Path::new(""));
@@ -292,6 +302,7 @@ fn request<'a>(
         pod: env.args.pod(),
         classes: bw.classes.as_ref(),
         latency_ms: bw.latency_ms,
+        ifb_pool,
     };
     Ok((host, req))
 }
@@ -369,12 +380,18 @@ fn install_with_retries(
     }
 }
 
-fn del_attachment(env: &Env, network: &str, store: StateStore) -> anyhow::Result<()> {
+fn del_attachment(
+    env: &Env,
+    network: &str,
+    store: StateStore,
+    pool_slots: u32,
+) -> anyhow::Result<()> {
     let mut nl = kernel()?;
+    let pool = IfbPool::new(&store, pool_slots);
     let lock = lock_attachment(&store, env)?;
     let who = attachment(network, env);
     match load_state(&store, env) {
-        Some(inst) => teardown::teardown(&mut nl, &inst, &who, pod_side(&inst, env))?,
+        Some(inst) => teardown::teardown(&mut nl, &inst, &who, pod_side(&inst, env), Some(&pool))?,
         // No record: an ifb the reference plugin left before an upgrade
         // (unmarked, under its name), or ours marked for this attachment.
         // One marked for another attachment is left alone.
