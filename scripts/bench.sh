@@ -301,10 +301,15 @@ EOF
 }
 
 
+# Ifbs in the node netns but our plugin's parked ones (its ifbPool: DEL
+# parks its ifb, the next ADD takes it; they outlive pods by design, up to
+# the pool's size, and are counted apart).
+ifbs_in_use() { ip -n "$NODE" -o link show type ifb | grep -vc '^[0-9]*: ifb-parked[0-9]*:' || true; }
+ifbs_parked() { ip -n "$NODE" -o link show type ifb | grep -c '^[0-9]*: ifb-parked[0-9]*:' || true; }
 layout() { # what is on the bw pod's host veth and how many ifbs carry a tbf
     local q ifbs tbfs
     q=$(tc -n "$NODE" qdisc show dev "${ENI[bw]}" | awk '{ print $2 }' | sort | tr '\n' ' ')
-    ifbs=$(ip -n "$NODE" -o link show type ifb | wc -l)
+    ifbs=$(ifbs_in_use)
     tbfs=$(tc -n "$NODE" qdisc show | grep -c '^qdisc tbf .* dev bwp' || true)
     echo "host veth: ${q:-none}| ifbs: $ifbs, tbf on ifb: $tbfs"
 }
@@ -601,8 +606,8 @@ section10() {
 # --- 6. scale ---------------------------------------------------------------------------
 leaks() { # leaks -> "ifbs links qdiscs states caches netns"
     local ifbs links qd st ca ns
-    ifbs=$(ip -n "$NODE" -o link show type ifb | wc -l)
-    links=$(ip -n "$NODE" -o link show | grep -vc ': lo:' || true)
+    ifbs=$(ifbs_in_use)
+    links=$(ip -n "$NODE" -o link show | grep -v ': lo:' | grep -vc '^[0-9]*: ifb-parked[0-9]*:' || true)
     qd=$(tc -n "$NODE" qdisc show | grep -cE '^qdisc (tbf|ingress|clsact)' || true)
     st=$(find "$STATE" -path "$STATE/mb-*" -prune -o -type f ! -name .lock -print | wc -l)
     ca=$(find "$WORK/cache" -type f | wc -l)
@@ -637,7 +642,7 @@ scale() { # scale PHASE PARALLELISM -> RAW/scale/PHASE.add|del and the phase's f
     t0=$EPOCHREALTIME
     seq "$PODS" | ip netns exec "$NODE" xargs -P "$par" -n 1 bash scripts/lib/time-pod-verb.sh add "$ph" > "$RAW/scale/$ph.add"
     fact "scale_${ph}_add_span" "$t0 $EPOCHREALTIME"
-    fact "scale_${ph}_ifbs_up" "$(ip -n "$NODE" -o link show type ifb | wc -l)"
+    fact "scale_${ph}_ifbs_up" "$(ifbs_in_use)"
     if [ "$ph" = s ]; then
         cnirs_at "$PODS"
         probe_at "$PODS"
@@ -648,9 +653,10 @@ scale() { # scale PHASE PARALLELISM -> RAW/scale/PHASE.add|del and the phase's f
     seq "$PODS" | ip netns exec "$NODE" xargs -P "$par" -n 1 bash scripts/lib/time-pod-verb.sh del "$ph" > "$RAW/scale/$ph.del"
     fact "scale_${ph}_del_span" "$t0 $EPOCHREALTIME"
     fact "scale_${ph}_after_del" "$(leaks)"
+    fact "scale_${ph}_parked" "$(ifbs_parked)"
     for i in $(seq "$PODS"); do ip netns del "$PFX-$ph$i" 2>/dev/null || true; done
     fact "scale_${ph}_leaks" "$(leaks)"
-    log "  $ph (x$par): leaks (ifb link qdisc state cache netns) $(leaks)"
+    log "  $ph (x$par): leaks (ifb link qdisc state cache netns) $(leaks); parked ifbs $(ifbs_parked)"
 }
 section6() {
     export BENCH_REL="$REL" BENCH_CONF="$CONF" BENCH_PATH="$WORK/ours" BENCH_CACHE="$WORK/cache" \

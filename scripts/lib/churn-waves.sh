@@ -80,7 +80,9 @@ for n in "${SIZES[@]}"; do
     done
 done
 {
-    echo "left_ifbs $(ip -n "$NODE" -o link show type ifb | wc -l)"
+    # Our parked ifbs (ifbPool) outlive the pods by design: counted apart.
+    echo "left_ifbs $(ip -n "$NODE" -o link show type ifb | grep -vc '^[0-9]*: ifb-parked[0-9]*:' || true)"
+    echo "parked_ifbs $(ip -n "$NODE" -o link show type ifb | grep -c '^[0-9]*: ifb-parked[0-9]*:' || true)"
     echo "left_tables $(ip netns exec "$NODE" nft list tables 2>/dev/null | grep -c cni_bw_ || true)"
     echo "failed_calls $(grep -c failed "$WORK/errors" || true)"
     echo "stderr_lines $(wc -l < "$WORK/errors")"

@@ -70,5 +70,6 @@ for mode in ifb pod; do
 done
 # Nothing of ours may be left.
 left=$(ip netns exec "$NODE" tc qdisc show | grep -cE 'htb|tbf|bfifo|ingress' || true)
-ifbs=$(ip -n "$NODE" -o link show type ifb | wc -l)
+# Our parked ifbs (ifbPool) outlive the pods by design: not counted.
+ifbs=$(ip -n "$NODE" -o link show type ifb | grep -vc '^[0-9]*: ifb-parked[0-9]*:' || true)
 printf 'left_qdiscs %s\nleft_ifbs %s\n' "$left" "$ifbs" > "$OUT/facts"

@@ -62,6 +62,9 @@ pub struct ScalePhase {
     pub del_total_s: Option<f64>,
     pub ifbs_up: Option<f64>,
     pub after_del: Option<Vec<f64>>,
+    /// The bandwidth plugin's parked ifbs after DEL (its ifbPool): not
+    /// leaks, bounded by the pool's size.
+    pub parked: Option<f64>,
     pub leaks: Option<Vec<f64>>,
 }
 
@@ -121,6 +124,7 @@ pub fn scale_dir(dir: &Path, facts: &Facts) -> Result<BTreeMap<String, ScalePhas
             del_total_s: span(format!("scale_{ph}_del_span")),
             ifbs_up: facts.num(&format!("scale_{ph}_ifbs_up")),
             after_del: facts.nums(&format!("scale_{ph}_after_del")),
+            parked: facts.num(&format!("scale_{ph}_parked")),
             leaks: facts.nums(&format!("scale_{ph}_leaks")),
         };
         out.insert(ph, phase);

@@ -194,8 +194,11 @@ pub fn section11(raw: &Raw, _: &Figures) -> String {
     }
     let f = |k: &str| raw.facts.text(&format!("churn.{k}"));
     out.push(format!(
-        "left on the node: {} ifbs, {} nft tables; failed calls: {} ({} lines on stderr)",
+        "left on the node: {} ifbs{}, {} nft tables; failed calls: {} ({} lines on stderr)",
         f("left_ifbs"),
+        raw.facts
+            .get("churn.parked_ifbs")
+            .map_or(String::new(), |n| format!(" (and {n} parked by ifbPool)")),
         f("left_tables"),
         f("failed_calls"),
         f("stderr_lines")

@@ -108,7 +108,7 @@ fn leak_rows(raw: &Raw) -> Rows {
         raw.scale.get("p").unwrap_or(&none),
     );
     let both = |pick: &dyn Fn(&ScalePhase) -> String| vec![pick(s), pick(p)];
-    vec![
+    let mut rows = vec![
         (
             "failed ADD / DEL".into(),
             both(&|ph| format!("{} / {}", ph.add_fail(), ph.del_fail())),
@@ -121,7 +121,18 @@ fn leak_rows(raw: &Raw) -> Rows {
             "after netns deletion (leaks)".into(),
             both(&|ph| counts(&ph.leaks)),
         ),
-    ]
+    ];
+    if s.parked.is_some() || p.parked.is_some() {
+        let parked = |ph: &ScalePhase| ph.parked.map_or("?".into(), |n| format!("{n}"));
+        rows.insert(
+            2,
+            (
+                "after DEL: parked ifbs (ifbPool: DEL parks, ADD takes; at most 16)".into(),
+                both(&parked),
+            ),
+        );
+    }
+    rows
 }
 
 pub fn section6(raw: &Raw, f: &Figures) -> String {
