@@ -956,6 +956,61 @@ fn uninstall_restores_the_original_chain() {
     assert_eq!(types(&after), ["aws-cni", "egress-cni", "portmap"]);
 }
 
+/// Uninstall deletes the bandwidth plugin's parked ifbs (its `ifbPool`)
+/// in its network namespace, after a dry run that only names them, and
+/// nothing else: not an attachment's ifb, not an unmarked ifb under a
+/// slot name.
+#[test]
+fn uninstall_deletes_the_parked_ifbs_and_nothing_else() {
+    require_root();
+    let node = Node::new("10-aws.conflist");
+    ok(node.install(&[]));
+    let ns = Netns::new("unin").unwrap();
+    let mark = |dev: &str, alias: &str| {
+        ns.ip(&["link", "add", dev, "type", "ifb"]).unwrap();
+        if !alias.is_empty() {
+            ns.ip(&["link", "set", dev, "alias", alias]).unwrap();
+        }
+    };
+    mark(
+        "ifb-parked0",
+        "cni-bandwidth parked pool=/run/cni/bandwidth",
+    );
+    mark("ifb-parked1", "");
+    mark("bwpkeep", "cni-bandwidth net=n id=c if=eth0");
+    let in_ns = |extra: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(plugin_bin("cni-rs"))
+            .arg("uninstall")
+            .args(&node.args()[2..])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Outcome::from(out)
+    };
+    let dry = ok(in_ns(&["--dry-run"]));
+    assert!(
+        dry.stderr
+            .contains("would delete the parked ifb ifb-parked0"),
+        "{}",
+        dry.stderr
+    );
+    assert!(
+        ns.link("ifb-parked0").is_some(),
+        "a dry run changes nothing"
+    );
+    let o = ok(in_ns(&[]));
+    assert!(
+        o.stderr.contains("deleted the parked ifb ifb-parked0"),
+        "{}",
+        o.stderr
+    );
+    assert!(ns.link("ifb-parked0").is_none());
+    assert!(ns.link("ifb-parked1").is_some() && ns.link("bwpkeep").is_some());
+}
+
 /// `cni-rs install --watch` as the DaemonSet runs it, killed on drop.
 struct Watcher {
     child: std::process::Child,

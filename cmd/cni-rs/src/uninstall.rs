@@ -1,7 +1,8 @@
 //! `cni-rs uninstall`: removes our entries from the conflist (putting back
 //! the reference `bandwidth` entry ours replaced), then our binaries and
-//! the backup install kept. The conflist first: once no entry names our
-//! plugins, removing them is safe. Stop the DaemonSet first, or its
+//! the backup install kept, and last the bandwidth plugin's parked ifbs
+//! (its `ifbPool`). The conflist first: once no entry names our plugins,
+//! removing them is safe. Stop the DaemonSet first, or its
 //! watcher puts everything back.
 
 use crate::apply::parent;
@@ -32,7 +33,8 @@ pub fn run(o: &UninstallOpts, log: &mut dyn FnMut(String)) -> Result<(), String>
         .chain([p.backup.clone()])
         .filter(|f| std::fs::symlink_metadata(f).is_ok())
         .collect();
-    let changes = edit.is_some() || !remove.is_empty();
+    let parked = parked_ifbs();
+    let changes = edit.is_some() || !remove.is_empty() || !parked.is_empty();
     if o.dry_run {
         if let Some((old, new)) = &edit {
             log(format!("would restore the chain in {conf}:"));
@@ -45,6 +47,9 @@ pub fn run(o: &UninstallOpts, log: &mut dyn FnMut(String)) -> Result<(), String>
         }
         for f in &remove {
             log(format!("would remove {}", f.display()));
+        }
+        for l in &parked {
+            log(format!("would delete the parked ifb {}", l.name));
         }
         return Ok(());
     }
@@ -63,8 +68,38 @@ pub fn run(o: &UninstallOpts, log: &mut dyn FnMut(String)) -> Result<(), String>
         std::fs::remove_file(f).map_err(|e| format!("cannot remove {}: {e}", f.display()))?;
         log(format!("removed {}", f.display()));
     }
+    // Last: with our entries gone, no DEL parks another one.
+    delete_parked(&parked, log)?;
     if !changes {
         log("nothing to do: nothing of ours on this node".into());
+    }
+    Ok(())
+}
+
+/// The bandwidth plugin's parked ifbs in this network namespace (its
+/// `ifbPool`): they outlive pods by design, not the plugin. None when
+/// netlink cannot be read (reported when deleting).
+fn parked_ifbs() -> Vec<cni_netlink::Link> {
+    cni_netlink::Netlink::new()
+        .and_then(|mut nl| nl.links())
+        .map(|links| {
+            links
+                .into_iter()
+                .filter(bandwidth_plugin::ifb_pool::parked_by_any_pool)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn delete_parked(parked: &[cni_netlink::Link], log: &mut dyn FnMut(String)) -> Result<(), String> {
+    if parked.is_empty() {
+        return Ok(());
+    }
+    let mut nl = cni_netlink::Netlink::new().map_err(|e| format!("netlink: {e}"))?;
+    for l in parked {
+        nl.delete_link(l.index)
+            .map_err(|e| format!("cannot delete the parked ifb {}: {e}", l.name))?;
+        log(format!("deleted the parked ifb {}", l.name));
     }
     Ok(())
 }

@@ -45,6 +45,15 @@ const PARKED_TAG: &str = "cni-bandwidth parked pool=";
 /// The lock file, in the state dir (hidden: never taken for a state file).
 const LOCK_NAME: &str = ".ifb-pool";
 
+/// Whether `l` is an ifb parked by any pool (any state dir): what an
+/// uninstall removes with the plugin.
+pub fn parked_by_any_pool(l: &Link) -> bool {
+    l.kind.as_deref() == Some("ifb")
+        && l.alias
+            .as_deref()
+            .is_some_and(|a| a.starts_with(PARKED_TAG))
+}
+
 /// The name of slot `i`.
 pub fn slot_name(i: u32) -> String {
     format!("{SLOT_PREFIX}{i}")
