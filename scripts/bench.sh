@@ -265,6 +265,7 @@ write_inputs() {
     # egress shaped inside the pod (egressMode "pod": no ifb to create or delete).
     jq --arg st "$WORK/state-disk/bandwidth" '.stateDir = $st' "$IN/bw.json" > "$IN/bw-shm.json"
     jq --arg st "$STATE/mb-bandwidth-pod" '.stateDir = $st | .egressMode = "pod"' "$IN/bw.json" > "$IN/bw-pod.json"
+    jq '.ifbPool = 0' "$IN/bw.json" > "$IN/bw-nopool.json"
 }
 
 # The environment a runtime gives a plugin, and nothing else.
@@ -360,6 +361,7 @@ setup_pods() {
     mk_prep ref "$IN/bw.json" "$REFBW"
     mk_prep shm "$IN/bw-shm.json" "$BW"
     mk_prep pod "$IN/bw-pod.json" "$BW"
+    mk_prep nopool "$IN/bw-nopool.json" "$BW"
     check_layouts
     TL_CLEAN=$(tl_state)
     TL_CLEAN_ARP=$(awk '{ print $3 }' <<<"$TL_CLEAN")
@@ -370,10 +372,10 @@ setup_pods() {
 # --- 1. invocation wall time -------------------------------------------------------
 bandwidth_round() { # bandwidth_round ROUND: ADD and DEL of ours, its variants and the reference
     local v name key input plugin
-    for v in ours:bw ref:ref-bw shm:bw-shm pod:bw-pod; do
+    for v in ours:bw ref:ref-bw shm:bw-shm pod:bw-pod nopool:bw-nopool; do
         name=${v%%:*}; key=${v#*:}
         input="$IN/bw.json"; plugin=$BW
-        case $name in ref) plugin=$REFBW ;; shm) input="$IN/bw-shm.json" ;; pod) input="$IN/bw-pod.json" ;; esac
+        case $name in ref) plugin=$REFBW ;; shm) input="$IN/bw-shm.json" ;; pod) input="$IN/bw-pod.json" ;; nopool) input="$IN/bw-nopool.json" ;; esac
         hf "$key-add"  bw "bash $WORK/reset-$name.sh" "$WS $input CNI_COMMAND=ADD $plugin" "$1"
         in_node bw bash "$WORK/reset-$name.sh"; clean_bw
         hf "$key-del"  bw "bash $WORK/readd-$name.sh" "$WS $input CNI_COMMAND=DEL $plugin" "$1"
@@ -609,7 +611,7 @@ leaks() { # leaks -> "ifbs links qdiscs states caches netns"
     ifbs=$(ifbs_in_use)
     links=$(ip -n "$NODE" -o link show | grep -v ': lo:' | grep -vc '^[0-9]*: ifb-parked[0-9]*:' || true)
     qd=$(tc -n "$NODE" qdisc show | grep -cE '^qdisc (tbf|ingress|clsact)' || true)
-    st=$(find "$STATE" -path "$STATE/mb-*" -prune -o -type f ! -name .lock -print | wc -l)
+    st=$(find "$STATE" -path "$STATE/mb-*" -prune -o -type f ! -name .lock ! -name .ifb-pool -print | wc -l)
     ca=$(find "$WORK/cache" -type f | wc -l)
     ns=$(ip netns list | awk '{ print $1 }' | grep -c "^$PFX-[sp][0-9]" || true)
     echo "$ifbs $links $qd $st $ca $ns"

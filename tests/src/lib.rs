@@ -801,7 +801,8 @@ pub fn tcp_connects(from: &Netns, ip: &str, port: u16) -> bool {
 }
 
 /// Regular files under `dir`, recursively, except lock files (`.lock`:
-/// the state store keeps its lock file, by design).
+/// the state store keeps its lock file, by design; `.ifb-pool`: so does
+/// the bandwidth plugin's pool of parked ifbs).
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -810,7 +811,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if e.file_name() != ".lock" {
+            } else if e.file_name() != ".lock" && e.file_name() != ".ifb-pool" {
                 out.push(p);
             }
         }

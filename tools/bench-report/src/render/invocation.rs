@@ -123,6 +123,11 @@ fn variants(raw: &Raw) -> String {
             ),
             var("stateDir on disk", "bw-shm-add", "bw-shm-del"),
             var("egressMode pod", "bw-pod-add", "bw-pod-del"),
+            var(
+                "ifbPool 0 (DEL deletes its ifb, ADD creates one)",
+                "bw-nopool-add",
+                "bw-nopool-del",
+            ),
         ],
     )
 }
