@@ -11,6 +11,7 @@
 //! - [`htb_plan`]: the HTB tree of one direction from resolved classes (pure);
 //! - [`layout`]: the desired root of one device (tbf or htb tree): install, compare;
 //! - [`devices`]: finding the host veth, naming and recognising our ifbs;
+//! - [`ifb_choice`]: which ifb name an ADD uses;
 //! - [`ifb_pool`]: parked ifbs, which DEL leaves and ADD takes;
 //! - [`record`]: the state record (what is ours);
 //! - [`plan`]: config + attachment -> the desired kernel objects (pure);
@@ -32,6 +33,7 @@ pub mod classes;
 pub mod config;
 pub mod devices;
 pub mod htb_plan;
+pub mod ifb_choice;
 pub mod ifb_pool;
 pub mod layout;
 pub mod plan;
