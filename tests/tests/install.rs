@@ -1478,7 +1478,14 @@ fn patched_conflist_runs_the_chain() {
 
     cni("del", &pod.path_str()).ok();
     cni("del", "").ok();
-    let left: Vec<String> = ns.link_names().into_iter().filter(|l| l != "lo").collect();
+    // The pod's ifb is parked (bandwidth's ifbPool), nothing else stays.
+    let parked = ns.parked_ifbs();
+    assert!(parked.len() <= 1, "{parked:?}");
+    let left: Vec<String> = ns
+        .link_names()
+        .into_iter()
+        .filter(|l| l != "lo" && !parked.contains(l))
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 

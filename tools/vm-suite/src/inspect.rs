@@ -54,12 +54,21 @@ fn kernels_own(l: &Link) -> bool {
             .is_some_and(|n| n.parse::<u32>().is_ok())
 }
 
-/// Every ifb in the node but the module's own.
+/// An ifb the bandwidth plugin parked (its `ifbPool`): a DEL leaves it
+/// for the next ADD, marked for no attachment.
+fn parked(l: &Link) -> bool {
+    l.alias
+        .as_deref()
+        .is_some_and(|a| a.starts_with("cni-bandwidth parked pool="))
+}
+
+/// Every ifb in the node but the module's own and the parked ones: those
+/// an attachment uses.
 pub fn ifbs(nl: &mut Netlink) -> Result<Vec<Link>> {
     Ok(nl
         .links()?
         .into_iter()
-        .filter(|l| l.kind.as_deref() == Some("ifb") && !kernels_own(l))
+        .filter(|l| l.kind.as_deref() == Some("ifb") && !kernels_own(l) && !parked(l))
         .collect())
 }
 
@@ -95,14 +104,21 @@ pub fn state_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Everything a pod's networking can leave behind: ifbs and shaping
-/// qdiscs in the node, our nf_tables tables, state files, and shaping
+/// Everything a pod's networking can leave behind: ifbs (but up to 16
+/// parked ones) and shaping qdiscs in the node, our nf_tables tables, state files, and shaping
 /// qdiscs on the pod's `eth0` (when the pod still exists).
 pub fn leftovers(state_dirs: &[&Path], pod: Option<&Ns>) -> Result<Vec<String>> {
     let mut left = Vec::new();
     let mut nl = Netlink::new()?;
-    for l in nl.links()? {
-        if l.kind.as_deref() == Some("ifb") && !kernels_own(&l) {
+    let links = nl.links()?;
+    // Parked ifbs outlive pods by design, within the pool's default bound
+    // (a shaper left on one is still reported, below).
+    let parked_count = links.iter().filter(|l| parked(l)).count();
+    if parked_count > 16 {
+        left.push(format!("{parked_count} parked ifbs"));
+    }
+    for l in links {
+        if l.kind.as_deref() == Some("ifb") && !kernels_own(&l) && !parked(&l) {
             left.push(format!("ifb {}", l.name));
         }
         for k in kinds(&mut nl, l.index)? {
