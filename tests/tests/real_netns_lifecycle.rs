@@ -115,6 +115,24 @@ fn shaped_attachment_lifecycle() {
         }
         s.run(plugin, "DEL", &conf).ok();
         s.run(plugin, "DEL", &conf).ok();
+        // bandwidth's DEL parks the pod's ifb for the next ADD (its
+        // ifbPool); GC of a network without pods deletes it.
+        let parked = s.node.parked_ifbs();
+        assert!(parked.len() <= 1, "{plugin}: {parked:?}");
+        if !parked.is_empty() {
+            let mut gc = conf.clone();
+            gc.as_object_mut().unwrap().remove("prevResult");
+            gc["cniVersion"] = "1.1.0".into();
+            gc["cni.dev/valid-attachments"] = json!([]);
+            let env = env_of(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]);
+            run_plugin(
+                &plugin_bin(plugin),
+                Some(&s.node),
+                &env,
+                gc.to_string().as_bytes(),
+            )
+            .ok();
+        }
         assert_eq!(s.world(), before, "{plugin}: DEL left something");
         let left: Vec<String> = s.state.files();
         assert!(
