@@ -44,9 +44,12 @@ impl Node {
         )
     }
 
-    fn gc(&self, valid: Value) -> Outcome {
-        let conf = json!({"cniVersion": "1.1.0", "name": NET, "type": "bandwidth",
-                          "stateDir": self.state.str(), "cni.dev/valid-attachments": valid});
+    fn gc(&self, valid: Value, extra: Value) -> Outcome {
+        let conf = merged(
+            json!({"cniVersion": "1.1.0", "name": NET, "type": "bandwidth",
+                   "stateDir": self.state.str(), "cni.dev/valid-attachments": valid}),
+            extra,
+        );
         run_plugin(
             &plugin_bin("bandwidth"),
             Some(&self.node),
@@ -122,7 +125,7 @@ fn del_parks_the_ifb_and_the_next_pod_takes_it() {
 
     n.run(&b, "DEL", json!({})).ok();
     assert_eq!(n.node.parked_ifbs(), ["ifb-parked0"]);
-    n.gc(json!([])).ok();
+    n.gc(json!([]), json!({})).ok();
     assert!(
         n.node.parked_ifbs().is_empty(),
         "GC without pods empties the pool"
@@ -158,15 +161,7 @@ fn the_pool_is_bounded_and_zero_turns_it_off() {
     // GC of a network with pods keeps what the config allows.
     n.run(&pods[0], "ADD", two.clone()).ok();
     let valid = json!([{"containerID": pods[0].container_id, "ifname": "eth0"}]);
-    let conf = json!({"cniVersion": "1.1.0", "name": NET, "type": "bandwidth", "ifbPool": 1,
-                      "stateDir": n.state.str(), "cni.dev/valid-attachments": valid});
-    run_plugin(
-        &plugin_bin("bandwidth"),
-        Some(&n.node),
-        &env_of(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]),
-        conf.to_string().as_bytes(),
-    )
-    .ok();
+    n.gc(valid, json!({"ifbPool": 1})).ok();
     assert_eq!(
         n.node.parked_ifbs(),
         ["ifb-parked0"],
@@ -179,7 +174,7 @@ fn the_pool_is_bounded_and_zero_turns_it_off() {
     n.run(&pods[1], "ADD", off.clone()).ok();
     assert_eq!(n.node.parked_ifbs(), ["ifb-parked0"], "0: ADD takes none");
     n.run(&pods[1], "DEL", off).ok();
-    n.gc(json!([])).ok();
+    n.gc(json!([]), json!({})).ok();
     assert!(n.node.parked_ifbs().is_empty() && n.state.files().is_empty());
 }
 

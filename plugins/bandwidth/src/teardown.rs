@@ -58,11 +58,16 @@ pub fn delete_owned_ifb(
     name: &str,
     who: &Attachment<'_>,
 ) -> anyhow::Result<()> {
-    if let Some(l) = owned_ifb(nl, name, who)? {
-        nl.delete_link(l.index)
-            .cni_with(Code::Kernel, || format!("deleting {name}"))?;
-        log_info!("deleted {name}");
+    match owned_ifb(nl, name, who)? {
+        Some(l) => delete_ifb(nl, &l),
+        None => Ok(()),
     }
+}
+
+fn delete_ifb(nl: &mut dyn Kernel, l: &Link) -> anyhow::Result<()> {
+    nl.delete_link(l.index)
+        .cni_with(Code::Kernel, || format!("deleting {}", l.name))?;
+    log_info!("deleted {}", l.name);
     Ok(())
 }
 
@@ -83,10 +88,7 @@ fn park_owned_ifb(
         Ok(false) => log_info!("the ifb pool is full: deleting {name}"),
         Err(e) => log_info!("parking {name} failed ({e:#}): deleting it"),
     }
-    nl.delete_link(l.index)
-        .cni_with(Code::Kernel, || format!("deleting {name}"))?;
-    log_info!("deleted {name}");
-    Ok(())
+    delete_ifb(nl, &l)
 }
 
 /// Removes everything `inst` records as ours, as far as it still exists
