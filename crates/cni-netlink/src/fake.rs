@@ -244,7 +244,7 @@ impl Kernel for FakeKernel {
                 mtu,
                 txqlen: crate::IFB_TXQUEUELEN,
                 alias: alias.map(str::to_string),
-                up: true,
+                up: false,
                 ..Default::default()
             };
             n.next_index += 1;

@@ -23,7 +23,7 @@ pub trait Kernel {
     fn link_by_name(&mut self, name: &str) -> Result<Option<Link>>;
     /// The link with index `index`, if any.
     fn link_by_index(&mut self, index: u32) -> Result<Option<Link>>;
-    /// Creates an ifb (up, with `mtu` and `alias`).
+    /// Creates an ifb (down, with `mtu` and `alias`).
     fn create_ifb(&mut self, name: &str, mtu: u32, alias: Option<&str>) -> Result<Link>;
     /// Deletes a link; `false` when it was not there.
     fn delete_link(&mut self, index: u32) -> Result<bool>;
@@ -224,12 +224,8 @@ impl Kernel for System {
         self.rt.add_priority_reset(index)
     }
     fn in_netns(&mut self, ns: &Path) -> anyhow::Result<Box<dyn Kernel>> {
-        use anyhow::Context as _;
-        // A socket stays in the namespace it was made in: make it there,
-        // come back at once.
-        let inner = crate::netns::run_in(ns, || {
-            Netlink::new().context("opening netlink in the pod netns")
-        })?;
+        // A socket stays in the namespace it was made in.
+        let inner = crate::netns::rtnl_in(ns)?;
         Ok(Box::new(System {
             rt: inner,
             nft: None,

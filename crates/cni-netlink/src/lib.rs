@@ -160,7 +160,19 @@ impl Netlink {
     /// Opens the socket in the calling thread's current netns, which is what
     /// every later request will act on.
     pub fn new() -> Result<Self> {
-        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        Self::with_socket(Socket::new(NETLINK_ROUTE)?)
+    }
+
+    /// Takes an rtnetlink socket opened elsewhere (in a pod's namespace,
+    /// by `cni_types::netns::validate_netns`): requests act where it was
+    /// made, whichever namespace the thread is in now.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Self> {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the fd is an open socket we own; Socket closes it on drop.
+        Self::with_socket(unsafe { Socket::from_raw_fd(fd.into_raw_fd()) })
+    }
+
+    fn with_socket(mut sock: Socket) -> Result<Self> {
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;
         // Both are best effort: they only improve error reporting.

@@ -302,8 +302,8 @@ impl Netlink {
     }
 
     /// Creates an ifb device (exclusively, so a name clash is reported as
-    /// `EEXIST`), configures and raises it, and returns it as the kernel
-    /// sees it. A half-configured device is removed again on failure.
+    /// `EEXIST`), marks it and returns it, down. A half-configured device
+    /// is removed again on failure.
     pub fn create_ifb(&mut self, name: &str, mtu: u32, alias: Option<&str>) -> Result<Link> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
@@ -333,6 +333,9 @@ impl Netlink {
         Err(err)
     }
 
+    /// Marks the new ifb and leaves it down: its root qdisc is set before
+    /// it carries traffic, without the grace period a root change on a
+    /// running device waits for.
     fn finish_ifb(&mut self, op: &str, name: &str, alias: Option<&str>) -> Result<Link> {
         let link = self
             .link_by_name(name)?
@@ -340,9 +343,33 @@ impl Netlink {
         if let Some(alias) = alias {
             self.set_alias(link.index, alias)?;
         }
-        self.set_up(link.index)?;
-        self.link_by_index(link.index)?
-            .ok_or_else(|| NlError::protocol(op, "created link vanished"))
+        // Best effort: an ifb never speaks IPv6, so bringing it up need not
+        // make a link-local address (DAD, MLD reports). Refused where IPv6
+        // is off (EAFNOSUPPORT), which changes nothing else.
+        let _ = self.set_no_ipv6_addresses(link.index);
+        Ok(Link {
+            alias: alias.map(str::to_string),
+            ..link
+        })
+    }
+
+    /// `addrgenmode none`: no IPv6 link-local address when the link goes up.
+    fn set_no_ipv6_addresses(&mut self, index: u32) -> Result<()> {
+        const IFLA_AF_SPEC: u16 = 26;
+        const AF_INET6: u16 = 10;
+        const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+        const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
+        // AF_INET6 { IFLA_INET6_ADDR_GEN_MODE: u8 } (the u8 padded to 4).
+        let mut af = Vec::with_capacity(12);
+        af.extend_from_slice(&12u16.to_ne_bytes());
+        af.extend_from_slice(&AF_INET6.to_ne_bytes());
+        af.extend_from_slice(&5u16.to_ne_bytes());
+        af.extend_from_slice(&IFLA_INET6_ADDR_GEN_MODE.to_ne_bytes());
+        af.extend_from_slice(&[IN6_ADDR_GEN_MODE_NONE, 0, 0, 0]);
+        let mut msg = link_msg(index);
+        msg.attributes
+            .push(LinkAttribute::Other(DefaultNla::new(IFLA_AF_SPEC, af)));
+        self.set_link(&format!("set addrgenmode none on link #{index}"), msg)
     }
 
     /// Creates a veth pair with both ends in the current netns, for tests
@@ -485,7 +512,10 @@ mod tests {
         assert_eq!(link.kind.as_deref(), Some("ifb"));
         assert_eq!(link.mtu, 1400);
         assert_eq!(link.alias.as_deref(), Some("owned-by-test"));
-        assert!(link.up);
+        assert!(
+            !link.up,
+            "made down: its root is set before it carries traffic"
+        );
         assert!(link.mac.is_some());
         assert_eq!(link.max_mtu, None);
 

@@ -10,6 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::Netlink;
 use anyhow::Context;
 use cni_types::env::NetnsId;
 use nix::sched::{CloneFlags, setns};
@@ -104,6 +105,23 @@ pub fn run_in<T>(path: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::
     let res = f();
     guard.restore()?;
     res
+}
+
+/// An rtnetlink connection inside the pod netns at `path`: the socket the
+/// validation of `CNI_NETNS` already made there when `path` is still that
+/// namespace (no second visit), else one made by entering it.
+pub fn rtnl_in(path: &Path) -> anyhow::Result<Netlink> {
+    let validated = cni_types::fsutil::open_nonblocking(path)
+        .ok()
+        .filter(|f| cni_types::env::check_netns_fd(f).is_ok())
+        .and_then(|f| NetnsId::of_file(&f).ok())
+        .and_then(|id| cni_types::netns::take_pod_rtnl(&id));
+    match validated {
+        Some(fd) => Netlink::from_fd(fd).context("opening netlink in the pod netns"),
+        None => run_in(path, || {
+            Netlink::new().context("opening netlink in the pod netns")
+        }),
+    }
 }
 
 /// True when `path` is a network namespace, so a plugin can reject a

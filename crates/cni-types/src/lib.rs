@@ -15,6 +15,7 @@ pub mod env;
 pub mod error;
 pub mod fsutil;
 pub mod log;
+pub mod netns;
 pub mod result;
 pub mod skel;
 pub mod state;

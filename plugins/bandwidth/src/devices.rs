@@ -96,19 +96,16 @@ pub fn find_host_veth(
     ifname: &str,
     prev: &CniResult,
 ) -> anyhow::Result<Link> {
-    let container = netns::run_in(netns_path, || {
-        let mut pod_nl = Netlink::new().context("opening netlink in the pod netns")?;
-        pod_nl
-            .link_by_name(ifname)
-            .with_context(|| format!("looking up {ifname} in {}", netns_path.display()))
-    })?
-    .ok_or_else(|| {
-        CniError::new(
-            Code::InterfaceNotFound,
-            format!("container interface {ifname} not found"),
-        )
-        .with_details(format!("no link {ifname} in {}", netns_path.display()))
-    })?;
+    let container = netns::rtnl_in(netns_path)?
+        .link_by_name(ifname)
+        .with_context(|| format!("looking up {ifname} in {}", netns_path.display()))?
+        .ok_or_else(|| {
+            CniError::new(
+                Code::InterfaceNotFound,
+                format!("container interface {ifname} not found"),
+            )
+            .with_details(format!("no link {ifname} in {}", netns_path.display()))
+        })?;
     match host_veth::host_side(nl, &container, netns_path, Some(prev))? {
         HostSide::Veth(host) => Ok(host),
         none => {

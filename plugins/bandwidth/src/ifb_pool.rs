@@ -148,11 +148,13 @@ impl<'a> IfbPool<'a> {
         let Some(l) = self.parked(nl)?.pop() else {
             return Ok(Taken::Empty);
         };
+        // Left down: the ADD sets its root before bringing it up (a root
+        // change on a running device waits for an RCU grace period).
         let change = LinkChange {
             name: Some(name),
             alias: Some(alias),
             mtu: Some(mtu),
-            up: Some(true),
+            up: None,
         };
         match nl.change_link(l.index, &change) {
             Ok(()) => {}
@@ -167,31 +169,32 @@ impl<'a> IfbPool<'a> {
             name: name.to_string(),
             alias: Some(alias.to_string()),
             mtu,
-            up: true,
+            up: false,
             ..l
         }))
     }
 
     /// Parks `ifb` (the attachment's own, its redirect already removed):
-    /// root qdisc removed, down, then renamed into the lowest free slot
+    /// down, root qdisc removed, then renamed into the lowest free slot
     /// and marked. False: the pool is off or full, the caller deletes it.
     pub fn park(&self, nl: &mut dyn Kernel, ifb: &Link) -> anyhow::Result<bool> {
         if !self.is_on() {
             return Ok(false);
         }
-        nl.delete_qdisc(ifb.index, TC_H_ROOT, TBF_HANDLE)
-            .cni_with(Code::Kernel, || {
-                format!("removing the root of {}", ifb.name)
-            })?;
         // Down first: the kernel renames only a link that is down when the
-        // request starts. Killed after this, the ifb is still the
-        // attachment's (its name and alias): a retried DEL parks it.
+        // request starts, and removes the root of a stopped device without
+        // waiting for a grace period. Killed after this, the ifb is still
+        // the attachment's (its name and alias): a retried DEL parks it.
         let down = LinkChange {
             up: Some(false),
             ..Default::default()
         };
         nl.change_link(ifb.index, &down)
             .cni_with(Code::Kernel, || format!("bringing {} down", ifb.name))?;
+        nl.delete_qdisc(ifb.index, TC_H_ROOT, TBF_HANDLE)
+            .cni_with(Code::Kernel, || {
+                format!("removing the root of {}", ifb.name)
+            })?;
         let _lock = self.lock()?;
         for i in 0..self.slots {
             let slot = slot_name(i);

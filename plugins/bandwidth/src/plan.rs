@@ -85,10 +85,12 @@ pub fn desired(
             out.push(Object::PodRoot(l));
         }
         (Some(l), _, Some(name)) => {
+            // The ifb's shaper before the redirect: no packet leaves the
+            // pod unshaped, and the ifb gets its root while still down.
             out.push(Object::Ifb(name.to_string()));
+            out.push(Object::IfbRoot(name.to_string(), l));
             out.push(Object::IngressQdisc);
             out.push(Object::Redirect(name.to_string()));
-            out.push(Object::IfbRoot(name.to_string(), l));
         }
     }
     out

@@ -414,6 +414,13 @@ impl Reconcile<'_, '_> {
                 .find(|q| q.is_root())
         };
         install_root(self.nl, &ifb, layout, root.as_ref())?;
+        // Up only now, shaper in place: made or taken down (see
+        // Netlink::create_ifb), before the redirect sends it traffic.
+        if !ifb.up {
+            self.nl
+                .set_up(ifb.index)
+                .cni_with(Code::Kernel, || format!("bringing up {}", ifb.name))?;
+        }
         let (how, host) = (layout.describe(), &self.host.name);
         log_info!("egress: {how} on {} (from {host})", ifb.name);
         Ok(())
@@ -529,11 +536,6 @@ impl Reconcile<'_, '_> {
             self.nl
                 .set_alias(existing.index, &alias)
                 .cni_with(Code::Kernel, || format!("marking {name}"))?;
-        }
-        if !existing.up {
-            self.nl
-                .set_up(existing.index)
-                .cni_with(Code::Kernel, || format!("bringing up {name}"))?;
         }
         Ok((existing, false))
     }

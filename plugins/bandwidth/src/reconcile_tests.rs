@@ -56,11 +56,11 @@ fn desired_objects_follow_mode_and_directions() {
         vec![
             Object::HostRoot(t()),
             Object::Ifb("bwp1".into()),
+            Object::IfbRoot("bwp1".into(), t()),
             Object::IngressQdisc,
             Object::Redirect("bwp1".into()),
-            Object::IfbRoot("bwp1".into(), t()),
         ],
-        "the reference's layout, parents and targets first"
+        "the reference's layout; the ifb shaped before anything is redirected to it"
     );
     assert_eq!(
         desired(None, Some(t()), EgressMode::Pod, None, None),
