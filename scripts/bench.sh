@@ -99,7 +99,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 missing=()
 for pair in ip:iproute2 tc:iproute2 ss:iproute2 hyperfine:hyperfine iperf3:iperf3 ping:iputils-ping \
-            jq:jq /usr/bin/time:time xargs:findutils file:file strace:strace; do
+            jq:jq /usr/bin/time:time xargs:findutils file:file strace:strace gcc:gcc musl-gcc:musl-tools; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 [ -x /usr/lib/cni/bandwidth ] && [ -x /usr/lib/cni/tuning ] || missing+=(containernetworking-plugins)
@@ -107,7 +107,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-for c in ip tc ss hyperfine iperf3 ping jq /usr/bin/time /usr/lib/cni/bandwidth /usr/lib/cni/tuning; do
+for c in ip tc ss hyperfine iperf3 ping jq /usr/bin/time gcc musl-gcc /usr/lib/cni/bandwidth /usr/lib/cni/tuning; do
     command -v "$c" >/dev/null || { echo "bench: missing $c and could not install it" >&2; exit 1; }
 done
 command -v cargo >/dev/null || { echo "bench: cargo not found" >&2; exit 1; }
@@ -136,22 +136,17 @@ cargo build --release --quiet -p integration-tests --bins
 cargo build --release --quiet -p bench-report
 REL="$ROOT/target/release"
 REPORT="$REL/bench-report"
-# The no-op and the stdin redirector, statically linked (glibc crt-static),
-# in their own target dir so the normal release build is left alone.
-STATIC_DIR="$ROOT/target/bench-static/release"
-HELPERS_STATIC=1
-for b in with-stdin bench-noop; do
-    if ! cargo rustc --release --quiet -p integration-tests --bin "$b" --target-dir "$ROOT/target/bench-static" \
-            -- -C target-feature=+crt-static 2>/dev/null; then
-        HELPERS_STATIC=0
-    fi
-done
-if [ "$HELPERS_STATIC" = 1 ]; then
-    WS="$STATIC_DIR/with-stdin"; NOOP="$STATIC_DIR/bench-noop"
-else
-    log "warning: static link failed, using the dynamically linked helpers"
-    WS="$REL/with-stdin"; NOOP="$REL/bench-noop"
-fi
+# The floor's two helpers, in C (tests/bench-helpers): the no-op and the
+# stdin redirector, static with musl, so the floor is the cheapest process
+# start there is (a static glibc no-op pays ~0.3 ms of libc start-up here,
+# a Rust one more: neither is the process floor). The same no-op linked
+# dynamically against glibc is context.
+HELPERS="$ROOT/target/bench-helpers"
+mkdir -p "$HELPERS"
+musl-gcc -O2 -static -o "$HELPERS/with-stdin" tests/bench-helpers/with-stdin.c
+musl-gcc -O2 -static -o "$HELPERS/bench-noop" tests/bench-helpers/noop.c
+gcc -O2 -o "$HELPERS/bench-noop-dyn" tests/bench-helpers/noop.c
+WS="$HELPERS/with-stdin"; NOOP="$HELPERS/bench-noop"; NOOP_DYN="$HELPERS/bench-noop-dyn"
 # Ours as shipped: static musl, profile dist.
 BW="$ROOT/dist/linux-amd64/bin/bandwidth"; TL="$ROOT/dist/linux-amd64/bin/topology-label"
 CNIRS="$ROOT/dist/linux-amd64/bin/cni-rs"
@@ -409,7 +404,7 @@ section1() {
         log "  round $round of $ROUNDS"
         hf noop         bw "$NOOP" "$NOOP" "$round"
         hf floor        bw "$NOOP" "$WS $IN/bw.json CNI_COMMAND=ADD $NOOP" "$round"
-        hf floor-dyn    bw "$NOOP" "$WS $IN/bw.json CNI_COMMAND=ADD $REL/bench-noop" "$round"
+        hf floor-dyn    bw "$NOOP" "$WS $IN/bw.json CNI_COMMAND=ADD $NOOP_DYN" "$round"
         bandwidth_round "$round"
         topology_round "$round"
         kernel_round "$round"
@@ -455,7 +450,7 @@ rss() { # rss KEY POD PLUGIN INPUT RESET_CMD... -> RAW/rss/KEY, one peak (KiB) p
 section2() {
     log "peak RSS (GNU time %M, 5 ADDs each, state reset between)"
     rss noop   bw "$NOOP"    "$IN/empty.json" true
-    rss noop-dyn bw "$REL/bench-noop" "$IN/empty.json" true
+    rss noop-dyn bw "$NOOP_DYN" "$IN/empty.json" true
     rss bw     bw "$BW"      "$IN/bw.json"    invoke bw DEL "$BW" "$IN/bw.json"
     rss ref-bw bw "$REFBW"   "$IN/bw.json"    in_node bw bash "$WORK/reset-ref.sh"
     rss tl     tl "$TL"      "$IN/tl.json"    invoke tl DEL "$TL" "$IN/tl.json"

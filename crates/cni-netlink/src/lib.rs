@@ -125,7 +125,6 @@ pub type Result<T> = std::result::Result<T, NlError>;
 /// pod netns and used after switching back.
 pub struct Netlink {
     sock: Socket,
-    seq: u32,
     cap_ack: bool,
     buf: Vec<u8>,
 }
@@ -173,25 +172,35 @@ impl Netlink {
     }
 
     fn with_socket(mut sock: Socket) -> Result<Self> {
-        sock.bind_auto()?;
+        // Another descriptor of the same socket may have bound it already
+        // (the kernel refuses a second bind with EINVAL).
+        let mut bound = SocketAddr::new(0, 0);
+        sock.get_address(&mut bound)?;
+        if bound.port_number() == 0 {
+            sock.bind_auto()?;
+        }
         sock.connect(&SocketAddr::new(0, 0))?;
         // Both are best effort: they only improve error reporting.
         let cap_ack = sock.set_cap_ack(true).is_ok();
         let _ = sock.set_ext_ack(true);
         Ok(Netlink {
             sock,
-            seq: 0,
             cap_ack,
             buf: vec![0; RECV_BUF_SIZE],
         })
     }
 
+    /// Unique in the process, not per connection: connections may share
+    /// one socket (descriptors of the pod's, see [`netns::rtnl_in`]), and
+    /// none may take another's answers for its own.
     fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        if self.seq == 0 {
-            self.seq = 1;
+        static NEXT_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        loop {
+            let seq = NEXT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if seq != 0 {
+                return seq;
+            }
         }
-        self.seq
     }
 
     /// Sends a request that expects an ACK; answer messages before it, if

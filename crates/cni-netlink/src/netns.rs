@@ -115,7 +115,7 @@ pub fn rtnl_in(path: &Path) -> anyhow::Result<Netlink> {
         .ok()
         .filter(|f| cni_types::env::check_netns_fd(f).is_ok())
         .and_then(|f| NetnsId::of_file(&f).ok())
-        .and_then(|id| cni_types::netns::take_pod_rtnl(&id));
+        .and_then(|id| cni_types::netns::pod_rtnl(&id));
     match validated {
         Some(fd) => Netlink::from_fd(fd).context("opening netlink in the pod netns"),
         None => run_in(path, || {

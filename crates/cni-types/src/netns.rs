@@ -192,13 +192,16 @@ fn cookie_of(sock: &OwnedFd) -> Option<u64> {
 static POD_RTNL: Mutex<Vec<(NetnsId, OwnedFd)>> = Mutex::new(Vec::new());
 const KEPT_POD_SOCKETS: usize = 4;
 
-/// The socket the validation of `CNI_NETNS` opened inside it, when `ns`
-/// (the device and inode of a file opened now) is that namespace; the
-/// first caller takes it, later ones make their own.
-pub fn take_pod_rtnl(ns: &NetnsId) -> Option<OwnedFd> {
-    let mut kept = POD_RTNL.lock().ok()?;
-    let at = kept.iter().position(|(id, _)| id.same_file(ns))?;
-    Some(kept.swap_remove(at).1)
+/// A descriptor of the socket the validation of `CNI_NETNS` opened inside
+/// it, when `ns` (the device and inode of a file opened now) is that
+/// namespace. Every caller gets its own descriptor of the one socket, so
+/// an invocation enters the pod once however often it works there; the
+/// callers take turns (a plugin is one thread), and each request leaves
+/// the socket with nothing unread (see `cni_netlink`).
+pub fn pod_rtnl(ns: &NetnsId) -> Option<OwnedFd> {
+    let kept = POD_RTNL.lock().ok()?;
+    let (_, fd) = kept.iter().find(|(id, _)| id.same_file(ns))?;
+    fd.try_clone().ok()
 }
 
 fn keep_pod_rtnl(id: NetnsId, sock: OwnedFd) {
@@ -215,7 +218,7 @@ fn keep_pod_rtnl(id: NetnsId, sock: OwnedFd) {
 /// and not be the plugin's own: work meant for a pod (sysctls, the
 /// container interface's qdiscs) must never land on the node. Refused with
 /// code 4 before anything changes. The visit that reads the cookie leaves
-/// its socket for [`take_pod_rtnl`].
+/// its socket for [`pod_rtnl`].
 pub fn validate_netns(path: &Path) -> Result<NetnsId, CniError> {
     let invalid = |msg: &str, e: &dyn std::fmt::Display| {
         CniError::new(Code::InvalidEnv, msg).with_details(format!("{}: {e:#}", path.display()))
@@ -291,7 +294,7 @@ mod tests {
     }
 
     /// The visit comes back, reads the pod's cookie (not ours), and leaves a
-    /// socket that only the same namespace's file takes, once.
+    /// socket that only the same namespace's file gets.
     #[test]
     fn validation_visits_once_and_keeps_the_pods_socket() {
         if !root() {
@@ -306,10 +309,11 @@ mod tests {
         assert_eq!(id.cookie, own_cookie, "the pod's cookie, read twice");
         let ours = NetnsId::of_netns(&own).unwrap();
         assert_ne!(id.cookie, ours.cookie);
-        assert!(take_pod_rtnl(&ours).is_none(), "not for another namespace");
-        let sock = take_pod_rtnl(&id).expect("kept for the pod");
+        assert!(pod_rtnl(&ours).is_none(), "not for another namespace");
+        let sock = pod_rtnl(&id).expect("kept for the pod");
         assert_eq!(cookie_of(&sock), id.cookie, "the socket lives in the pod");
-        assert!(take_pod_rtnl(&id).is_none(), "taken once");
+        let again = pod_rtnl(&id).expect("kept for every caller");
+        assert_eq!(cookie_of(&again), id.cookie);
         assert_eq!(own.metadata().unwrap().ino(), before);
     }
 }
