@@ -133,6 +133,17 @@ fn veth_pair_ingress_and_egress() {
             .contains(&s.pod.container_id)
     );
     assert_eq!(u(&s.tbf(&ifb).unwrap()["options"]["rate"]), 2_000_000);
+    assert!(link["flags"].as_array().unwrap().contains(&"UP".into()));
+    // No IPv6 on the ifb: bringing it up (every ADD that takes it from
+    // the pool) skips IPv6's walk of the node's routing table.
+    let sysctl = format!("/proc/sys/net/ipv6/conf/{ifb}/disable_ipv6");
+    assert_eq!(s.node.exec(&["cat", &sysctl]).unwrap().trim(), "1");
+    assert!(
+        !s.node
+            .ip(&["-6", "addr", "show", "dev", &ifb])
+            .unwrap()
+            .contains("inet6")
+    );
     assert!(s.node.qdisc(&s.pod.host_veth, "ingress").is_some());
     let filters = s.node.filters(&s.pod.host_veth, "ingress");
     let redirect = filters

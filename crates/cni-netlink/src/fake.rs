@@ -252,6 +252,17 @@ impl Kernel for FakeKernel {
             Ok(l)
         })
     }
+    /// Logged, but not a step that `fail_at` counts: callers treat it as
+    /// best effort, so a failure there fails nothing to roll back.
+    fn disable_ipv6(&mut self, name: &str) -> Result<()> {
+        if !self.read(|s| s.links.iter().any(|l| l.name == name)) {
+            return Err(err("disable ipv6", nix::libc::ENOENT));
+        }
+        let mut n = self.node.borrow_mut();
+        let entry = format!("{} disable ipv6 on {name}", self.ns.display());
+        n.log.push(entry);
+        Ok(())
+    }
     fn delete_link(&mut self, index: u32) -> Result<bool> {
         self.change(&format!("delete link #{index}"), |s, _| {
             if !s.has_link(index) {

@@ -343,33 +343,10 @@ impl Netlink {
         if let Some(alias) = alias {
             self.set_alias(link.index, alias)?;
         }
-        // Best effort: an ifb never speaks IPv6, so bringing it up need not
-        // make a link-local address (DAD, MLD reports). Refused where IPv6
-        // is off (EAFNOSUPPORT), which changes nothing else.
-        let _ = self.set_no_ipv6_addresses(link.index);
         Ok(Link {
             alias: alias.map(str::to_string),
             ..link
         })
-    }
-
-    /// `addrgenmode none`: no IPv6 link-local address when the link goes up.
-    fn set_no_ipv6_addresses(&mut self, index: u32) -> Result<()> {
-        const IFLA_AF_SPEC: u16 = 26;
-        const AF_INET6: u16 = 10;
-        const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
-        const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
-        // AF_INET6 { IFLA_INET6_ADDR_GEN_MODE: u8 } (the u8 padded to 4).
-        let mut af = Vec::with_capacity(12);
-        af.extend_from_slice(&12u16.to_ne_bytes());
-        af.extend_from_slice(&AF_INET6.to_ne_bytes());
-        af.extend_from_slice(&5u16.to_ne_bytes());
-        af.extend_from_slice(&IFLA_INET6_ADDR_GEN_MODE.to_ne_bytes());
-        af.extend_from_slice(&[IN6_ADDR_GEN_MODE_NONE, 0, 0, 0]);
-        let mut msg = link_msg(index);
-        msg.attributes
-            .push(LinkAttribute::Other(DefaultNla::new(IFLA_AF_SPEC, af)));
-        self.set_link(&format!("set addrgenmode none on link #{index}"), msg)
     }
 
     /// Creates a veth pair with both ends in the current netns, for tests
@@ -494,6 +471,24 @@ impl Netlink {
         self.request(op, RouteNetlinkMessage::SetLink(msg), 0)?;
         Ok(())
     }
+}
+
+/// Turns IPv6 off on the link `name` of the calling thread's network
+/// namespace (`/proc/sys/net/ipv6/conf/<name>/disable_ipv6`, which reads
+/// and writes the opener's namespace).
+pub(crate) fn disable_ipv6(name: &str) -> Result<()> {
+    use std::io::Write as _;
+    if name.is_empty() || name.len() > 15 || name.contains('/') || name == "." || name == ".." {
+        return Err(NlError::invalid_input(format!(
+            "{name:?} is not a link name"
+        )));
+    }
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(b"1"))
+        .map_err(NlError::Io)
 }
 
 #[cfg(test)]

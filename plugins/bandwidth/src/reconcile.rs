@@ -551,7 +551,14 @@ impl Reconcile<'_, '_> {
         let (l, fresh) = match taken {
             Taken::Ifb(l) => (l, false),
             Taken::Empty => match self.nl.create_ifb(name, mtu, Some(alias)) {
-                Ok(l) => (l, true),
+                Ok(l) => {
+                    // Once, for the ifb's life (parked and taken again, it
+                    // keeps it): every ADD that brings it up gains.
+                    if let Err(e) = self.nl.disable_ipv6(name) {
+                        log_info!("{name}: IPv6 stays on ({e})");
+                    }
+                    (l, true)
+                }
                 // Another attachment's ADD, running in parallel, made it
                 // between our look and our create: try again from the top.
                 Err(e) if e.is_exists() => return Err(IfbTaken(name.to_string()).into()),

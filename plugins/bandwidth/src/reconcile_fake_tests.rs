@@ -168,6 +168,23 @@ fn ifb_mode_makes_the_reference_layout_marked_as_ours() {
     assert_eq!(f.mirred[0].ifindex, ifb.index);
     assert!(h.tables.is_empty(), "no backstop in ifb mode");
     assert_eq!(inst.egress_mode, Some(EgressMode::Ifb));
+    assert!(ifb.up);
+    // Made without IPv6, shaped while down, up, and only then sent traffic.
+    let log = k.node.borrow().log.clone();
+    let at = |what: &str| {
+        log.iter()
+            .position(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in {log:#?}"))
+    };
+    let i = ifb.index;
+    let steps = [
+        at(&format!("create ifb {}", ifb.name)),
+        at(&format!("disable ipv6 on {}", ifb.name)),
+        at(&format!("replace root tbf on #{i}")),
+        at(&format!("set #{i} up")),
+        at(&format!("add redirect on #{} to #{i}", host.index)),
+    ];
+    assert!(steps.is_sorted(), "{steps:?} in {log:#?}");
 }
 
 #[test]
