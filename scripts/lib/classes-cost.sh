@@ -2,10 +2,11 @@
 # What traffic classes cost an invocation: ADD and DEL of one pod without
 # classes (tbf), with zone classes (htb trees: 3 classes, 3 CIDRs), and a
 # pod without a limit on a node with zone classes (counting only), in ifb
-# and pod egress modes. Same binary, same pod, same run; hyperfine runs
-# (each ADD prepared by a DEL and each DEL by an ADD). Keeps the raw
-# measurements for tools/bench-report (section 9 of BENCHMARKS.md):
-#   OUT_DIR/MODE-VARIANT-VERB.json  hyperfine's export
+# and pod egress modes. Same binary, same pod, same run; hyperfine runs in
+# 3 rounds through every configuration (each ADD prepared by a DEL and each
+# DEL by an ADD). Keeps the raw measurements for tools/bench-report
+# (section 9 of BENCHMARKS.md):
+#   OUT_DIR/MODE-VARIANT-VERB.json  hyperfine's export, the rounds' times pooled
 #   OUT_DIR/facts                   what was left on the node
 #
 # usage: scripts/lib/classes-cost.sh BANDWIDTH_BINARY RUNS OUT_DIR
@@ -50,23 +51,36 @@ EOF
     chmod +x "$WORK/$1-$2.sh"
     echo "$WORK/$1-$2.sh"
 }
-timed() { # timed NAME VERB CONF: hyperfine runs of one verb -> OUT_DIR/NAME-VERB.json
+timed() { # timed NAME VERB CONF ROUND: hyperfine runs of one verb -> WORK/rounds/ROUND/NAME-VERB.json
     local add del prep cmd
     add=$(run_script "$1" ADD "$3"); del=$(run_script "$1" DEL "$3")
     if [ "$2" = ADD ]; then prep=$del cmd=$add; else prep=$add cmd=$del; fi
-    ip netns exec "$NODE" hyperfine -N --style none --warmup 5 --runs "$RUNS" \
-        --export-json "$OUT/$1-$2.json" --prepare "$prep" "$cmd" > "$WORK/hf.log" 2>&1 || { cat "$WORK/hf.log" >&2; exit 1; }
+    mkdir -p "$WORK/rounds/$4"
+    ip netns exec "$NODE" hyperfine -N --style none --warmup 3 --runs "$PER_ROUND" \
+        --export-json "$WORK/rounds/$4/$1-$2.json" --prepare "$prep" "$cmd" > "$WORK/hf.log" 2>&1 || { cat "$WORK/hf.log" >&2; exit 1; }
     ip netns exec "$NODE" "$del" || true
 }
-for mode in ifb pod; do
-    for variant in tbf classes counting; do
-        case $variant in
-            tbf) c=$(conf "$mode" "$RATES" null) ;;
-            classes) c=$(conf "$mode" "$RATES" "$ZONES") ;;
-            counting) c=$(conf "$mode" '{}' "$ZONES") ;;
-        esac
-        timed "$mode-$variant" ADD "$c"; timed "$mode-$variant" DEL "$c"
+# In rounds that go through every configuration, pooled, as section 1 does:
+# a configuration's runs are spread over the section, so a slow spell of
+# the machine weighs on all of them alike instead of on one ratio.
+ROUNDS=3
+PER_ROUND=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
+for round in $(seq "$ROUNDS"); do
+    for mode in ifb pod; do
+        for variant in tbf classes counting; do
+            case $variant in
+                tbf) c=$(conf "$mode" "$RATES" null) ;;
+                classes) c=$(conf "$mode" "$RATES" "$ZONES") ;;
+                counting) c=$(conf "$mode" '{}' "$ZONES") ;;
+            esac
+            timed "$mode-$variant" ADD "$c" "$round"; timed "$mode-$variant" DEL "$c" "$round"
+        done
     done
+done
+for f in "$WORK"/rounds/1/*.json; do
+    name=$(basename "$f")
+    jq -s '{results: [{command: .[0].results[0].command, times: (map(.results[0].times) | add)}]}' \
+        "$WORK"/rounds/*/"$name" > "$OUT/$name"
 done
 # Nothing of ours may be left.
 left=$(ip netns exec "$NODE" tc qdisc show | grep -cE 'htb|tbf|bfifo|ingress' || true)
