@@ -119,7 +119,7 @@ fn header(raw: &Raw) -> String {
         vec![
             "ours".into(),
             format!(
-                "commit {}, {}: the release as shipped (`scripts/release.sh`: static musl, profile dist = release + opt-level s, LTO, codegen-units 1, panic=abort, strip)",
+                "commit {}, {}: the release as shipped (`scripts/release.sh`: static musl, profile dist = release + opt-level z, LTO, codegen-units 1, panic=abort, strip)",
                 t("commit"),
                 t("rustc")
             ),
