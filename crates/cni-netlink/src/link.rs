@@ -393,27 +393,29 @@ impl Netlink {
 
     /// Raises an interface (sets `IFF_UP` only, other flags untouched).
     pub fn set_up(&mut self, index: u32) -> Result<()> {
-        let mut msg = link_msg(index);
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
-        self.set_link(&format!("set link #{index} up"), msg)
+        let up = LinkChange {
+            up: Some(true),
+            ..Default::default()
+        };
+        self.apply_change(&format!("set link #{index} up"), index, &up)
     }
 
     /// Sets the alias used to tag devices; an empty string clears it.
     pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
-        let mut msg = link_msg(index);
-        msg.attributes.push(LinkAttribute::Other(DefaultNla::new(
-            IFLA_IFALIAS,
-            alias.as_bytes().to_vec(),
-        )));
-        self.set_link(&format!("set alias of link #{index}"), msg)
+        let alias = LinkChange {
+            alias: Some(alias),
+            ..Default::default()
+        };
+        self.apply_change(&format!("set alias of link #{index}"), index, &alias)
     }
 
     /// Sets the MTU (e.g. to mirror the shaped interface on its ifb).
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
-        let mut msg = link_msg(index);
-        msg.attributes.push(LinkAttribute::Mtu(mtu));
-        self.set_link(&format!("set mtu {mtu} on link #{index}"), msg)
+        let change = LinkChange {
+            mtu: Some(mtu),
+            ..Default::default()
+        };
+        self.apply_change(&format!("set mtu {mtu} on link #{index}"), index, &change)
     }
 
     /// Changes a link's name, alias, MTU and up/down state in one
@@ -422,6 +424,11 @@ impl Netlink {
     /// rename needs the link down when the request starts (EBUSY
     /// otherwise): bring it down with a change of its own first.
     pub fn change_link(&mut self, index: u32, change: &LinkChange<'_>) -> Result<()> {
+        self.apply_change(&format!("change link #{index} ({change:?})"), index, change)
+    }
+
+    /// The one RTM_SETLINK every change above sends, `op` naming it in errors.
+    fn apply_change(&mut self, op: &str, index: u32, change: &LinkChange<'_>) -> Result<()> {
         let mut msg = link_msg(index);
         if let Some(name) = change.name {
             msg.attributes.push(LinkAttribute::IfName(name.to_string()));
@@ -443,7 +450,7 @@ impl Netlink {
             };
             msg.header.change_mask = LinkFlags::Up;
         }
-        self.set_link(&format!("change link #{index} ({change:?})"), msg)
+        self.set_link(op, msg)
     }
 
     /// Sets the transmit queue length.
@@ -478,7 +485,8 @@ impl Netlink {
 /// and writes the opener's namespace).
 pub(crate) fn disable_ipv6(name: &str) -> Result<()> {
     use std::io::Write as _;
-    if name.is_empty() || name.len() > 15 || name.contains('/') || name == "." || name == ".." {
+    // A link name is an interface name: the path cannot leave conf/.
+    if cni_types::env::validate_ifname(name).is_err() {
         return Err(NlError::invalid_input(format!(
             "{name:?} is not a link name"
         )));

@@ -284,7 +284,7 @@ fn a_failed_add_deletes_the_ifb_it_took() {
     assert!(pool.park(k, &l).unwrap());
     let host = k.add_veth("eni1", Path::new("/pod1"), "eth0", 9001);
     let done = k.node.borrow().changes;
-    // Take, root tbf on the host, ingress qdisc: the redirect fails.
+    // Root tbf on the host, take, tbf on the ifb: bringing it up fails.
     k.node.borrow_mut().fail_at = Some(done + 4);
     add(k, &host, &request("ctr1", Path::new("/pod1"), &pool)).unwrap_err();
     assert!(ifbs(k).is_empty(), "{:?}", ifbs(k));
